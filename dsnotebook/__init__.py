@@ -1,0 +1,82 @@
+"""dsnotebook: push pandas DataFrames as named, versioned datasets in the background, and pull
+them back identical.
+
+>>> import dsnotebook as dsn
+>>> hub = dsn.connect()                      # doctest: +SKIP
+>>> task = hub.push(df, "sales")             # doctest: +SKIP
+>>> task.wait()                              # doctest: +SKIP
+>>> hub.pull("sales")                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import types
+
+from . import tasks as _tasks_module
+from .errors import (
+    ConfigError,
+    DatasetError,
+    DatasetNotFound,
+    DsnotebookError,
+    HubClosed,
+    SchemaMismatch,
+    UploadCancelled,
+    UploadError,
+    UsageError,
+    ValidationError,
+    VersionConflict,
+    WaitTimeout,
+)
+from .hub import AsyncHub, Hub, connect, datasets, default_hub, pull, push, tasks_frame
+from .models import DatasetInfo, DatasetVersion
+from .progress import Progress
+from .tasks import BackgroundTaskService, RetryPolicy
+from .upload import UploadTask
+
+__version__ = "0.1.0"
+
+# Errors reach users through task handles and widgets; a library never prints on its own.
+logging.getLogger("dsnotebook").addHandler(logging.NullHandler())
+
+
+class _CallableTasksModule(types.ModuleType):
+    """``dsnotebook.tasks`` is both the task-service module and the ``dsn.tasks()`` helper."""
+
+    def __call__(self, **options):
+        """``default_hub().tasks(**options)``: persisted uploads as a DataFrame."""
+        return tasks_frame(**options)
+
+
+_tasks_module.__class__ = _CallableTasksModule
+tasks = sys.modules[__name__ + ".tasks"]
+
+__all__ = [
+    "AsyncHub",
+    "BackgroundTaskService",
+    "ConfigError",
+    "DatasetError",
+    "DatasetInfo",
+    "DatasetNotFound",
+    "DatasetVersion",
+    "DsnotebookError",
+    "Hub",
+    "HubClosed",
+    "Progress",
+    "RetryPolicy",
+    "SchemaMismatch",
+    "UploadCancelled",
+    "UploadError",
+    "UploadTask",
+    "UsageError",
+    "ValidationError",
+    "VersionConflict",
+    "WaitTimeout",
+    "connect",
+    "datasets",
+    "default_hub",
+    "pull",
+    "push",
+    "tasks",
+]

@@ -1,0 +1,433 @@
+"""``AsyncHub`` and ``Hub``: one engine, two faces.
+
+:class:`AsyncHub` does all the work on the loop that awaits it. :class:`Hub` owns an ``AsyncHub``
+that lives on the library's portal loop and forwards every call there, so the upload logic is
+written once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import weakref
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
+
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from ._portal import get_portal
+from .errors import DsnotebookError, HubClosed, ValidationError
+from .models import DatasetInfo, DatasetVersion
+from .store.catalog import ensure_schema, tasks
+from .store.engine import is_sqlite, mask_url, open_engine, resolve_url, translate
+from .store.repository import Repository, drop_table
+from .tasks import BackgroundTaskService, RetryPolicy
+from .upload import DatasetUploadService, IfExists, UploadTask, owner
+
+__all__ = ["AsyncHub", "Hub", "connect", "datasets", "default_hub", "pull", "push", "tasks_frame"]
+
+log = logging.getLogger("dsnotebook")
+T = TypeVar("T")
+
+#: How many uploads run at once when the caller does not say: SQLite has one writer at a time.
+DEFAULT_CONCURRENCY = {"sqlite": 1}
+DEFAULT_CONCURRENCY_OTHER = 4
+#: At interpreter exit, how long running uploads get to stop before the process goes on exiting.
+EXIT_GRACE_S = 3.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class AsyncHub:
+    """The async face: every method runs on the caller's event loop.
+
+    Use as ``async with AsyncHub(url) as hub:`` or call :meth:`open` / :meth:`aclose` yourself.
+
+    Args:
+        url: any SQLAlchemy async URL; None means ``DSNOTEBOOK_URL`` or the per-user SQLite file.
+        concurrency: uploads running at once (default 1 on SQLite, 4 elsewhere).
+        retry: retry policy for transient errors per chunk (default: :class:`RetryPolicy()`).
+        chunk_size: default rows per staging chunk.
+    """
+
+    def __init__(
+        self,
+        url: str | URL | None = None,
+        *,
+        concurrency: int | None = None,
+        retry: RetryPolicy | None = None,
+        chunk_size: int | None = None,
+    ) -> None:
+        self.url: URL = resolve_url(url)
+        if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
+            raise ValidationError(f"concurrency: expected a positive int, got {concurrency!r}")
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValidationError(f"chunk_size: expected a positive int, got {chunk_size!r}")
+        self._concurrency = concurrency or DEFAULT_CONCURRENCY.get(self.url.get_backend_name(), DEFAULT_CONCURRENCY_OTHER)
+        self._retry = retry
+        self._chunk_size = chunk_size
+        self._engine: AsyncEngine | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._open_lock: asyncio.Lock | None = None
+        self.task_service: BackgroundTaskService | None = None
+        self._uploads: DatasetUploadService | None = None
+        self._repo: Repository | None = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("open" if self._engine is not None else "not opened")
+        return f"<AsyncHub {mask_url(self.url)} ({state})>"
+
+    @property
+    def engine(self) -> AsyncEngine:
+        self._check_open()
+        return self._engine
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> AsyncHub:
+        """Connect, create or check the catalog, and mark uploads of dead processes interrupted.
+
+        Raises:
+            ConfigError: the database cannot be reached or used.
+            VersionConflict: the catalog was written by a newer dsnotebook.
+        """
+        if self._closed:
+            raise HubClosed(f"{self!r} is closed; connect again")
+        if self._engine is not None:
+            return self
+        engine = await open_engine(self.url)
+        try:
+            async with engine.execution_options(dsn_write=True).begin() as conn:
+                await ensure_schema(conn)
+            write_engine = engine.execution_options(dsn_write=True)
+            self.task_service = BackgroundTaskService(async_sessionmaker(write_engine, expire_on_commit=False), concurrency=self._concurrency)
+            write_sessions = async_sessionmaker(write_engine, expire_on_commit=False)
+            self._repo = Repository(async_sessionmaker(engine, expire_on_commit=False), write_sessions)
+            kwargs: dict[str, Any] = {}
+            if self._chunk_size is not None:
+                kwargs["chunk_size"] = self._chunk_size
+            self._uploads = DatasetUploadService(
+                task_service=self.task_service, write_sessions=write_sessions, retry=self._retry, **kwargs
+            )
+            self._engine = engine
+            self._loop = asyncio.get_running_loop()
+            await self._mark_interrupted(write_sessions)
+        except BaseException as exc:
+            self._engine = None
+            await engine.dispose()
+            if isinstance(exc, DsnotebookError) or not isinstance(exc, Exception):
+                raise
+            raise translate(exc, what=f"opening {mask_url(self.url)}") from exc
+        return self
+
+    async def _mark_interrupted(self, write_sessions: async_sessionmaker) -> None:
+        """Uploads left queued or running by a process on this host that no longer exists."""
+        host, _pid = owner()
+        async with write_sessions() as session, session.begin():
+            rows = (
+                await session.execute(
+                    select(tasks.c.id, tasks.c.owner_pid, tasks.c.staging_table).where(
+                        tasks.c.status.in_(("queued", "running")), tasks.c.owner_host == host
+                    )
+                )
+            ).all()
+            dead = [r for r in rows if not _pid_alive(r.owner_pid)]
+            for r in dead:
+                if r.staging_table:
+                    await drop_table(session, r.staging_table)
+                await session.execute(
+                    tasks.update()
+                    .where(tasks.c.id == r.id)
+                    .values(status="interrupted", error="the process running this upload ended before it finished")
+                )
+        if dead:
+            log.info("marked %d upload(s) of ended processes as interrupted", len(dead))
+
+    async def __aenter__(self) -> AsyncHub:
+        return await self.open()
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.aclose()
+
+    async def aclose(self, *, cancel: bool = False, timeout: float | None = None) -> None:
+        """Wait for running uploads (or cancel them with ``cancel=True``), then release the engine."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._engine is None:
+            return
+        if cancel:
+            for handle in self._uploads.handles():
+                handle._interrupting = True
+        await self.task_service.shutdown(cancel=cancel, timeout=timeout)
+        await self._engine.dispose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise HubClosed(f"{self!r} is closed; connect again")
+
+    async def _ready(self) -> None:
+        self._check_open()
+        if self._engine is None:
+            if self._open_lock is None:
+                self._open_lock = asyncio.Lock()
+            async with self._open_lock:
+                await self.open()
+
+    # -- datasets ----------------------------------------------------------------------------
+
+    async def push(
+        self,
+        df: pd.DataFrame | pd.Series,
+        name: str,
+        *,
+        description: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        if_exists: IfExists = "replace",
+        priority: int = 0,
+        chunk_size: int | None = None,
+    ) -> UploadTask:
+        """Validate ``df`` and start uploading it as dataset ``name`` in the background.
+
+        Returns at once with the task's handle; ``await`` it for the published
+        :class:`~dsnotebook.models.DatasetVersion`.
+
+        Args:
+            df: the frame (a Series is taken as a one-column frame). What is stored is the frame
+                as it was when ``push`` returned, whatever happens to it afterwards.
+            name: the dataset's name: any printable text up to 255 characters.
+            description, tags: stored on the dataset (tags: a JSON-compatible dict).
+            if_exists: ``"replace"`` (a new version holding just this frame), ``"append"`` (a
+                new version of the previous rows plus these) or ``"fail"``.
+            priority: higher starts first among queued uploads.
+            chunk_size: rows per staging chunk.
+
+        Raises:
+            ValidationError, VersionConflict, SchemaMismatch: before anything is scheduled.
+        """
+        await self._ready()
+        return await self._uploads.submit(
+            df, name, description=description, tags=tags, if_exists=if_exists, priority=priority, chunk_size=chunk_size
+        )
+
+    async def pull(self, name: str, version: int | None = None, *, columns: Sequence | None = None, limit: int | None = None) -> pd.DataFrame:
+        """The stored version (latest by default) as the identical DataFrame; see :meth:`Hub.pull`."""
+        await self._ready()
+        return await self._guard(self._repo.pull(name, version, columns=columns, limit=limit))
+
+    async def versions(self, name: str) -> pd.DataFrame:
+        await self._ready()
+        return await self._guard(self._repo.versions(name))
+
+    async def info(self, name: str) -> DatasetInfo:
+        await self._ready()
+        return await self._guard(self._repo.info(name))
+
+    async def datasets(self) -> pd.DataFrame:
+        await self._ready()
+        return await self._guard(self._repo.datasets())
+
+    async def tasks(self, *, dataset: str | None = None, status: str | None = None) -> pd.DataFrame:
+        await self._ready()
+        return await self._guard(self._repo.tasks(dataset=dataset, status=status))
+
+    async def delete(self, name: str, version: int | None = None) -> list[int]:
+        await self._ready()
+        return await self._guard(self._repo.delete(name, version))
+
+    async def prune(self, name: str, *, keep: int) -> list[int]:
+        await self._ready()
+        return await self._guard(self._repo.prune(name, keep=keep))
+
+    def running(self) -> list[UploadTask]:
+        """Handles of this hub's uploads that have not ended, oldest first."""
+        return [] if self._uploads is None else self._uploads.handles()
+
+    async def _guard(self, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            return await coro
+        except DsnotebookError:
+            raise
+        except Exception as exc:
+            raise translate(exc, what=f"the database at {mask_url(self.url)}") from exc
+
+
+class Hub:
+    """The sync face, for notebooks, scripts and the CLI.
+
+    All work runs on the library's portal loop, never on the caller's (a Jupyter kernel's loop
+    stays free). Arguments and results are those of :class:`AsyncHub`.
+    """
+
+    def __init__(
+        self,
+        url: str | URL | None = None,
+        *,
+        concurrency: int | None = None,
+        retry: RetryPolicy | None = None,
+        chunk_size: int | None = None,
+    ) -> None:
+        self._portal = get_portal()
+        self._async = AsyncHub(url, concurrency=concurrency, retry=retry, chunk_size=chunk_size)
+        self._run(self._async.open())
+        _OPEN_HUBS.add(self)
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._portal.run(coro)
+
+    @property
+    def url(self) -> URL:
+        return self._async.url
+
+    @property
+    def task_service(self) -> BackgroundTaskService:
+        return self._async.task_service
+
+    @property
+    def closed(self) -> bool:
+        return self._async.closed
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<Hub {mask_url(self.url)} ({state})>"
+
+    def __enter__(self) -> Hub:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self, *, cancel: bool = False, timeout: float | None = None) -> None:
+        """Wait for running uploads (``cancel=True`` cancels them), then release the engine."""
+        if self.closed:
+            return
+        self._run(self._async.aclose(cancel=cancel, timeout=timeout))
+        _OPEN_HUBS.discard(self)
+
+    def push(
+        self,
+        df: pd.DataFrame | pd.Series,
+        name: str,
+        *,
+        description: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        if_exists: IfExists = "replace",
+        priority: int = 0,
+        chunk_size: int | None = None,
+    ) -> UploadTask:
+        """Validate ``df`` and upload it as dataset ``name`` in the background; see :meth:`AsyncHub.push`.
+
+        Returns the task's handle at once: ``task.wait()`` or ``await task`` gives the version.
+        """
+        return self._run(
+            self._async.push(
+                df, name, description=description, tags=tags, if_exists=if_exists, priority=priority, chunk_size=chunk_size
+            )
+        )
+
+    def pull(self, name: str, version: int | None = None, *, columns: Sequence | None = None, limit: int | None = None) -> pd.DataFrame:
+        """Rebuild a stored version (latest by default) as the identical DataFrame.
+
+        Args:
+            columns: only these column labels (the index always comes along).
+            limit: only the first ``limit`` rows.
+
+        Raises:
+            DatasetNotFound: unknown name or version (close names are suggested).
+        """
+        return self._run(self._async.pull(name, version, columns=columns, limit=limit))
+
+    def versions(self, name: str) -> pd.DataFrame:
+        """One row per version: version, rows, columns, created_at, created_by, content_hash, table_name, task_id, latest."""
+        return self._run(self._async.versions(name))
+
+    def info(self, name: str) -> DatasetInfo:
+        """Description, tags, latest version and schema of ``name``."""
+        return self._run(self._async.info(name))
+
+    def datasets(self) -> pd.DataFrame:
+        """One row per dataset: name, latest_version, rows, columns, updated_at, description, versions, tags, created_at."""
+        return self._run(self._async.datasets())
+
+    def tasks(self, *, dataset: str | None = None, status: str | None = None) -> pd.DataFrame:
+        """Persisted uploads of every process using this database, newest first."""
+        return self._run(self._async.tasks(dataset=dataset, status=status))
+
+    def delete(self, name: str, version: int | None = None) -> list[int]:
+        """Remove one version, or the whole dataset with ``version=None``; returns the removed versions."""
+        return self._run(self._async.delete(name, version))
+
+    def prune(self, name: str, *, keep: int) -> list[int]:
+        """Keep only the newest ``keep`` versions; returns the removed versions."""
+        return self._run(self._async.prune(name, keep=keep))
+
+    def running(self) -> list[UploadTask]:
+        return self._async.running()
+
+
+_OPEN_HUBS: weakref.WeakSet[Hub] = weakref.WeakSet()
+
+
+def _close_hubs_at_exit() -> None:
+    """Cancel what still runs, within a bounded time; those uploads are marked interrupted."""
+    for hub in list(_OPEN_HUBS):
+        try:
+            hub._portal.submit(hub._async.aclose(cancel=True, timeout=EXIT_GRACE_S)).result(EXIT_GRACE_S + 1)
+        except Exception:  # noqa: BLE001 - at exit, one stuck hub must not keep the others open
+            log.debug("closing %r at exit failed", hub, exc_info=True)
+
+
+get_portal().on_exit(_close_hubs_at_exit)
+
+
+def connect(url: str | URL | None = None, **options: Any) -> Hub:
+    """Open a :class:`Hub` on ``url`` (default: ``DSNOTEBOOK_URL`` or ``~/.dsnotebook/datasets.db``)."""
+    return Hub(url, **options)
+
+
+_default: Hub | None = None
+
+
+def default_hub() -> Hub:
+    """The hub the module-level helpers use, connected on first use."""
+    global _default
+    if _default is None or _default.closed:
+        _default = Hub()
+    return _default
+
+
+def push(df: pd.DataFrame | pd.Series, name: str, **options: Any) -> UploadTask:
+    """``default_hub().push(df, name, **options)``."""
+    return default_hub().push(df, name, **options)
+
+
+def pull(name: str, version: int | None = None, **options: Any) -> pd.DataFrame:
+    """``default_hub().pull(name, version, **options)``."""
+    return default_hub().pull(name, version, **options)
+
+
+def datasets() -> pd.DataFrame:
+    """``default_hub().datasets()``."""
+    return default_hub().datasets()
+
+
+def tasks_frame(**options: Any) -> pd.DataFrame:
+    """``default_hub().tasks()``; exported as ``dsnotebook.tasks`` is the task-service module."""
+    return default_hub().tasks(**options)

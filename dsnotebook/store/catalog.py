@@ -1,0 +1,174 @@
+"""The catalog: ``dsn_`` tables that describe datasets, versions and tasks.
+
+Dataset names are data, never SQL: they live in ``dsn_datasets.name``. The tables that hold rows
+get generated names (``dsn_data_<dataset id>_v<version>``, ``dsn_stage_<task id>``), and every
+identifier is quoted by SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    select,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..errors import VersionConflict
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "datasets",
+    "ensure_schema",
+    "meta",
+    "metadata",
+    "stage_table_name",
+    "tasks",
+    "utcnow",
+    "version_table_name",
+    "versions",
+    "view_name",
+]
+
+#: The catalog layout this code reads and writes. A database with a newer one is refused.
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+
+class UTCDateTime(DateTime):
+    """Timestamps stored as UTC and always returned timezone-aware."""
+
+    cache_ok = True
+
+    def __init__(self) -> None:
+        super().__init__(timezone=True)
+
+    def result_processor(self, dialect, coltype):
+        parent = super().result_processor(dialect, coltype)
+
+        def process(value):
+            if parent is not None:
+                value = parent(value)
+            if value is not None and value.tzinfo is None:
+                value = value.replace(tzinfo=UTC)
+            return value
+
+        return process
+
+
+meta = Table(
+    "dsn_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+datasets = Table(
+    "dsn_datasets",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("tags", JSON, nullable=False, default=dict),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("latest_version", Integer, nullable=True),
+    # Version numbers are never reused while the dataset exists, even after deletes.
+    Column("next_version", Integer, nullable=False, default=1),
+    Column("view_name", Text, nullable=False),
+)
+
+versions = Table(
+    "dsn_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dataset_id", Integer, ForeignKey("dsn_datasets.id", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("table_name", Text, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("columns", Integer, nullable=False),
+    Column("manifest", JSON, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("task_id", String(32), nullable=True),
+    UniqueConstraint("dataset_id", "version", name="uq_dsn_versions_dataset_version"),
+)
+
+tasks = Table(
+    "dsn_tasks",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("dataset", Text, nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("if_exists", String(16), nullable=False),
+    Column("priority", Integer, nullable=False, default=0),
+    Column("rows_total", BigInteger, nullable=False, default=0),
+    Column("rows_done", BigInteger, nullable=False, default=0),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", Text, nullable=True),
+    Column("version", Integer, nullable=True),
+    Column("deduplicated", Boolean, nullable=False, default=False),
+    Column("content_hash", String(64), nullable=True),
+    Column("staging_table", Text, nullable=True),
+    Column("queued_at", UTCDateTime(), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=True),
+    Column("finished_at", UTCDateTime(), nullable=True),
+    Column("owner_host", Text, nullable=False),
+    Column("owner_pid", Integer, nullable=False),
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def version_table_name(dataset_id: int, version: int) -> str:
+    return f"dsn_data_{dataset_id}_v{version}"
+
+
+def stage_table_name(task_id: str) -> str:
+    return f"dsn_stage_{task_id}"
+
+
+def view_name(dataset_id: int, name: str) -> str:
+    """A readable view name for SQL users: ``dsn_latest_<slug>_<id>``, always unique by id."""
+    slug = re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")[:40]
+    return f"dsn_latest_{slug}_{dataset_id}" if slug else f"dsn_latest_{dataset_id}"
+
+
+async def ensure_schema(conn: AsyncConnection) -> None:
+    """Create the catalog if missing, refuse a newer one, migrate an older one.
+
+    Raises:
+        VersionConflict: the database was written by a newer dsnotebook.
+    """
+    await conn.run_sync(metadata.create_all)
+    found = (await conn.execute(select(meta.c.value).where(meta.c.key == "schema_version"))).scalar()
+    if found is None:
+        await conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+        return
+    if int(found) > SCHEMA_VERSION:
+        raise VersionConflict(
+            f"this database's catalog has schema version {found}, but this dsnotebook understands "
+            f"up to {SCHEMA_VERSION}; upgrade dsnotebook to use it"
+        )
+    # Older catalogs: no earlier layout has been released, so there is nothing to migrate yet.
+    # Migrations go here, one step per version, ending with the update below.
+    if int(found) < SCHEMA_VERSION:
+        await conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))

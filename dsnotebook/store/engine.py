@@ -1,0 +1,199 @@
+"""Database URLs, engines and the one boundary where driver errors become dsnotebook errors."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from urllib.parse import quote
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from ..errors import ConfigError, DsnotebookError, UploadError
+
+__all__ = [
+    "DEFAULT_PATH",
+    "default_url",
+    "is_sqlite",
+    "mask_url",
+    "open_engine",
+    "resolve_url",
+    "translate",
+]
+
+#: Where the embedded default database lives, unless ``DSNOTEBOOK_URL`` says otherwise.
+DEFAULT_PATH = Path("~/.dsnotebook/datasets.db")
+
+#: How long a SQLite connection waits for a lock before it reports "database is locked".
+SQLITE_BUSY_TIMEOUT_S = 5.0
+
+# Sync drivers people type by habit, mapped to the async driver dsnotebook runs on.
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
+
+
+def default_url() -> str:
+    """``DSNOTEBOOK_URL`` if set, else the per-user SQLite file at :data:`DEFAULT_PATH`."""
+    env = os.environ.get("DSNOTEBOOK_URL", "").strip()
+    if env:
+        return env
+    return f"sqlite+aiosqlite:///{DEFAULT_PATH.expanduser()}"
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL as text with any password replaced by ``***``."""
+    try:
+        parsed = url if isinstance(url, URL) else make_url(url)
+    except ArgumentError:
+        return "<unparseable URL>"
+    return parsed.render_as_string(hide_password=True)
+
+
+def resolve_url(url: str | URL | None) -> URL:
+    """Parse ``url`` (or the default) into an async SQLAlchemy URL.
+
+    Raises:
+        ConfigError: the URL is malformed, names an unknown driver, or is an in-memory SQLite URL.
+    """
+    text = default_url() if url is None else url
+    if isinstance(text, str) and not text.strip():
+        raise ConfigError("url: an empty string is not a database URL; pass e.g. 'sqlite+aiosqlite:///data.db' or None for the default")
+    try:
+        parsed = text if isinstance(text, URL) else make_url(text)
+    except ArgumentError as exc:
+        raise ConfigError(
+            f"url: {_mask_text(str(text))!r} is not a database URL; expected something like "
+            "'sqlite+aiosqlite:///path/to/data.db' or 'postgresql+asyncpg://user@host/db'"
+        ) from exc
+    name = parsed.drivername
+    if name in _ASYNC_DRIVERS:
+        parsed = parsed.set(drivername=_ASYNC_DRIVERS[name])
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise ConfigError(
+            f"url: {mask_url(parsed)!r} is an in-memory SQLite database, which every connection "
+            "sees empty; give a file path such as 'sqlite+aiosqlite:///data.db'"
+        )
+    return parsed
+
+
+def _mask_text(text: str) -> str:
+    """Mask ``user:password@`` in text that SQLAlchemy cannot parse."""
+    import re
+
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", text)
+
+
+def is_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite"
+
+
+def _sqlite_file(url: URL) -> Path:
+    path = url.database or ""
+    if path.startswith("file:"):
+        path = path[5:].split("?", 1)[0]
+    return Path(path).expanduser().resolve()
+
+
+def _create_sqlite_file(path: Path) -> None:
+    """Create the database file with WAL journaling; WAL is persistent, so this runs once."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(path)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+        finally:
+            con.close()
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(f"cannot create the SQLite database at {str(path)!r}: {exc}") from exc
+
+
+async def open_engine(url: URL, *, create: bool = True) -> AsyncEngine:
+    """Create an engine for ``url`` on the running loop and check that the database answers.
+
+    For SQLite the file is created on first use (``create=True``); afterwards it is always opened
+    with ``mode=rw``, so a database deleted or moved underneath the hub raises an error instead of
+    being silently recreated empty. Every connection gets a busy timeout, foreign keys and WAL.
+
+    Raises:
+        ConfigError: unknown driver, or the database cannot be reached or opened.
+    """
+    connect_url = url
+    kwargs: dict = {}
+    if is_sqlite(url):
+        path = _sqlite_file(url)
+        if not path.exists():
+            if not create:
+                raise ConfigError(f"the SQLite database {str(path)!r} does not exist")
+            _create_sqlite_file(path)
+        connect_url = url.set(database=f"file:{quote(str(path))}", query={"mode": "rw", "uri": "true"})
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
+    try:
+        engine = create_async_engine(connect_url, **kwargs)
+    except (NoSuchModuleError, ImportError, ArgumentError) as exc:
+        raise ConfigError(
+            f"url: the driver {url.drivername!r} of {mask_url(url)!r} is not available; use "
+            "'sqlite+aiosqlite' (built in) or 'postgresql+asyncpg' (pip install 'dsnotebook[postgres]')"
+        ) from exc
+    except SQLAlchemyError as exc:
+        raise ConfigError(f"url: {mask_url(url)!r} cannot be used: {exc}") from exc
+    if is_sqlite(url):
+        _install_sqlite_hooks(engine)
+    try:
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+    except (DBAPIError, OSError) as exc:
+        await engine.dispose()
+        raise ConfigError(f"cannot connect to {mask_url(url)}: {_driver_message(exc)}") from exc
+    return engine
+
+
+def _install_sqlite_hooks(engine: AsyncEngine) -> None:
+    """SQLite pragmas per connection, and explicit transaction control.
+
+    The driver's own implicit transactions are switched off so that SQLAlchemy's ``begin``
+    event can start them. Connections whose execution options carry ``dsn_write=True`` start
+    with ``BEGIN IMMEDIATE``: in WAL mode a deferred transaction that later upgrades to a write
+    gets SQLITE_BUSY at once, and the busy timeout does not help.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn) -> None:
+        if conn.get_execution_options().get("dsn_write"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+
+def _driver_message(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return str(orig).strip() or type(orig).__name__
+
+
+def translate(exc: BaseException, *, what: str = "the database") -> DsnotebookError:
+    """Map a driver error to the dsnotebook error a user should see.
+
+    Use as ``raise translate(exc) from exc``. Errors that are already dsnotebook errors are
+    returned unchanged.
+    """
+    if isinstance(exc, DsnotebookError):
+        return exc
+    message = _driver_message(exc)
+    low = message.lower()
+    if "unable to open database" in low or "readonly database" in low or "no such table: dsn_" in low:
+        return ConfigError(
+            f"{what} cannot be used: {message}. Was the database file moved, deleted, or opened read-only?"
+        )
+    if "database or disk is full" in low or "disk i/o error" in low:
+        return UploadError(f"{what}: the disk or database is full ({message})")
+    return UploadError(f"{what} failed: {message}")

@@ -1,0 +1,335 @@
+"""Reading the catalog and the stored rows, and removing versions.
+
+Each public method opens its own short session; nothing here is shared with a running upload.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+
+import pandas as pd
+from sqlalchemy import Table, MetaData, func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+
+from ..errors import DatasetNotFound, ValidationError
+from ..models import DatasetInfo, DatasetVersion
+from . import codec
+from .catalog import datasets, tasks, version_table_name, versions
+
+__all__ = [
+    "DATASET_COLUMNS",
+    "ROW_ID",
+    "TASK_COLUMNS",
+    "VERSION_COLUMNS",
+    "Repository",
+    "drop_table",
+    "find_dataset",
+    "find_version",
+    "point_latest",
+    "quote",
+    "require_dataset",
+    "to_version",
+]
+
+#: The hidden column that keeps every stored table in push order.
+ROW_ID = "__dsn_row"
+
+DATASET_COLUMNS = ["name", "latest_version", "rows", "columns", "updated_at", "description", "versions", "tags", "created_at"]
+VERSION_COLUMNS = ["version", "rows", "columns", "created_at", "created_by", "content_hash", "table_name", "task_id", "latest"]
+TASK_COLUMNS = [
+    "id", "name", "dataset", "status", "priority", "rows_done", "rows_total", "attempts", "version",
+    "deduplicated", "error", "queued_at", "started_at", "finished_at", "elapsed_s", "owner_host", "owner_pid",
+]
+
+
+def quote(conn: AsyncConnection | AsyncSession, name: str) -> str:
+    """Quote an identifier for the connection's dialect."""
+    dialect = conn.bind.dialect if isinstance(conn, AsyncSession) else conn.dialect
+    return dialect.identifier_preparer.quote(name)
+
+
+def to_version(row, name: str, *, deduplicated: bool = False) -> DatasetVersion:
+    return DatasetVersion(
+        name=name,
+        version=row.version,
+        rows=row.rows,
+        columns=row.columns,
+        created_at=row.created_at,
+        content_hash=row.content_hash,
+        table_name=row.table_name,
+        task_id=row.task_id,
+        created_by=row.created_by,
+        deduplicated=deduplicated,
+    )
+
+
+async def find_dataset(conn: AsyncConnection | AsyncSession, name: str):
+    return (await conn.execute(select(datasets).where(datasets.c.name == name))).one_or_none()
+
+
+async def require_dataset(conn: AsyncConnection | AsyncSession, name: str):
+    """The dataset's catalog row.
+
+    Raises:
+        DatasetNotFound: no such dataset; the message suggests close names.
+    """
+    row = await find_dataset(conn, name)
+    if row is not None:
+        return row
+    names = (await conn.execute(select(datasets.c.name))).scalars().all()
+    close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else (
+        f"; the stored datasets are {', '.join(repr(n) for n in sorted(names)[:10])}" if names else "; no datasets are stored yet"
+    )
+    raise DatasetNotFound(f"no dataset named {name!r}{hint}")
+
+
+async def find_version(conn: AsyncConnection | AsyncSession, dataset, version: int | None = None):
+    """The catalog row of ``version`` (default: latest) of ``dataset``.
+
+    Raises:
+        DatasetNotFound: the version does not exist; the message lists those that do.
+    """
+    wanted = dataset.latest_version if version is None else version
+    row = None
+    if wanted is not None:
+        row = (
+            await conn.execute(
+                select(versions).where(versions.c.dataset_id == dataset.id, versions.c.version == wanted)
+            )
+        ).one_or_none()
+    if row is None:
+        have = (
+            await conn.execute(
+                select(versions.c.version).where(versions.c.dataset_id == dataset.id).order_by(versions.c.version)
+            )
+        ).scalars().all()
+        listing = ", ".join(map(str, have)) if have else "none"
+        raise DatasetNotFound(f"dataset {dataset.name!r} has no version {wanted}; its versions are: {listing}")
+    return row
+
+
+async def drop_table(conn: AsyncConnection | AsyncSession, name: str) -> None:
+    await conn.execute(text(f"DROP TABLE IF EXISTS {quote(conn, name)}"))
+
+
+async def point_latest(conn: AsyncConnection | AsyncSession, dataset, table_name: str | None) -> None:
+    """Point the dataset's SQL view at ``table_name`` (or remove it when None)."""
+    view = quote(conn, dataset.view_name)
+    await conn.execute(text(f"DROP VIEW IF EXISTS {view}"))
+    if table_name is not None:
+        await conn.execute(text(f"CREATE VIEW {view} AS SELECT * FROM {quote(conn, table_name)}"))
+
+
+def _check_version_arg(version) -> None:
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
+        raise ValidationError(f"version: expected a positive int or None for the latest, got {version!r}")
+
+
+class Repository:
+    """Reads and deletes; each call uses a session of its own."""
+
+    def __init__(self, read_sessions: async_sessionmaker, write_sessions: async_sessionmaker) -> None:
+        self._read = read_sessions
+        self._write = write_sessions
+
+    async def pull(
+        self,
+        name: str,
+        version: int | None = None,
+        *,
+        columns: Sequence | None = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """Rebuild a stored version as the identical DataFrame (or part of it).
+
+        Raises:
+            DatasetNotFound: unknown dataset or version.
+            ValidationError: unknown column labels, or a bad ``limit``.
+        """
+        _check_version_arg(version)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise ValidationError(f"limit: expected a non-negative int or None for all rows, got {limit!r}")
+        if columns is not None and (isinstance(columns, (str, bytes)) or not isinstance(columns, Sequence)):
+            columns = [columns]
+        async with self._read() as session:
+            # One read transaction: the catalog row and the rows come from the same snapshot.
+            dataset = await require_dataset(session, name)
+            row = await find_version(session, dataset, version)
+            sql_names, manifest = codec.select(row.manifest, None if columns is None else list(columns))
+            conn = await session.connection()
+            select_list = ", ".join(quote(conn, c) for c in sql_names) or "NULL"
+            sql = f"SELECT {select_list} FROM {quote(conn, row.table_name)} ORDER BY {quote(conn, ROW_ID)}"
+            if limit is not None:
+                sql += f" LIMIT {int(limit)}"
+            data = await _fetch_columns(conn, sql, len(sql_names))
+        if not sql_names:
+            nrows = row.rows if limit is None else min(row.rows, limit)
+            data = []
+            manifest = {**manifest, "nrows": nrows}
+        return codec.decode(manifest, data)
+
+    async def versions(self, name: str) -> pd.DataFrame:
+        """One row per stored version of ``name``, oldest first (columns: :data:`VERSION_COLUMNS`)."""
+        async with self._read() as session:
+            dataset = await require_dataset(session, name)
+            rows = (
+                await session.execute(
+                    select(versions).where(versions.c.dataset_id == dataset.id).order_by(versions.c.version)
+                )
+            ).all()
+        records = [
+            {**{c: getattr(r, c) for c in VERSION_COLUMNS if c != "latest"}, "latest": r.version == dataset.latest_version}
+            for r in rows
+        ]
+        return _frame(records, VERSION_COLUMNS, {"version": "int64", "rows": "int64", "columns": "int64"})
+
+    async def info(self, name: str) -> DatasetInfo:
+        """The dataset's description, tags, latest version and schema."""
+        async with self._read() as session:
+            dataset = await require_dataset(session, name)
+            row = await find_version(session, dataset)
+            count = (
+                await session.execute(select(func.count()).where(versions.c.dataset_id == dataset.id))
+            ).scalar_one()
+        return DatasetInfo(
+            name=dataset.name,
+            description=dataset.description,
+            tags=dict(dataset.tags or {}),
+            latest=to_version(row, dataset.name),
+            schema=codec.schema(row.manifest),
+            view_name=dataset.view_name,
+            versions=count,
+            created_at=dataset.created_at,
+            updated_at=dataset.updated_at,
+        )
+
+    async def datasets(self) -> pd.DataFrame:
+        """One row per dataset, by name (columns: :data:`DATASET_COLUMNS`)."""
+        counts = (
+            select(versions.c.dataset_id, func.count().label("n"))
+            .group_by(versions.c.dataset_id)
+            .subquery()
+        )
+        query = (
+            select(datasets, versions.c.rows, versions.c.columns, counts.c.n)
+            .join(versions, (versions.c.dataset_id == datasets.c.id) & (versions.c.version == datasets.c.latest_version))
+            .join(counts, counts.c.dataset_id == datasets.c.id)
+            .order_by(datasets.c.name)
+        )
+        async with self._read() as session:
+            rows = (await session.execute(query)).all()
+        records = [
+            {
+                "name": r.name,
+                "latest_version": r.latest_version,
+                "rows": r.rows,
+                "columns": r.columns,
+                "updated_at": r.updated_at,
+                "description": r.description,
+                "versions": r.n,
+                "tags": dict(r.tags or {}),
+                "created_at": r.created_at,
+            }
+            for r in rows
+        ]
+        return _frame(records, DATASET_COLUMNS, {"latest_version": "int64", "rows": "int64", "columns": "int64", "versions": "int64"})
+
+    async def tasks(self, *, dataset: str | None = None, status: str | None = None) -> pd.DataFrame:
+        """Persisted upload tasks, newest first (columns: :data:`TASK_COLUMNS`)."""
+        query = select(tasks).order_by(tasks.c.queued_at.desc(), tasks.c.id)
+        if dataset is not None:
+            query = query.where(tasks.c.dataset == dataset)
+        if status is not None:
+            query = query.where(tasks.c.status == status)
+        async with self._read() as session:
+            rows = (await session.execute(query)).all()
+        records = []
+        for r in rows:
+            rec = {c: getattr(r, c) for c in TASK_COLUMNS if c != "elapsed_s"}
+            end = r.finished_at
+            rec["elapsed_s"] = (end - r.started_at).total_seconds() if (end and r.started_at) else None
+            records.append(rec)
+        return _frame(
+            records,
+            TASK_COLUMNS,
+            {"priority": "int64", "rows_done": "int64", "rows_total": "int64", "attempts": "int64", "version": "Int64",
+             "deduplicated": "bool", "elapsed_s": "float64", "owner_pid": "int64"},
+        )
+
+    async def delete(self, name: str, version: int | None = None) -> list[int]:
+        """Remove one version (``latest`` falls back to the newest left) or, with None, the dataset.
+
+        Removing the last remaining version removes the dataset. Returns the removed version numbers.
+        """
+        _check_version_arg(version)
+        async with self._write() as session, session.begin():
+            dataset = await require_dataset(session, name)
+            if version is None:
+                doomed = (
+                    await session.execute(select(versions).where(versions.c.dataset_id == dataset.id))
+                ).all()
+            else:
+                doomed = [await find_version(session, dataset, version)]
+            return await self._remove(session, dataset, doomed)
+
+    async def prune(self, name: str, *, keep: int) -> list[int]:
+        """Keep the newest ``keep`` versions of ``name``; returns the removed version numbers."""
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValidationError(f"keep: expected a positive int (the number of newest versions to keep), got {keep!r}")
+        async with self._write() as session, session.begin():
+            dataset = await require_dataset(session, name)
+            rows = (
+                await session.execute(
+                    select(versions).where(versions.c.dataset_id == dataset.id).order_by(versions.c.version.desc())
+                )
+            ).all()
+            return await self._remove(session, dataset, rows[keep:])
+
+    async def _remove(self, session: AsyncSession, dataset, doomed) -> list[int]:
+        if not doomed:
+            return []
+        gone = {r.version for r in doomed}
+        remaining = (
+            await session.execute(
+                select(versions.c.version, versions.c.table_name)
+                .where(versions.c.dataset_id == dataset.id)
+                .order_by(versions.c.version.desc())
+            )
+        ).all()
+        left = [r for r in remaining if r.version not in gone]
+        await point_latest(session, dataset, left[0].table_name if left else None)
+        await session.execute(versions.delete().where(versions.c.dataset_id == dataset.id, versions.c.version.in_(gone)))
+        for r in doomed:
+            await drop_table(session, r.table_name)
+        if left:
+            await session.execute(
+                datasets.update().where(datasets.c.id == dataset.id).values(latest_version=left[0].version)
+            )
+        else:
+            await session.execute(datasets.delete().where(datasets.c.id == dataset.id))
+        return sorted(gone)
+
+
+async def _fetch_columns(conn: AsyncConnection, sql: str, ncols: int) -> list[Sequence]:
+    """Run ``sql`` through the driver connection and return its values column by column.
+
+    SQLAlchemy's Row objects cost several times more than the driver's plain tuples for large
+    reads, so rows are fetched from the driver cursor and transposed once.
+    """
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    cursor = await driver.execute(sql)
+    try:
+        rows = await cursor.fetchall()
+    finally:
+        await cursor.close()
+    if not rows:
+        return [() for _ in range(ncols)]
+    return list(zip(*rows, strict=True))
+
+
+def _frame(records: list[dict], columns: list[str], dtypes: dict[str, str]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(records, columns=columns)
+    return frame.astype({k: v for k, v in dtypes.items() if k in frame.columns})

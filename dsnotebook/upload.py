@@ -1,0 +1,693 @@
+"""DatasetUploadService: validate, then schedule; stage in chunks; publish atomically.
+
+A push is validated and encoded completely on the caller's side, before anything is scheduled or
+written, so bad input fails at once with a clear error. The upload itself runs as a task of the
+hub's :class:`~dsnotebook.tasks.BackgroundTaskService`, with a session of its own:
+
+1. rows go into a staging table in chunks, each chunk committed with the task's progress, so
+   that progress is durable and a transient lock only costs one chunk's retry;
+2. the version row, the dataset's latest pointer and its SQL view are written in one
+   transaction, so readers never see a partial version;
+3. a failure or cancel drops the staging table; the previous version is never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import getpass
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import unicodedata
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import pandas as pd
+from sqlalchemy import BigInteger, Column, Float, Integer, LargeBinary, MetaData, Table, Text, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from .errors import (
+    DsnotebookError,
+    SchemaMismatch,
+    UploadCancelled,
+    UploadError,
+    UsageError,
+    ValidationError,
+    VersionConflict,
+    WaitTimeout,
+)
+from .models import DatasetVersion
+from .progress import Progress, ProgressListener, format_status
+from .store import codec
+from .store.catalog import datasets, stage_table_name, tasks, utcnow, version_table_name, versions, view_name
+from .store.engine import translate
+from .store.repository import ROW_ID, drop_table, find_dataset, find_version, point_latest, quote, to_version
+from .tasks import BackgroundTaskService, RetryPolicy
+
+__all__ = ["IF_EXISTS", "DatasetUploadService", "UploadTask", "owner", "validate_name"]
+
+log = logging.getLogger("dsnotebook")
+
+IfExists = Literal["replace", "append", "fail"]
+IF_EXISTS: tuple[str, ...] = ("replace", "append", "fail")
+
+#: Rows per staging chunk: large enough to amortise a commit, small enough to keep memory flat
+#: and the event loop responsive (about 30 ms of driver work per chunk at this size).
+DEFAULT_CHUNK_SIZE = 50_000
+MAX_NAME_LENGTH = 255
+
+_SQL_TYPES = {
+    "INTEGER": lambda: BigInteger(),
+    "REAL": lambda: Float(precision=53),
+    "TEXT": lambda: Text(),
+    "BLOB": lambda: LargeBinary(),
+}
+
+
+def owner() -> tuple[str, int]:
+    """This process as recorded on its tasks: (host, pid)."""
+    return socket.gethostname(), os.getpid()
+
+
+def created_by() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def validate_name(name: object) -> str:
+    """Check a dataset name; names are data, so anything printable up to 255 characters goes.
+
+    Raises:
+        ValidationError: not a str, empty or whitespace-only, too long, or with control characters.
+    """
+    if not isinstance(name, str):
+        raise ValidationError(f"name: expected a str, got {type(name).__name__} {name!r}")
+    if not name.strip():
+        raise ValidationError(f"name: {name!r} is empty or whitespace only; give a non-empty dataset name")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValidationError(f"name: {len(name)} characters is too long; at most {MAX_NAME_LENGTH} are accepted")
+    bad = next((ch for ch in name if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")), None)
+    if bad is not None:
+        raise ValidationError(
+            f"name: {name!r} contains the control character {bad!r} (U+{ord(bad):04X}); "
+            "use printable characters only"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class _Request:
+    name: str
+    description: str | None
+    tags: dict | None
+    if_exists: str
+    chunk_size: int
+
+
+def _validate_options(*, description, tags, if_exists, priority, chunk_size) -> None:
+    if if_exists not in IF_EXISTS:
+        raise ValidationError(f"if_exists: {if_exists!r} is not allowed; use one of {', '.join(map(repr, IF_EXISTS))}")
+    if description is not None and not isinstance(description, str):
+        raise ValidationError(f"description: expected a str or None, got {type(description).__name__}")
+    if tags is not None:
+        if not isinstance(tags, Mapping) or not all(isinstance(k, str) for k in tags):
+            raise ValidationError(f"tags: expected a dict with str keys, got {tags!r}")
+        try:
+            json.dumps(dict(tags), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"tags: values must be JSON-compatible (str, numbers, bools, lists, dicts): {exc}") from exc
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ValidationError(f"priority: expected an int (higher runs first), got {priority!r}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValidationError(f"chunk_size: expected a positive int or None for the default, got {chunk_size!r}")
+
+
+class UploadTask:
+    """The handle of one upload: live numbers, ``wait()``, ``await``, ``cancel()``.
+
+    Its attributes are updated on the loop that runs the upload and can be read from any thread.
+    """
+
+    def __init__(self, *, task_id: str, dataset: str, rows_total: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.id = task_id
+        self.dataset = dataset
+        self.rows_total = rows_total
+        self.rows_done = 0
+        self.status = "queued"
+        self.attempts = 0
+        self.error: BaseException | None = None
+        self.version: DatasetVersion | None = None
+        self.queued_at: datetime = utcnow()
+        self.started_at: datetime | None = None
+        self.finished_at: datetime | None = None
+        self._t0: float | None = None
+        self._t1: float | None = None
+        self._loop = loop
+        self._task: asyncio.Task | None = None
+        self._listeners: list[ProgressListener] = []
+        self._listeners_lock = threading.Lock()
+        self._interrupting = False
+
+    # -- numbers -----------------------------------------------------------------------------
+
+    @property
+    def progress(self) -> float:
+        """Fraction of rows written, in [0, 1]."""
+        return self.snapshot().fraction
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the upload started running (0 while queued), frozen when it ends."""
+        if self._t0 is None:
+            return 0.0
+        return (self._t1 if self._t1 is not None else time.monotonic()) - self._t0
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.snapshot().rows_per_s
+
+    @property
+    def deduplicated(self) -> bool:
+        return bool(self.version is not None and self.version.deduplicated)
+
+    @property
+    def task(self) -> asyncio.Task | None:
+        """The underlying :class:`asyncio.Task` (on the loop that runs the upload)."""
+        return self._task
+
+    def done(self) -> bool:
+        return self.status in ("succeeded", "failed", "cancelled", "interrupted")
+
+    def snapshot(self) -> Progress:
+        """The current state as an immutable :class:`~dsnotebook.progress.Progress`."""
+        return Progress(
+            task_id=self.id,
+            dataset=self.dataset,
+            status=self.status,
+            rows_done=self.rows_done,
+            rows_total=self.rows_total,
+            elapsed=self.elapsed,
+            version=None if self.version is None else self.version.version,
+            deduplicated=self.deduplicated,
+            error=None if self.error is None else str(self.error),
+            attempts=self.attempts,
+        )
+
+    def subscribe(self, listener: ProgressListener) -> Callable[[], None]:
+        """Call ``listener(progress)`` on every change; returns a function that unsubscribes.
+
+        Listeners run on the upload's loop thread and must be quick; an exception in one is
+        logged and does not affect the upload.
+        """
+        with self._listeners_lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._listeners_lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _emit(self) -> None:
+        with self._listeners_lock:
+            listeners = list(self._listeners)
+        if not listeners:
+            return
+        snap = self.snapshot()
+        for listener in listeners:
+            try:
+                listener(snap)
+            except Exception:  # noqa: BLE001 - a display problem must never break an upload
+                log.exception("progress listener of task %s failed", self.id)
+
+    def _set(self, **changes: Any) -> None:
+        for key, value in changes.items():
+            setattr(self, key, value)
+        if changes.get("status") == "running" and self._t0 is None:
+            self._t0 = time.monotonic()
+            self.started_at = utcnow()
+        if self.done() and self._t1 is None:
+            self._t1 = time.monotonic()
+            self.finished_at = utcnow()
+        self._emit()
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    def _outcome(self) -> DatasetVersion:
+        task = self._task
+        if task is None or not task.done():
+            raise UsageError("the upload has not finished yet")
+        if task.cancelled():
+            how = "interrupted by shutdown" if self.status == "interrupted" else "cancelled"
+            raise UploadCancelled(
+                f"the upload of {self.dataset!r} was {how}; nothing was published",
+                task_id=self.id,
+                dataset=self.dataset,
+            )
+        exc = task.exception()
+        if exc is not None:
+            raise exc
+        return task.result()
+
+    async def _settle(self) -> None:
+        # asyncio.wait never cancels the task it waits for, so an interrupted waiter leaves the upload alone.
+        await asyncio.wait({self._task})
+
+    def _on_own_loop_thread(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    def wait(self, timeout: float | None = None) -> DatasetVersion:
+        """Block until the upload ends and return the published version.
+
+        Raises:
+            UploadError: the upload failed (the cause is chained).
+            UploadCancelled: the upload was cancelled or interrupted.
+            WaitTimeout: ``timeout`` seconds passed; the upload keeps running.
+            UsageError: called on the thread that runs the upload's loop, where it would deadlock.
+        """
+        if self._task is not None and self._task.done():
+            return self._outcome()
+        if self._on_own_loop_thread() or getattr(self._loop, "_thread_id", None) == threading.get_ident():
+            raise UsageError(
+                "wait() was called on the event loop that runs this upload, where it would deadlock; "
+                "use 'await task' instead"
+            )
+        future = asyncio.run_coroutine_threadsafe(self._settle(), self._loop)
+        try:
+            future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise WaitTimeout(
+                f"the upload of {self.dataset!r} did not finish within {timeout} s; it keeps running "
+                f"({format_status(self.snapshot())})"
+            ) from None
+        return self._outcome()
+
+    async def _await(self) -> DatasetVersion:
+        if asyncio.get_running_loop() is self._loop:
+            await self._settle()
+        else:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._settle(), self._loop))
+        return self._outcome()
+
+    def __await__(self):
+        return self._await().__await__()
+
+    def cancel(self) -> bool:
+        """Ask the upload to stop. Returns False if it had already ended.
+
+        Nothing is published; waiting afterwards raises :class:`UploadCancelled`.
+        """
+        if self.done() or self._task is None:
+            return False
+        if self._on_own_loop_thread():
+            self._task.cancel()
+        else:
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        return True
+
+    def __repr__(self) -> str:
+        return f"<UploadTask {format_status(self.snapshot())}>"
+
+
+class DatasetUploadService:
+    """Validates pushes and runs them as background tasks with sessions of their own."""
+
+    def __init__(
+        self,
+        *,
+        task_service: BackgroundTaskService,
+        write_sessions: async_sessionmaker,
+        retry: RetryPolicy | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> None:
+        self._service = task_service
+        self._write = write_sessions
+        self._retry = retry or RetryPolicy()
+        self._chunk_size = chunk_size
+        self._handles: dict[str, UploadTask] = {}
+
+    def handles(self) -> list[UploadTask]:
+        """Handles of the uploads started by this service that have not ended, oldest first."""
+        return list(self._handles.values())
+
+    async def submit(
+        self,
+        obj: pd.DataFrame | pd.Series,
+        name: str,
+        *,
+        description: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        if_exists: IfExists = "replace",
+        priority: int = 0,
+        chunk_size: int | None = None,
+    ) -> UploadTask:
+        """Validate everything, record the task as queued, and schedule the upload.
+
+        Raises:
+            ValidationError: bad frame, name or option; nothing was written.
+            VersionConflict: ``if_exists="fail"`` and the dataset exists.
+            SchemaMismatch: ``if_exists="append"`` with a schema other than the latest version's.
+        """
+        validate_name(name)
+        _validate_options(description=description, tags=tags, if_exists=if_exists, priority=priority, chunk_size=chunk_size)
+        # pandas' copy-on-write makes this snapshot free until the caller mutates the frame.
+        encoded = codec.encode(obj.copy(deep=False) if isinstance(obj, (pd.DataFrame, pd.Series)) else obj)
+        request = _Request(
+            name=name,
+            description=description,
+            tags=None if tags is None else dict(tags),
+            if_exists=if_exists,
+            chunk_size=chunk_size or self._chunk_size,
+        )
+        task_id = uuid.uuid4().hex
+        host, pid = owner()
+        try:
+            async with self._write() as session, session.begin():
+                dataset = await find_dataset(session, name)
+                if dataset is not None and dataset.latest_version is not None:
+                    if if_exists == "fail":
+                        raise VersionConflict(
+                            f"dataset {name!r} already exists (latest version {dataset.latest_version}) and "
+                            "if_exists='fail'; use if_exists='replace' or 'append'"
+                        )
+                    if if_exists == "append":
+                        latest = await find_version(session, dataset)
+                        _check_append(name, latest.manifest, encoded.manifest)
+                await session.execute(
+                    tasks.insert().values(
+                        id=task_id,
+                        name=f"push {name}",
+                        dataset=name,
+                        status="queued",
+                        if_exists=if_exists,
+                        priority=priority,
+                        rows_total=encoded.nrows,
+                        rows_done=0,
+                        attempts=0,
+                        queued_at=utcnow(),
+                        owner_host=host,
+                        owner_pid=pid,
+                        staging_table=stage_table_name(task_id),
+                    )
+                )
+        except DsnotebookError:
+            raise
+        except Exception as exc:
+            raise translate(exc, what=f"queueing the upload of {name!r}") from exc
+        handle = UploadTask(task_id=task_id, dataset=name, rows_total=encoded.nrows, loop=asyncio.get_running_loop())
+        self._handles[task_id] = handle
+        task = self._service.create_task_with_session(
+            self._run, handle, encoded, request, task_name=f"push {name!r} [{task_id[:8]}]", priority=priority
+        )
+        handle._task = task
+        task.add_done_callback(lambda _t: self._handles.pop(task_id, None))
+        return handle
+
+    # -- the task ---------------------------------------------------------------------------
+
+    async def _run(self, session: AsyncSession, handle: UploadTask, encoded: codec.EncodedFrame, req: _Request) -> DatasetVersion:
+        stage = stage_table_name(handle.id)
+        staged = False
+        try:
+            handle._set(status="running", attempts=1)
+            await self._update_task(session, handle, status="running", started_at=handle.started_at, attempts=1)
+            await session.commit()
+
+            content_hash = encoded.content_hash()
+            existing = await self._dedupe(session, req, encoded, content_hash)
+            await session.commit()
+            if existing is not None:
+                handle._set(rows_done=encoded.nrows)
+                return await self._finish(session, handle, existing)
+
+            staged = True
+            await self._retrying(handle, session, lambda: self._create_stage(session, stage, encoded))
+            insert_sql = _insert_sql(session, stage, encoded)
+            for start in range(0, encoded.nrows, req.chunk_size):
+                stop = min(start + req.chunk_size, encoded.nrows)
+                rows = encoded.rows(start, stop)
+                await self._retrying(handle, session, lambda: self._write_chunk(session, handle, insert_sql, rows, stop))
+                handle._set(rows_done=stop)
+            version = await self._retrying(
+                handle, session, lambda: self._publish(session, handle, req, encoded, content_hash, stage)
+            )
+            staged = False
+            return await self._finish(session, handle, version)
+        except asyncio.CancelledError:
+            status = "interrupted" if handle._interrupting else "cancelled"
+            await self._abandon(session, handle, stage if staged else None, status=status, error=None)
+            raise
+        except Exception as exc:
+            error = exc if isinstance(exc, DsnotebookError) else translate(exc, what=f"the upload of {req.name!r}")
+            failure = UploadError(f"the upload of {req.name!r} failed: {error}", task_id=handle.id, dataset=req.name)
+            failure.__cause__ = exc
+            await self._abandon(session, handle, stage if staged else None, status="failed", error=failure)
+            raise failure from exc
+
+    async def _retrying(self, handle: UploadTask, session: AsyncSession, step: Callable[[], Any]):
+        """Run one transactional step, retrying transient errors with jittered backoff."""
+        retries = 0
+        while True:
+            try:
+                result = await step()
+                await session.commit()
+                return result
+            except Exception as exc:
+                await session.rollback()
+                retries += 1
+                if retries >= self._retry.attempts or not self._retry.retry_on(exc):
+                    raise
+                handle._set(attempts=handle.attempts + 1)
+                log.warning("upload %s: transient error, retry %d: %s", handle.id, retries, exc)
+                await asyncio.sleep(self._retry.delay(retries))
+
+    async def _update_task(self, session: AsyncSession, handle: UploadTask, **values: Any) -> None:
+        await session.execute(tasks.update().where(tasks.c.id == handle.id).values(**values))
+
+    async def _dedupe(self, session: AsyncSession, req: _Request, encoded, content_hash: str) -> DatasetVersion | None:
+        """The latest version if this push would publish identical content, else None."""
+        dataset = await find_dataset(session, req.name)
+        if dataset is None or dataset.latest_version is None:
+            return None
+        if req.if_exists == "fail":
+            raise VersionConflict(
+                f"dataset {req.name!r} already exists (latest version {dataset.latest_version}) and if_exists='fail'"
+            )
+        latest = await find_version(session, dataset)
+        if req.if_exists == "append":
+            _check_append(req.name, latest.manifest, encoded.manifest)
+            if encoded.nrows > 0:
+                return None
+        elif latest.content_hash != content_hash:
+            return None
+        return to_version(latest, dataset.name, deduplicated=True)
+
+    async def _create_stage(self, session: AsyncSession, stage: str, encoded) -> None:
+        conn = await session.connection()
+        await drop_table(conn, stage)
+        table = _table(stage, encoded.columns)
+        await conn.run_sync(lambda sync: table.create(sync))
+
+    async def _write_chunk(self, session: AsyncSession, handle: UploadTask, insert_sql: str, rows, done: int) -> None:
+        conn = await session.connection()
+        await conn.exec_driver_sql(insert_sql, rows)
+        await self._update_task(session, handle, rows_done=done, attempts=handle.attempts)
+
+    async def _publish(self, session: AsyncSession, handle: UploadTask, req: _Request, encoded, content_hash: str, stage: str) -> DatasetVersion:
+        """Turn the staging table into the next version, all in one transaction."""
+        now = utcnow()
+        conn = await session.connection()
+        dataset = await find_dataset(session, req.name)
+        manifest = encoded.manifest
+        rows = encoded.nrows
+        if dataset is None:
+            result = await session.execute(
+                datasets.insert().values(
+                    name=req.name,
+                    description=req.description or "",
+                    tags=req.tags or {},
+                    created_at=now,
+                    updated_at=now,
+                    next_version=1,
+                    view_name="",
+                )
+            )
+            dataset_id = result.inserted_primary_key[0]
+            await session.execute(
+                datasets.update().where(datasets.c.id == dataset_id).values(view_name=view_name(dataset_id, req.name))
+            )
+            dataset = await find_dataset(session, req.name)
+        elif dataset.latest_version is not None:
+            if req.if_exists == "fail":
+                raise VersionConflict(f"dataset {req.name!r} was created by another upload meanwhile and if_exists='fail'")
+            if req.if_exists == "append":
+                # Checked again here: another push may have published since this one was queued.
+                latest = await find_version(session, dataset)
+                _check_append(req.name, latest.manifest, manifest)
+                names = ", ".join(quote(conn, c.name) for c in encoded.columns)
+                row_id = quote(conn, ROW_ID)
+                prev = quote(conn, latest.table_name)
+                await conn.exec_driver_sql(
+                    f"INSERT INTO {quote(conn, stage)} ({row_id}, {names}) "
+                    f"SELECT {row_id} - (SELECT COALESCE(MAX({row_id}), 0) FROM {prev}), {names} FROM {prev}"
+                )
+                manifest = codec.append_manifest(latest.manifest, manifest)
+                rows = latest.rows + encoded.nrows
+                content_hash = hashlib.sha256(f"{latest.content_hash}+{content_hash}".encode()).hexdigest()
+        number = dataset.next_version
+        table_name = version_table_name(dataset.id, number)
+        await conn.exec_driver_sql(f"ALTER TABLE {quote(conn, stage)} RENAME TO {quote(conn, table_name)}")
+        by = created_by()
+        await session.execute(
+            versions.insert().values(
+                dataset_id=dataset.id,
+                version=number,
+                table_name=table_name,
+                rows=rows,
+                columns=len(codec.schema(manifest)),
+                manifest=manifest,
+                content_hash=content_hash,
+                created_at=now,
+                created_by=by,
+                task_id=handle.id,
+            )
+        )
+        changes: dict[str, Any] = {"latest_version": number, "next_version": number + 1, "updated_at": now}
+        if req.description is not None:
+            changes["description"] = req.description
+        if req.tags is not None:
+            changes["tags"] = req.tags
+        await session.execute(datasets.update().where(datasets.c.id == dataset.id).values(**changes))
+        await point_latest(session, dataset, table_name)
+        return DatasetVersion(
+            name=req.name,
+            version=number,
+            rows=rows,
+            columns=len(codec.schema(manifest)),
+            created_at=now,
+            content_hash=content_hash,
+            table_name=table_name,
+            task_id=handle.id,
+            created_by=by,
+        )
+
+    async def _finish(self, session: AsyncSession, handle: UploadTask, version: DatasetVersion) -> DatasetVersion:
+        handle.version = version
+        handle._set(status="succeeded")
+        await self._update_task(
+            session,
+            handle,
+            status="succeeded",
+            version=version.version,
+            deduplicated=version.deduplicated,
+            content_hash=version.content_hash,
+            rows_done=handle.rows_done,
+            attempts=handle.attempts,
+            finished_at=handle.finished_at,
+        )
+        await session.commit()
+        return version
+
+    async def _abandon(self, session: AsyncSession, handle: UploadTask, stage: str | None, *, status: str, error: BaseException | None) -> None:
+        """Record the end of a failed or cancelled upload and drop its staging rows.
+
+        Runs in a fresh session of this task: the task's main session may be mid-statement. Any
+        error here is logged, never raised over the original one.
+        """
+        handle.error = error
+        handle._set(status=status)
+        try:
+            await asyncio.shield(session.rollback())
+        except Exception:  # noqa: BLE001 - the connection may be gone; the cleanup below still runs
+            log.debug("rollback after upload %s ended failed", handle.id, exc_info=True)
+        cleanup = asyncio.ensure_future(self._cleanup(handle, stage, status, error))
+        try:
+            await asyncio.shield(cleanup)
+        except asyncio.CancelledError:
+            # A second cancel while cleaning up: let the cleanup finish on its own, held by the set.
+            _PENDING_CLEANUPS.add(cleanup)
+            cleanup.add_done_callback(_PENDING_CLEANUPS.discard)
+            raise
+
+    async def _cleanup(self, handle: UploadTask, stage: str | None, status: str, error: BaseException | None) -> None:
+        try:
+            async with self._write() as cleanup, cleanup.begin():
+                if stage is not None:
+                    await drop_table(cleanup, stage)
+                await cleanup.execute(
+                    tasks.update()
+                    .where(tasks.c.id == handle.id)
+                    .values(
+                        status=status,
+                        error=None if error is None else str(error),
+                        rows_done=handle.rows_done,
+                        attempts=handle.attempts,
+                        finished_at=handle.finished_at,
+                    )
+                )
+        except Exception:  # noqa: BLE001 - reported through the handle and the log, never hides the cause
+            log.exception("could not record the end of upload %s (%s)", handle.id, status)
+
+
+# Cleanups that outlive a doubly-cancelled upload are held here until they end.
+_PENDING_CLEANUPS: set[asyncio.Future] = set()
+
+
+def _check_append(name: str, old_manifest: dict, new_manifest: dict) -> None:
+    added, missing, retyped = codec.schema_diff(old_manifest, new_manifest)
+    if not (added or missing or retyped):
+        return
+    parts = []
+    if added:
+        parts.append("added " + ", ".join(repr(a) for a in added))
+    if missing:
+        parts.append("missing " + ", ".join(repr(m) for m in missing))
+    if retyped:
+        parts.append("retyped " + ", ".join(f"{label!r} ({old} -> {new})" for label, old, new in retyped))
+    raise SchemaMismatch(
+        f"cannot append to {name!r}: the frame's schema differs from the latest version: {'; '.join(parts)}. "
+        "Use if_exists='replace' to publish a new schema",
+        added=added,
+        missing=missing,
+        retyped=retyped,
+    )
+
+
+def _table(name: str, columns) -> Table:
+    row_id = Column(ROW_ID, BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True)
+    return Table(name, MetaData(), row_id, *(Column(c.name, _SQL_TYPES[c.sql_type]()) for c in columns))
+
+
+def _insert_sql(session: AsyncSession, table: str, encoded) -> str:
+    dialect = session.bind.dialect
+    q = dialect.identifier_preparer.quote
+    n = len(encoded.columns)
+    style = dialect.paramstyle
+    if style == "qmark":
+        marks = ["?"] * n
+    elif style == "format":
+        marks = ["%s"] * n
+    elif style == "numeric_dollar":
+        marks = [f"${i}" for i in range(1, n + 1)]
+    elif style == "numeric":
+        marks = [f":{i}" for i in range(1, n + 1)]
+    else:
+        raise UsageError(f"the driver's parameter style {style!r} is not supported")
+    names = ", ".join(q(c.name) for c in encoded.columns)
+    return f"INSERT INTO {q(table)} ({names}) VALUES ({', '.join(marks)})"

@@ -1,0 +1,549 @@
+"""Pushing, publishing, versions and the failure guarantees, through a real SQLite hub."""
+
+from __future__ import annotations
+
+import asyncio
+import decimal
+import sqlite3
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import dsnotebook as dsn
+from dsnotebook.errors import (
+    DatasetNotFound,
+    SchemaMismatch,
+    UploadCancelled,
+    UploadError,
+    UsageError,
+    ValidationError,
+    VersionConflict,
+    WaitTimeout,
+)
+
+
+def frame(n: int = 100, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "id": np.arange(n, dtype="int64"),
+            "x": rng.random(n),
+            "n": pd.array([i if i % 7 else None for i in range(n)], dtype="Int64"),
+            "s": [f"row{i}" for i in range(n)],
+        }
+    )
+
+
+def assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(a, b, check_exact=True, check_index_type=True, check_column_type=True)
+
+
+def sqlite_path(hub) -> str:
+    return hub.url.database
+
+
+# -- the happy path -------------------------------------------------------------------------------
+
+
+def test_push_then_pull_returns_the_identical_frame(hub):
+    df = frame(1234)
+    task = hub.push(df, "sales", description="Q3", tags={"team": "bi"}, chunk_size=100)
+    version = task.wait(timeout=30)
+    assert (version.name, version.version, version.rows, version.columns) == ("sales", 1, 1234, 4)
+    assert not version.deduplicated
+    assert task.status == "succeeded" and task.rows_done == task.rows_total == 1234
+    assert task.progress == 1.0 and task.elapsed > 0 and task.rows_per_s > 0
+    assert "@" in version.created_by
+    assert_same(hub.pull("sales"), df)
+    info = hub.info("sales")
+    assert info.description == "Q3" and info.tags == {"team": "bi"} and info.latest == version
+    assert info.schema == [("id", "int64"), ("x", "float64"), ("n", "Int64"), ("s", "str")]
+
+
+def test_a_series_is_pushed_as_a_one_column_frame(hub):
+    s = pd.Series([1.5, 2.5], name="price")
+    hub.push(s, "prices").wait(timeout=30)
+    assert_same(hub.pull("prices"), s.to_frame())
+
+
+def test_await_the_handle_on_another_loop(hub):
+    async def main():
+        task = hub.push(frame(10), "a")
+        return await task
+
+    assert asyncio.run(main()).version == 1
+
+
+def test_sync_hub_works_inside_a_running_event_loop(hub):
+    """What a Jupyter cell does: call the blocking API while the thread's loop is running."""
+
+    async def cell():
+        task = hub.push(frame(50), "in-loop")
+        version = task.wait(timeout=30)
+        return version, hub.pull("in-loop")
+
+    version, back = asyncio.run(cell())
+    assert version.rows == 50
+    assert_same(back, frame(50))
+
+
+def test_the_frame_as_it_was_at_push_time_is_stored(hub):
+    df = frame(1000)
+    original = df.copy()
+    task = hub.push(df, "snap", chunk_size=10)
+    df.loc[:, "x"] = -1.0
+    df.loc[0, "s"] = "changed"
+    df["extra"] = 1
+    task.wait(timeout=30)
+    assert_same(hub.pull("snap"), original)
+
+
+# -- if_exists, versions, dedupe -----------------------------------------------------------------
+
+
+def test_replace_makes_new_versions_and_old_ones_stay_readable(hub):
+    a, b = frame(10, seed=1), frame(20, seed=2)
+    hub.push(a, "d").wait(timeout=30)
+    hub.push(b, "d", if_exists="replace").wait(timeout=30)
+    assert_same(hub.pull("d"), b)
+    assert_same(hub.pull("d", version=1), a)
+    v = hub.versions("d")
+    assert list(v["version"]) == [1, 2] and list(v["latest"]) == [False, True]
+    assert list(v["rows"]) == [10, 20]
+
+
+def test_append_publishes_previous_rows_plus_new_rows(hub):
+    a, b = frame(10, seed=1), frame(5, seed=2)
+    hub.push(a, "d").wait(timeout=30)
+    v2 = hub.push(b, "d", if_exists="append", chunk_size=2).wait(timeout=30)
+    assert v2.version == 2 and v2.rows == 15
+    assert_same(hub.pull("d"), pd.concat([a, b], ignore_index=True))
+    assert_same(hub.pull("d", version=1), a)
+
+
+def test_append_to_a_missing_dataset_creates_it(hub):
+    hub.push(frame(3), "new", if_exists="append").wait(timeout=30)
+    assert_same(hub.pull("new"), frame(3))
+
+
+def test_append_with_another_schema_names_each_difference(hub):
+    hub.push(frame(3), "d").wait(timeout=30)
+    other = frame(3).drop(columns=["s"]).assign(x=lambda f: f["x"].astype("float32"), extra=1)
+    with pytest.raises(SchemaMismatch) as err:
+        hub.push(other, "d", if_exists="append")
+    message = str(err.value)
+    assert "'extra'" in message and "'s'" in message and "'x'" in message and "float32" in message
+    assert err.value.added == ["extra"] and err.value.missing == ["s"]
+    assert len(hub.versions("d")) == 1
+
+
+def test_fail_raises_if_the_dataset_exists(hub):
+    hub.push(frame(3), "d", if_exists="fail").wait(timeout=30)
+    with pytest.raises(VersionConflict, match="already exists"):
+        hub.push(frame(4), "d", if_exists="fail")
+    assert len(hub.versions("d")) == 1
+
+
+def test_identical_push_is_deduplicated(hub):
+    v1 = hub.push(frame(100), "d").wait(timeout=30)
+    task = hub.push(frame(100), "d")
+    again = task.wait(timeout=30)
+    assert again.deduplicated and task.deduplicated
+    assert again.version == v1.version and again.content_hash == v1.content_hash
+    assert len(hub.versions("d")) == 1
+    tasks = hub.tasks(dataset="d")
+    assert list(tasks["deduplicated"]) == [True, False]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda f: f.assign(x=f["x"].where(f.index != 3, 0.5)), id="one-value"),
+        pytest.param(lambda f: f.assign(s=f["s"].where(f.index != 0, "other")), id="one-string"),
+        pytest.param(lambda f: f.assign(id=f["id"].astype("int32")), id="one-dtype"),
+        pytest.param(lambda f: f.rename(columns={"x": "y"}), id="one-label"),
+        pytest.param(lambda f: f.set_axis(pd.RangeIndex(1, len(f) + 1)), id="index"),
+    ],
+)
+def test_any_single_change_makes_a_new_version(hub, change):
+    base = frame(20)
+    hub.push(base, "d").wait(timeout=30)
+    changed = change(base.copy())
+    version = hub.push(changed, "d").wait(timeout=30)
+    assert not version.deduplicated and version.version == 2
+    assert_same(hub.pull("d"), changed)
+
+
+def test_an_empty_frame_with_columns_makes_a_version_with_its_schema(hub):
+    empty = frame(0)
+    version = hub.push(empty, "empty").wait(timeout=30)
+    assert version.rows == 0 and version.columns == 4
+    assert_same(hub.pull("empty"), empty)
+
+
+def test_version_numbers_are_never_reused(hub):
+    for seed in range(3):
+        hub.push(frame(5, seed), "d").wait(timeout=30)
+    assert hub.delete("d", version=3) == [3]
+    assert hub.info("d").latest.version == 2
+    assert_same(hub.pull("d"), frame(5, 1))
+    assert hub.push(frame(5, 9), "d").wait(timeout=30).version == 4
+    with pytest.raises(DatasetNotFound, match="no version 3; its versions are: 1, 2, 4"):
+        hub.pull("d", version=3)
+
+
+def test_prune_keeps_the_newest(hub):
+    for seed in range(4):
+        hub.push(frame(5, seed), "d").wait(timeout=30)
+    assert hub.prune("d", keep=2) == [1, 2]
+    assert list(hub.versions("d")["version"]) == [3, 4]
+    assert_same(hub.pull("d", version=3), frame(5, 2))
+    with pytest.raises(ValidationError, match="keep"):
+        hub.prune("d", keep=0)
+
+
+def test_delete_dataset_removes_versions_tables_and_view(hub):
+    hub.push(frame(5), "d").wait(timeout=30)
+    hub.push(frame(6), "d").wait(timeout=30)
+    view = hub.info("d").view_name
+    assert hub.delete("d") == [1, 2]
+    assert hub.datasets().empty
+    with pytest.raises(DatasetNotFound):
+        hub.pull("d")
+    con = sqlite3.connect(sqlite_path(hub))
+    names = {r[0] for r in con.execute("select name from sqlite_master")}
+    con.close()
+    assert not any(n.startswith(("dsn_data_", "dsn_stage_")) for n in names) and view not in names
+
+
+def test_datasets_lists_latest_rows_and_columns(hub):
+    hub.push(frame(5), "b", description="bee").wait(timeout=30)
+    hub.push(frame(7), "a").wait(timeout=30)
+    hub.push(frame(9), "a").wait(timeout=30)
+    ds = hub.datasets()
+    assert list(ds.columns[:6]) == ["name", "latest_version", "rows", "columns", "updated_at", "description"]
+    assert ds[["name", "latest_version", "rows", "columns", "versions"]].values.tolist() == [["a", 2, 9, 4, 2], ["b", 1, 5, 4, 1]]
+    assert ds.loc[ds["name"] == "b", "description"].item() == "bee"
+
+
+def test_partial_pull(hub):
+    df = frame(50).set_index("id")
+    hub.push(df, "d").wait(timeout=30)
+    assert_same(hub.pull("d", columns=["s", "x"]), df[["s", "x"]])
+    assert_same(hub.pull("d", limit=7), df.head(7))
+    assert_same(hub.pull("d", columns="n", limit=0), df[["n"]].head(0))
+    with pytest.raises(ValidationError, match="'nope'"):
+        hub.pull("d", columns=["nope"])
+
+
+def test_sql_users_see_typed_tables_and_a_latest_view(hub):
+    hub.push(frame(5, 1), "d").wait(timeout=30)
+    hub.push(frame(3, 2), "d").wait(timeout=30)
+    info = hub.info("d")
+    con = sqlite3.connect(sqlite_path(hub))
+    count = con.execute(f'select count(*) from "{info.view_name}"').fetchone()[0]
+    types = {r[1]: r[2] for r in con.execute(f'pragma table_info("{info.latest.table_name}")')}
+    con.close()
+    assert count == 3
+    assert types["id"] == "BIGINT" and types["s"] == "TEXT"
+
+
+def test_hostile_names_are_just_data(hub):
+    name = 'x"; DROP TABLE dsn_datasets; --'
+    hub.push(frame(3), name).wait(timeout=30)
+    assert_same(hub.pull(name), frame(3))
+    assert hub.datasets()["name"].tolist() == [name]
+
+
+def test_unknown_dataset_suggests_close_names(hub):
+    hub.push(frame(3), "sales_2024").wait(timeout=30)
+    with pytest.raises(DatasetNotFound, match="did you mean 'sales_2024'"):
+        hub.pull("sales_2042")
+    with pytest.raises(DatasetNotFound):
+        hub.info("nothing-like-it")
+    with pytest.raises(DatasetNotFound):
+        hub.delete("sales_2024", version=9)
+
+
+# -- bad input: a clear error before anything is scheduled, and nothing written -------------------
+
+
+def _nothing_written(hub) -> None:
+    assert hub.tasks().empty and hub.datasets().empty
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [pytest.param([1, 2], id="list"), pytest.param({"a": [1]}, id="dict"), pytest.param(np.zeros((2, 2)), id="ndarray")],
+)
+def test_non_frames_are_rejected(hub, obj):
+    with pytest.raises(ValidationError, match="DataFrame"):
+        hub.push(obj, "d")
+    _nothing_written(hub)
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        pytest.param("", "empty", id="empty"),
+        pytest.param("   ", "empty", id="whitespace"),
+        pytest.param("x" * 256, "too long", id="too-long"),
+        pytest.param("a\nb", "control character", id="newline"),
+        pytest.param("a\x00b", "control character", id="nul"),
+        pytest.param(42, "expected a str", id="not-str"),
+    ],
+)
+def test_bad_names_are_rejected(hub, name, fragment):
+    with pytest.raises(ValidationError, match=fragment):
+        hub.push(frame(2), name)
+    _nothing_written(hub)
+
+
+def test_a_255_character_name_is_fine(hub):
+    hub.push(frame(2), "n" * 255).wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        pytest.param({"if_exists": "overwrite"}, "'replace', 'append', 'fail'", id="if_exists"),
+        pytest.param({"priority": "high"}, "priority", id="priority"),
+        pytest.param({"chunk_size": 0}, "chunk_size", id="chunk_size"),
+        pytest.param({"tags": {"a": object()}}, "tags", id="tags"),
+        pytest.param({"description": 3}, "description", id="description"),
+    ],
+)
+def test_bad_options_are_rejected(hub, options, fragment):
+    with pytest.raises(ValidationError, match=fragment):
+        hub.push(frame(2), "d", **options)
+    _nothing_written(hub)
+
+
+@pytest.mark.parametrize(
+    ("df", "fragments"),
+    [
+        pytest.param(pd.DataFrame([[1, 2]], columns=["a", "a"]), ["'a'", "duplicate"], id="duplicate-labels"),
+        pytest.param(pd.DataFrame(index=range(3)), ["column"], id="zero-columns"),
+        pytest.param(pd.DataFrame({"c": [1 + 2j]}), ["'c'", "(1+2j)"], id="complex"),
+        pytest.param(pd.DataFrame({"o": [object()]}, dtype=object), ["'o'", "object"], id="arbitrary-object"),
+        pytest.param(pd.DataFrame({"m": ["a", 1]}, dtype=object), ["'m'", "1"], id="mixed-types"),
+        pytest.param(pd.DataFrame({"big": [1, 2**70]}, dtype=object), ["'big'", str(2**70)], id="int-overflow"),
+    ],
+)
+def test_unsupported_frames_are_rejected(hub, df, fragments):
+    with pytest.raises(ValidationError) as err:
+        hub.push(df, "d")
+    for fragment in fragments:
+        assert fragment in str(err.value)
+    _nothing_written(hub)
+
+
+# -- failure, cancel, timeouts --------------------------------------------------------------------
+
+
+def _block_writes(path: str) -> sqlite3.Connection:
+    """Hold the write lock from another connection, as another process would."""
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("BEGIN IMMEDIATE")
+    return con
+
+
+def test_wait_timeout_leaves_the_task_running(hub):
+    blocker = _block_writes(sqlite_path(hub))
+    try:
+        task = hub.push(frame(10), "d")
+        with pytest.raises(WaitTimeout) as err:
+            task.wait(timeout=0.2)
+        assert isinstance(err.value, TimeoutError)
+        assert not task.done()
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    assert task.wait(timeout=30).version == 1
+
+
+def test_cancel_leaves_no_partial_version_and_the_previous_one_intact(hub):
+    previous = frame(10, seed=1)
+    hub.push(previous, "d").wait(timeout=30)
+    started = threading.Event()
+    task = hub.push(frame(200_000, seed=2), "d", chunk_size=1000)
+    task.subscribe(lambda p: started.set() if p.rows_done >= 2000 else None)
+    assert started.wait(30)
+    assert task.cancel()
+    with pytest.raises(UploadCancelled) as err:
+        task.wait(timeout=30)
+    assert err.value.task_id == task.id and err.value.dataset == "d"
+    assert task.status == "cancelled" and 0 < task.rows_done < 200_000
+    assert list(hub.versions("d")["version"]) == [1]
+    assert_same(hub.pull("d"), previous)
+    row = hub.tasks().iloc[0]
+    assert (row["id"], row["status"]) == (task.id, "cancelled")
+    con = sqlite3.connect(sqlite_path(hub))
+    stages = con.execute("select count(*) from sqlite_master where name like 'dsn_stage_%'").fetchone()[0]
+    con.close()
+    assert stages == 0
+
+
+def test_a_failed_upload_says_why_and_keeps_the_previous_version(hub):
+    previous = frame(10, seed=1)
+    hub.push(previous, "d").wait(timeout=30)
+    # A trigger makes the database itself refuse the third chunk, as a constraint or a full disk would.
+    con = sqlite3.connect(sqlite_path(hub))
+    con.execute(
+        "CREATE TRIGGER fail_mid BEFORE UPDATE OF rows_done ON dsn_tasks WHEN NEW.rows_done >= 3000 "
+        "BEGIN SELECT RAISE(ABORT, 'simulated storage failure'); END"
+    )
+    con.commit()
+    con.close()
+    task = hub.push(frame(10_000, seed=2), "d", chunk_size=1000)
+    with pytest.raises(UploadError) as err:
+        task.wait(timeout=30)
+    assert "simulated storage failure" in str(err.value) and err.value.__cause__ is not None
+    assert task.status == "failed" and task.error is err.value and task.rows_done == 2000
+    assert_same(hub.pull("d"), previous)
+    assert list(hub.versions("d")["version"]) == [1]
+    row = hub.tasks().iloc[0]
+    assert row["status"] == "failed" and "simulated storage failure" in row["error"]
+    con = sqlite3.connect(sqlite_path(hub))
+    assert con.execute("select count(*) from sqlite_master where name like 'dsn_stage_%'").fetchone()[0] == 0
+    con.close()
+
+
+def test_transient_lock_is_retried_and_attempts_are_recorded(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'locked.db'}"
+    with dsn.connect(url, retry=dsn.RetryPolicy(attempts=50, base_delay=0.05, max_delay=0.1)) as hub:
+        hub.push(frame(5), "warmup").wait(timeout=30)
+        import dsnotebook.store.engine as engine_module
+
+        blocker = _block_writes(hub.url.database)
+        timer = threading.Timer(engine_module.SQLITE_BUSY_TIMEOUT_S + 1.0, lambda: (blocker.execute("COMMIT"), blocker.close()))
+        timer.start()
+        try:
+            task = hub.push(frame(5, seed=3), "d")
+            version = task.wait(timeout=60)
+        finally:
+            timer.join()
+        assert version.version == 1
+        assert task.attempts > 1
+        assert hub.tasks(dataset="d").iloc[0]["attempts"] == task.attempts
+
+
+def test_wait_on_the_portal_thread_is_a_usage_error(hub):
+    outcome = {}
+    done = threading.Event()
+    task = hub.push(frame(20_000), "d", chunk_size=1000)
+
+    def listener(progress):
+        if "error" not in outcome:
+            try:
+                task.wait()
+            except UsageError as exc:
+                outcome["error"] = exc
+            done.set()
+
+    task.subscribe(listener)
+    task.wait(timeout=30)
+    assert done.wait(5) and isinstance(outcome["error"], UsageError)
+
+
+def test_a_dropped_handle_still_completes(hub):
+    import gc
+
+    hub.push(frame(5000), "dropped", chunk_size=100)
+    gc.collect()
+    deadline = asyncio.get_event_loop_policy  # noqa: F841 - keeps the linters quiet about unused names
+    for _ in range(300):
+        if not hub.running():
+            break
+        threading.Event().wait(0.05)
+    assert_same(hub.pull("dropped"), frame(5000))
+
+
+def test_priorities_order_queued_uploads(hub):
+    blocker = _block_writes(sqlite_path(hub))
+    try:
+        first = hub.push(frame(3), "first")
+        handles = [hub.push(frame(3, seed=i), f"p{i}", priority=p) for i, p in enumerate([0, 5, 1, 5, 3])]
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    for h in [first, *handles]:
+        h.wait(timeout=30)
+    order = sorted(handles, key=lambda h: h.started_at)
+    assert [h.dataset for h in order] == ["p1", "p3", "p4", "p2", "p0"]
+
+
+# -- the catalog ----------------------------------------------------------------------------------
+
+
+def test_tasks_frame_has_stable_columns(hub):
+    hub.push(frame(3), "d").wait(timeout=30)
+    t = hub.tasks()
+    assert list(t.columns) == [
+        "id", "name", "dataset", "status", "priority", "rows_done", "rows_total", "attempts", "version",
+        "deduplicated", "error", "queued_at", "started_at", "finished_at", "elapsed_s", "owner_host", "owner_pid",
+    ]
+    row = t.iloc[0]
+    assert (row["status"], row["rows_done"], row["version"], row["attempts"]) == ("succeeded", 3, 1, 1)
+    assert row["queued_at"] <= row["started_at"] <= row["finished_at"]
+
+
+def test_tasks_of_a_dead_process_become_interrupted(db_url):
+    import os
+    import subprocess
+    import sys
+
+    hub = dsn.connect(db_url)
+    hub.push(frame(3), "d").wait(timeout=30)
+    hub.close()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    pid = int(dead.stdout)
+    con = sqlite3.connect(db_url.split("///", 1)[1])
+    con.execute(
+        "insert into dsn_tasks (id, name, dataset, status, if_exists, priority, rows_total, rows_done, attempts, "
+        "deduplicated, queued_at, owner_host, owner_pid, staging_table) values "
+        "('deadbeef', 'push d', 'd', 'running', 'replace', 0, 10, 5, 1, 0, '2026-01-01 00:00:00', ?, ?, 'dsn_stage_deadbeef')",
+        (__import__("socket").gethostname(), pid),
+    )
+    con.execute('create table "dsn_stage_deadbeef" (x integer)')
+    con.execute(
+        "insert into dsn_tasks (id, name, dataset, status, if_exists, priority, rows_total, rows_done, attempts, "
+        "deduplicated, queued_at, owner_host, owner_pid) values "
+        "('alive', 'push e', 'e', 'running', 'replace', 0, 10, 5, 1, 0, '2026-01-01 00:00:00', ?, ?)",
+        (__import__("socket").gethostname(), os.getpid()),
+    )
+    con.commit()
+    con.close()
+    with dsn.connect(db_url) as again:
+        t = again.tasks().set_index("id")
+        assert t.loc["deadbeef", "status"] == "interrupted"
+        assert t.loc["alive", "status"] == "running"
+        assert_same(again.pull("d"), frame(3))
+    con = sqlite3.connect(db_url.split("///", 1)[1])
+    assert con.execute("select count(*) from sqlite_master where name = 'dsn_stage_deadbeef'").fetchone()[0] == 0
+    con.close()
+
+
+def test_a_newer_catalog_is_refused(db_url):
+    dsn.connect(db_url).close()
+    con = sqlite3.connect(db_url.split("///", 1)[1])
+    con.execute("update dsn_meta set value = '99' where key = 'schema_version'")
+    con.commit()
+    con.close()
+    with pytest.raises(VersionConflict, match="schema version 99"):
+        dsn.connect(db_url)
+
+
+def test_decimal_and_json_objects_round_trip_through_the_hub(hub):
+    df = pd.DataFrame(
+        {
+            "price": pd.Series([decimal.Decimal("1.10"), None, decimal.Decimal("-0.001")], dtype=object),
+            "meta": pd.Series([{"a": [1, 2]}, [True, None], {}], dtype=object),
+        }
+    )
+    hub.push(df, "objs").wait(timeout=30)
+    back = hub.pull("objs")
+    assert_same(back, df)
+    assert [repr(v) for v in back["price"]] == [repr(v) for v in df["price"]]
