@@ -45,6 +45,7 @@ import logging
 import math
 import random
 import sqlite3
+import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -652,6 +653,15 @@ class BackgroundTaskService:
             await session.commit()
             failed = False
             return result
+        except asyncio.CancelledError as exc:
+            # A cancel that lands mid-query makes SQLAlchemy invalidate the connection while the
+            # driver cursor is still open. SQLite then defers the real close (and the rollback
+            # that releases its write lock) until that cursor is freed, and the frames in this
+            # traceback hold it. Measured with aiosqlite: the lock outlived the task for as long
+            # as anyone kept the CancelledError, and other writers got "database is locked".
+            # Clearing the frames' locals frees the cursor; the traceback's lines stay intact.
+            traceback.clear_frames(exc.__traceback__)
+            raise
         finally:
             await _run_to_completion(self._close_session(session, rollback=failed))
 

@@ -25,10 +25,10 @@ import threading
 import time
 import unicodedata
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pandas as pd
 from sqlalchemy import BigInteger, Column, Float, Integer, LargeBinary, MetaData, Table, Text, select
@@ -55,6 +55,7 @@ from .tasks import BackgroundTaskService, RetryPolicy
 __all__ = ["IF_EXISTS", "DatasetUploadService", "UploadTask", "owner", "validate_name"]
 
 log = logging.getLogger("dsnotebook")
+T = TypeVar("T")
 
 IfExists = Literal["replace", "append", "fail"]
 IF_EXISTS: tuple[str, ...] = ("replace", "append", "fail")
@@ -70,6 +71,28 @@ _SQL_TYPES = {
     "TEXT": lambda: Text(),
     "BLOB": lambda: LargeBinary(),
 }
+
+
+async def with_retries(
+    policy: RetryPolicy,
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    label: str,
+    on_retry: Callable[[], None] | None = None,
+) -> T:
+    """Await ``attempt()``; on an error the policy calls transient, wait with jittered backoff and retry."""
+    failures = 0
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            failures += 1
+            if failures >= policy.attempts or not policy.retry_on(exc):
+                raise
+            if on_retry is not None:
+                on_retry()
+            log.warning("%s: transient error, retry %d of %d: %s", label, failures, policy.attempts - 1, exc)
+            await asyncio.sleep(policy.delay(failures))
 
 
 def owner() -> tuple[str, int]:
@@ -377,7 +400,7 @@ class DatasetUploadService:
         )
         task_id = uuid.uuid4().hex
         host, pid = owner()
-        try:
+        async def record_queued() -> None:
             async with self._write() as session, session.begin():
                 dataset = await find_dataset(session, name)
                 if dataset is not None and dataset.latest_version is not None:
@@ -406,6 +429,9 @@ class DatasetUploadService:
                         staging_table=stage_table_name(task_id),
                     )
                 )
+
+        try:
+            await with_retries(self._retry, record_queued, label=f"queueing {name!r}")
         except DsnotebookError:
             raise
         except Exception as exc:
@@ -460,22 +486,22 @@ class DatasetUploadService:
             await self._abandon(session, handle, stage if staged else None, status="failed", error=failure)
             raise failure from exc
 
-    async def _retrying(self, handle: UploadTask, session: AsyncSession, step: Callable[[], Any]):
-        """Run one transactional step, retrying transient errors with jittered backoff."""
-        retries = 0
-        while True:
+    async def _retrying(self, handle: UploadTask, session: AsyncSession, step: Callable[[], Awaitable[T]]) -> T:
+        """Run one transactional step of the task's session; retry transient errors."""
+
+        async def attempt() -> T:
             try:
                 result = await step()
                 await session.commit()
                 return result
-            except Exception as exc:
-                await session.rollback()
-                retries += 1
-                if retries >= self._retry.attempts or not self._retry.retry_on(exc):
-                    raise
-                handle._set(attempts=handle.attempts + 1)
-                log.warning("upload %s: transient error, retry %d: %s", handle.id, retries, exc)
-                await asyncio.sleep(self._retry.delay(retries))
+            except BaseException:
+                await asyncio.shield(session.rollback())
+                raise
+
+        def count_retry() -> None:
+            handle._set(attempts=handle.attempts + 1)
+
+        return await with_retries(self._retry, attempt, label=f"upload {handle.id}", on_retry=count_retry)
 
     async def _update_task(self, session: AsyncSession, handle: UploadTask, **values: Any) -> None:
         await session.execute(tasks.update().where(tasks.c.id == handle.id).values(**values))

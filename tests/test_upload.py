@@ -6,6 +6,7 @@ import asyncio
 import decimal
 import sqlite3
 import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -350,18 +351,20 @@ def _block_writes(path: str) -> sqlite3.Connection:
     return con
 
 
+def _until(predicate, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
 def test_wait_timeout_leaves_the_task_running(hub):
-    blocker = _block_writes(sqlite_path(hub))
-    try:
-        task = hub.push(frame(10), "d")
-        with pytest.raises(WaitTimeout) as err:
-            task.wait(timeout=0.2)
-        assert isinstance(err.value, TimeoutError)
-        assert not task.done()
-    finally:
-        blocker.execute("COMMIT")
-        blocker.close()
-    assert task.wait(timeout=30).version == 1
+    task = hub.push(frame(100_000), "d", chunk_size=500)
+    with pytest.raises(WaitTimeout) as err:
+        task.wait(timeout=0.05)
+    assert isinstance(err.value, TimeoutError) and "keeps running" in str(err.value)
+    assert not task.done()
+    assert task.wait(timeout=60).version == 1
 
 
 def test_cancel_leaves_no_partial_version_and_the_previous_one_intact(hub):
@@ -411,23 +414,24 @@ def test_a_failed_upload_says_why_and_keeps_the_previous_version(hub):
     con.close()
 
 
-def test_transient_lock_is_retried_and_attempts_are_recorded(tmp_path):
-    url = f"sqlite+aiosqlite:///{tmp_path / 'locked.db'}"
-    with dsn.connect(url, retry=dsn.RetryPolicy(attempts=50, base_delay=0.05, max_delay=0.1)) as hub:
-        hub.push(frame(5), "warmup").wait(timeout=30)
-        import dsnotebook.store.engine as engine_module
+def test_transient_lock_is_retried_and_attempts_are_recorded(tmp_path, monkeypatch):
+    import dsnotebook.store.engine as engine_module
 
+    # A short busy timeout makes "database is locked" surface quickly instead of after 5 s.
+    monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_S", 0.2)
+    url = f"sqlite+aiosqlite:///{tmp_path / 'locked.db'}"
+    with dsn.connect(url, retry=dsn.RetryPolicy(attempts=100, base_delay=0.02, max_delay=0.05)) as hub:
+        task = hub.push(frame(50_000), "d", chunk_size=500)
+        _until(lambda: task.rows_done > 0)
         blocker = _block_writes(hub.url.database)
-        timer = threading.Timer(engine_module.SQLITE_BUSY_TIMEOUT_S + 1.0, lambda: (blocker.execute("COMMIT"), blocker.close()))
-        timer.start()
-        try:
-            task = hub.push(frame(5, seed=3), "d")
-            version = task.wait(timeout=60)
-        finally:
-            timer.join()
-        assert version.version == 1
+        time.sleep(1.0)
+        blocker.execute("COMMIT")
+        blocker.close()
+        version = task.wait(timeout=60)
+        assert version.version == 1 and version.rows == 50_000
         assert task.attempts > 1
         assert hub.tasks(dataset="d").iloc[0]["attempts"] == task.attempts
+        assert_same(hub.pull("d"), frame(50_000))
 
 
 def test_wait_on_the_portal_thread_is_a_usage_error(hub):
@@ -462,15 +466,12 @@ def test_a_dropped_handle_still_completes(hub):
 
 
 def test_priorities_order_queued_uploads(hub):
-    blocker = _block_writes(sqlite_path(hub))
-    try:
-        first = hub.push(frame(3), "first")
-        handles = [hub.push(frame(3, seed=i), f"p{i}", priority=p) for i, p in enumerate([0, 5, 1, 5, 3])]
-    finally:
-        blocker.execute("COMMIT")
-        blocker.close()
+    first = hub.push(frame(100_000), "first", chunk_size=500)
+    _until(lambda: first.status == "running")
+    handles = [hub.push(frame(3, seed=i), f"p{i}", priority=p) for i, p in enumerate([0, 5, 1, 5, 3])]
+    assert first.status == "running" and all(h.status == "queued" for h in handles)
     for h in [first, *handles]:
-        h.wait(timeout=30)
+        h.wait(timeout=60)
     order = sorted(handles, key=lambda h: h.started_at)
     assert [h.dataset for h in order] == ["p1", "p3", "p4", "p2", "p0"]
 
