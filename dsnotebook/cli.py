@@ -55,7 +55,7 @@ def _check_format(path: Path, table: dict) -> None:
 def follow(tasks: Sequence[UploadTask], *, out=None) -> None:
     """Show a tqdm bar per upload until every one has ended."""
     bars = [
-        tqdm(total=t.rows_total, desc=t.dataset, unit="rows", unit_scale=True, position=i, leave=True, file=out, dynamic_ncols=True)
+        tqdm(total=t.rows_total, desc=t.dataset, unit="rows", unit_scale=t.rows_total >= 100_000, position=i, leave=True, file=out, dynamic_ncols=True)
         for i, t in enumerate(tasks)
     ]
     try:

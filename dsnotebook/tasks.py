@@ -53,7 +53,7 @@ from enum import Enum
 from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dsnotebook.errors import HubClosed, UsageError, ValidationError
@@ -99,13 +99,16 @@ _MAX_CHAIN = 32
 
 
 def _is_lock_error(exc: BaseException) -> bool:
-    is_db_error = isinstance(exc, (sqlite3.Error, DBAPIError)) or any(
+    if isinstance(exc, StatementError):
+        # SQLAlchemy's wrapper: its message quotes the SQL, so judge the driver error (.orig).
+        return False
+    is_driver_error = isinstance(exc, sqlite3.Error) or any(
         cls.__name__ == "OperationalError" for cls in type(exc).__mro__
     )
-    if not is_db_error:
+    if not is_driver_error:
         return False
     code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(code, int) and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED):
+    if isinstance(code, int) and (code & 0xFF) in (_SQLITE_BUSY, _SQLITE_LOCKED):
         return True
     message = str(exc).lower()
     return any(phrase in message for phrase in _LOCK_MESSAGES)
@@ -285,9 +288,9 @@ class _PrioritySlots:
     """A semaphore whose waiters are served by priority, then first come, first served.
 
     A released slot is handed directly to the next waiter, which keeps the order strict: a task
-    that shows up later cannot slip in before a waiter resumes. The waiter heap only ever holds
-    waiters that have not been granted a slot; a granted waiter is popped before its future is
-    resolved.
+    that shows up later cannot slip in before a waiter resumes. A granted waiter is popped from
+    the heap before its future is resolved, so the heap holds only waiters without a slot (and,
+    briefly, cancelled ones whose owners have not resumed yet).
     """
 
     def __init__(self, limit: int | None) -> None:
@@ -341,6 +344,30 @@ class _PrioritySlots:
     def release(self) -> None:
         self._in_use -= 1
         self._grant()
+
+
+def _release_cancelled_frames(exc: BaseException) -> None:
+    """Clear the local variables held by the tracebacks of a cancellation.
+
+    A cancel that lands mid-query makes SQLAlchemy invalidate the connection while the driver
+    cursor is still open. SQLite then defers the real close, and the rollback that releases its
+    write lock, until that cursor is freed, and the frames of the cancellation's traceback hold
+    it. Measured with aiosqlite: the lock outlived the task for as long as anyone kept the
+    exception, and every other writer got "database is locked". Clearing the frames' locals
+    frees the cursor at once; the tracebacks keep their file and line information.
+
+    Also applies when ``func`` turned the ``CancelledError`` into an error of its own, since
+    the cancellation then lives on as that error's cause or context. Other errors keep their
+    locals, for post-mortem debugging.
+    """
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < _MAX_CHAIN and all(current is not e for e in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    if any(isinstance(e, asyncio.CancelledError) for e in chain):
+        for e in chain:
+            traceback.clear_frames(e.__traceback__)
 
 
 async def _run_to_completion(coro: Coroutine[Any, Any, None]) -> None:
@@ -525,8 +552,10 @@ class BackgroundTaskService:
         The tasks' own errors are never raised here; they were logged and stay with the tasks.
 
         :param cancel: cancel the live tasks first instead of letting them finish.
-        :param timeout: seconds to wait; the tasks still live after it are cancelled, and their
-            cancellation (rollback and close) is awaited. None waits as long as it takes.
+        :param timeout: the most seconds to wait, so that an exit stays bounded. The tasks still
+            live then are cancelled (again) and logged, and shutdown returns without waiting
+            for them: their rollback and close finish on the loop shortly after. None waits as
+            long as it takes.
         :raises ValidationError: if ``timeout`` is negative or not a number.
         """
         if timeout is not None and (
@@ -551,7 +580,6 @@ class BackgroundTaskService:
             )
             for task in pending:
                 task.cancel()
-            await asyncio.wait(pending)
 
     def _claim_name(self, func: Callable[..., Any], task_name: str | None) -> str:
         if task_name is not None:
@@ -653,14 +681,8 @@ class BackgroundTaskService:
             await session.commit()
             failed = False
             return result
-        except asyncio.CancelledError as exc:
-            # A cancel that lands mid-query makes SQLAlchemy invalidate the connection while the
-            # driver cursor is still open. SQLite then defers the real close (and the rollback
-            # that releases its write lock) until that cursor is freed, and the frames in this
-            # traceback hold it. Measured with aiosqlite: the lock outlived the task for as long
-            # as anyone kept the CancelledError, and other writers got "database is locked".
-            # Clearing the frames' locals frees the cursor; the traceback's lines stay intact.
-            traceback.clear_frames(exc.__traceback__)
+        except BaseException as exc:
+            _release_cancelled_frames(exc)
             raise
         finally:
             await _run_to_completion(self._close_session(session, rollback=failed))

@@ -87,7 +87,7 @@ async def with_retries(
             return await attempt()
         except Exception as exc:
             failures += 1
-            if failures >= policy.attempts or not policy.retry_on(exc):
+            if not policy.retryable(exc, failures):
                 raise
             if on_retry is not None:
                 on_retry()

@@ -17,7 +17,7 @@ from dsnotebook._portal import get_portal
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory, monkeypatch):
+def _isolated_home(_no_leaks, tmp_path_factory, monkeypatch):
     """A private HOME and default URL, so nothing can reach ~/.dsnotebook."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
@@ -38,7 +38,7 @@ def _portal_tasks() -> list[str]:
 
 def _worker_threads() -> set[threading.Thread]:
     # aiosqlite runs one thread per open connection; they must all be gone once a hub is closed.
-    return {t for t in threading.enumerate() if t is not threading.main_thread() and t.name != "dsnotebook-portal"}
+    return {t for t in threading.enumerate() if t is not threading.main_thread() and t.name not in ("dsnotebook-portal", "tqdm_monitor")}
 
 
 @pytest.fixture(autouse=True)

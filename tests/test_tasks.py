@@ -40,7 +40,7 @@ from dsnotebook.tasks import (
 INSERT = text("INSERT INTO items (task, i) VALUES (:task, :i)")
 
 
-# --------------------------------------------------------------------------- fixtures
+# -------------------- fixtures
 
 
 @dataclass
@@ -111,7 +111,7 @@ async def db(make_db: Callable[..., Awaitable[Db]]) -> Db:
     return await make_db()
 
 
-# --------------------------------------------------------------------------- helpers
+# -------------------- helpers
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -167,7 +167,7 @@ def tracking_factory(db: Db) -> tuple[Callable[[], TrackingSession], list[Tracki
     return factory, made
 
 
-# --------------------------------------------------------------------------- 1. the seed
+# -------------------- tasks outliving the caller's session
 
 
 @pytest.mark.asyncio
@@ -235,7 +235,7 @@ async def test_control_tasks_sharing_the_callers_session_lose_work(db: Db) -> No
     assert errors or db.count() < n_tasks * n_rows
 
 
-# --------------------------------------------------------------------------- 3. dropped handles
+# -------------------- dropped handles
 
 
 @dataclass
@@ -300,7 +300,7 @@ async def test_control_unreferenced_plain_task_is_garbage_collected() -> None:
         loop.set_exception_handler(previous)
 
 
-# --------------------------------------------------------------------------- 4. commit / rollback / close
+# -------------------- commit / rollback / close
 
 
 @pytest.mark.asyncio
@@ -360,6 +360,41 @@ async def test_error_rolls_back_logs_and_reraises(
     assert errors[0].exc_info is not None and errors[0].exc_info[1] is raised.value
 
 
+class CountingHandler(logging.Handler):
+    """Keeps messages only: a stored record's exc_info would keep the failed task alive."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[tuple[int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append((record.levelno, record.getMessage()))
+
+
+@pytest.mark.asyncio
+async def test_failure_of_an_unawaited_task_is_reported_once(db: Db) -> None:
+    """Logged by the service; asyncio's "exception was never retrieved" does not repeat it."""
+    loop = asyncio.get_running_loop()
+    reports: list[str] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reports.append(context["message"]))
+    own_logger = logging.getLogger("test_tasks.own")
+    own_logger.propagate = False
+    handler = CountingHandler()
+    own_logger.addHandler(handler)
+    try:
+        service = BackgroundTaskService(db.maker, logger=own_logger)
+        task_ref = weakref.ref(service.create_task_with_session(_fail_in_func, task_name="fire-and-forget"))
+        await eventually(lambda: not service.running())
+        gc.collect()
+        assert task_ref() is None  # collected, so asyncio would have complained by now
+    finally:
+        loop.set_exception_handler(previous)
+        own_logger.removeHandler(handler)
+    assert reports == []
+    assert [(level, "fire-and-forget" in message) for level, message in handler.messages] == [(logging.ERROR, True)]
+
+
 @pytest.mark.asyncio
 async def test_commit_failure_is_rolled_back(db: Db, caplog: pytest.LogCaptureFixture) -> None:
     """An error raised by commit itself (deferred constraint) is rolled back and re-raised."""
@@ -399,7 +434,7 @@ async def test_non_async_func_fails_clearly(db: Db) -> None:
         await service.create_task_with_session(not_async, task_name="sync")
 
 
-# --------------------------------------------------------------------------- 5. cancellation
+# -------------------- cancellation
 
 
 SLOW_QUERY = text(
@@ -452,6 +487,34 @@ async def test_cancel_running_task_rolls_back_and_returns_connection(db: Db, whe
     assert record is not None and record.status is TaskStatus.CANCELLED and record.error is None
     # The slot came back: the next task runs.
     assert await service.create_task_with_session(insert_rows, "after", task_name="after") == 1
+
+
+@pytest.mark.asyncio
+async def test_cancel_turned_into_an_error_by_func_releases_the_lock_too(db: Db) -> None:
+    """An upload job may translate its cancellation into an error of its own."""
+    service = BackgroundTaskService(db.maker)
+    in_flight = asyncio.Event()
+
+    class JobCancelled(Exception):
+        pass
+
+    async def job(session: AsyncSession) -> None:
+        await session.execute(INSERT, {"task": "translated", "i": 0})
+        in_flight.set()
+        try:
+            await session.execute(SLOW_QUERY)
+        except asyncio.CancelledError as exc:
+            raise JobCancelled("stopped by the user") from exc
+
+    task = service.create_task_with_session(job, task_name="translated")
+    await in_flight.wait()
+    await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(JobCancelled):
+        await task
+    assert_not_locked(db.path)
+    assert db.engine.pool.checkedout() == 0
+    assert db.count("translated") == 0
 
 
 class SlowCloseSession(TrackingSession):
@@ -568,7 +631,7 @@ async def test_cancel_before_first_step(db: Db) -> None:
     assert db.count() == 0
 
 
-# --------------------------------------------------------------------------- 6-7. slots
+# -------------------- slots
 
 
 @pytest.mark.asyncio
@@ -665,7 +728,7 @@ def test_bad_concurrency_is_rejected(bad: Any) -> None:
     assert service.concurrency is None
 
 
-# --------------------------------------------------------------------------- 8. retries
+# -------------------- retries
 
 
 def _hold_write_lock(path: Path) -> sqlite3.Connection:
@@ -794,6 +857,12 @@ def _asyncpg_error(name: str) -> BaseException:
         (lambda: _caused_by(RuntimeError("x"), _asyncpg_error("ConnectionFailureError")), True),
         (lambda: sqlite3.OperationalError("no such table: items"), False),
         (lambda: _sqlalchemy_wrap(sqlite3.IntegrityError("UNIQUE constraint failed")), False),
+        (
+            lambda: DBAPIError.instance(
+                "SELECT 'database is locked'", {}, sqlite3.IntegrityError("UNIQUE"), sqlite3.Error
+            ),
+            False,
+        ),
         (lambda: ValueError("database is locked"), False),
         (lambda: asyncio.CancelledError(), False),
         (lambda: KeyError("x"), False),
@@ -812,6 +881,7 @@ def _asyncpg_error(name: str) -> BaseException:
         "asyncpg-in-cause-chain",
         "sqlite-other-operational",
         "integrity",
+        "lock-phrase-only-in-sql-text",
         "lock-message-on-non-db-error",
         "cancelled",
         "unrelated",
@@ -889,7 +959,7 @@ def test_retry_policy_never_retries_cancellation() -> None:
     assert not policy.retryable(RuntimeError(), policy.attempts)
 
 
-# --------------------------------------------------------------------------- 9. registry and shutdown
+# -------------------- registry and shutdown
 
 
 @pytest.mark.asyncio
@@ -957,16 +1027,29 @@ async def test_shutdown_cancel_cancels_live_tasks(db: Db) -> None:
 @pytest.mark.asyncio
 async def test_shutdown_timeout_cancels_stragglers(db: Db, caplog: pytest.LogCaptureFixture) -> None:
     service = BackgroundTaskService(db.maker)
-    task = service.create_task_with_session(insert_rows, "slow", 1, asyncio.Event(), task_name="slow")
+    in_flight = asyncio.Event()
+
+    async def slow(session: AsyncSession) -> None:
+        await session.execute(INSERT, {"task": "slow", "i": 0})
+        in_flight.set()
+        await asyncio.Event().wait()
+
+    task = service.create_task_with_session(slow, task_name="slow")
+    await in_flight.wait()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     with caplog.at_level(logging.WARNING, logger="dsnotebook"):
         await service.shutdown(timeout=0.05)
-    assert task.cancelled()
+    assert loop.time() - started < 1.0  # bounded: it does not wait for the cancelled task
     assert any("slow" in r.getMessage() for r in caplog.records)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert db.engine.pool.checkedout() == 0 and db.count("slow") == 0
     with pytest.raises(ValidationError, match="timeout"):
         await service.shutdown(timeout=-1)
 
 
-# --------------------------------------------------------------------------- 10. usage
+# -------------------- usage
 
 
 def test_create_without_running_loop_is_a_usage_error() -> None:

@@ -1,0 +1,191 @@
+"""Connecting, the two faces (Hub and AsyncHub), module-level helpers and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import dsnotebook as dsn
+from dsnotebook.errors import ConfigError, DatasetNotFound, HubClosed, UploadCancelled, ValidationError
+
+
+def frame(n: int = 10) -> pd.DataFrame:
+    return pd.DataFrame({"a": np.arange(n), "b": [f"v{i}" for i in range(n)]})
+
+
+def assert_same(a, b) -> None:
+    pd.testing.assert_frame_equal(a, b, check_exact=True, check_index_type=True, check_column_type=True)
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        pytest.param("not a url", "is not a database URL", id="malformed"),
+        pytest.param("", "empty", id="empty"),
+        pytest.param("nosuchdb+nodriver://u:hunter2@host/db", "not available", id="unknown-driver"),
+        pytest.param("sqlite+aiosqlite://", "in-memory", id="memory"),
+        pytest.param("postgresql+asyncpg://u:hunter2@127.0.0.1:9/db", "", id="unreachable"),
+    ],
+)
+def test_bad_urls_raise_config_error_with_the_password_masked(url, fragment, caplog):
+    caplog.set_level(logging.DEBUG, logger="dsnotebook")
+    with pytest.raises(ConfigError) as err:
+        dsn.connect(url)
+    assert fragment in str(err.value)
+    assert "hunter2" not in str(err.value) and "hunter2" not in caplog.text
+
+
+def test_repr_shows_where_the_hub_points_without_the_password(db_url):
+    assert "hunter2" not in repr(dsn.AsyncHub("postgresql+asyncpg://u:hunter2@db.example/x"))
+    assert "***" in repr(dsn.AsyncHub("postgresql+asyncpg://u:hunter2@db.example/x"))
+    with dsn.connect(db_url) as hub:
+        assert db_url.split("///", 1)[1] in repr(hub) and "open" in repr(hub)
+    assert "closed" in repr(hub)
+
+
+def test_plain_sqlite_urls_get_the_async_driver(tmp_path):
+    with dsn.connect(f"sqlite:///{tmp_path / 'plain.db'}") as hub:
+        assert hub.url.drivername == "sqlite+aiosqlite"
+
+
+def test_default_database_is_a_per_user_file(monkeypatch, _isolated_home):
+    monkeypatch.delenv("DSNOTEBOOK_URL")
+    with dsn.connect() as hub:
+        assert hub.url.database == str(_isolated_home / ".dsnotebook" / "datasets.db")
+    assert (_isolated_home / ".dsnotebook" / "datasets.db").exists()
+
+
+def test_dsnotebook_url_overrides_the_default(monkeypatch, tmp_path):
+    monkeypatch.setenv("DSNOTEBOOK_URL", f"sqlite+aiosqlite:///{tmp_path / 'env.db'}")
+    with dsn.connect() as hub:
+        assert hub.url.database == str(tmp_path / "env.db")
+
+
+def test_sqlite_runs_in_wal_with_busy_timeout_and_foreign_keys(hub):
+    async def pragmas():
+        async with hub._async.engine.connect() as conn:
+            return [
+                (await conn.exec_driver_sql(f"PRAGMA {p}")).scalar() for p in ("journal_mode", "busy_timeout", "foreign_keys")
+            ]
+
+    assert hub._portal.run(pragmas()) == ["wal", 5000, 1]
+
+
+def test_a_database_deleted_underneath_is_not_recreated_empty(db_url):
+    path = db_url.split("///", 1)[1]
+    with dsn.connect(db_url) as hub:
+        hub.push(frame(), "d").wait(timeout=30)
+        hub._portal.run(hub._async.engine.dispose())
+        os.remove(path)
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+        with pytest.raises(ConfigError, match="moved, deleted"):
+            hub.pull("d")
+    assert not os.path.exists(path)
+
+
+def test_module_level_helpers_use_a_default_hub():
+    dsn.push(frame(), "m").wait(timeout=30)
+    assert_same(dsn.pull("m"), frame())
+    assert dsn.datasets()["name"].tolist() == ["m"]
+    assert dsn.tasks()["status"].tolist() == ["succeeded"]
+    from dsnotebook.tasks import BackgroundTaskService  # the module is still the module
+
+    assert dsn.BackgroundTaskService is BackgroundTaskService
+
+
+@pytest.mark.asyncio
+async def test_async_hub_runs_on_the_callers_loop(db_url):
+    async with dsn.AsyncHub(db_url) as hub:
+        task = await hub.push(frame(100), "a", chunk_size=10)
+        assert task.task.get_loop() is asyncio.get_running_loop()
+        version = await task
+        assert version.rows == 100 and task.status == "succeeded"
+        assert_same(await hub.pull("a"), frame(100))
+        assert (await hub.datasets())["name"].tolist() == ["a"]
+        assert (await hub.versions("a"))["version"].tolist() == [1]
+        assert (await hub.info("a")).latest == version
+        assert len(await hub.tasks()) == 1
+        assert hub.task_service is not None and hub.task_service.running() == []
+        with pytest.raises(DatasetNotFound):
+            await hub.pull("b")
+    with pytest.raises(HubClosed):
+        await hub.pull("a")
+
+
+@pytest.mark.asyncio
+async def test_async_hub_opens_lazily(db_url):
+    hub = dsn.AsyncHub(db_url)
+    try:
+        await (await hub.push(frame(), "lazy"))
+        assert len(await hub.pull("lazy")) == 10
+    finally:
+        await hub.aclose()
+
+
+def test_close_waits_for_running_uploads(db_url):
+    hub = dsn.connect(db_url)
+    task = hub.push(frame(50_000), "d", chunk_size=500)
+    hub.close()
+    assert task.status == "succeeded"
+    with pytest.raises(HubClosed):
+        hub.pull("d")
+    with pytest.raises(HubClosed):
+        hub.push(frame(), "e")
+
+
+def test_close_with_cancel_stops_uploads_and_publishes_nothing(db_url):
+    hub = dsn.connect(db_url)
+    task = hub.push(frame(200_000), "d", chunk_size=500)
+    while task.rows_done == 0:
+        pass
+    hub.close(cancel=True)
+    assert task.status == "cancelled"
+    with pytest.raises(UploadCancelled):
+        task.wait()
+    with dsn.connect(db_url) as again:
+        assert again.datasets().empty
+        assert again.tasks()["status"].tolist() == ["cancelled"]
+
+
+def test_interpreter_exit_interrupts_running_uploads_quickly(db_url, tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import time, numpy as np, pandas as pd, dsnotebook as dsn
+        hub = dsn.connect({db_url!r})
+        task = hub.push(pd.DataFrame({{"a": np.arange(2_000_000)}}), "big", chunk_size=1000)
+        while task.rows_done == 0:
+            time.sleep(0.01)
+        print("started", flush=True)
+        """
+    )
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "started" and done.stderr == ""
+    with dsn.connect(db_url) as hub:
+        assert hub.datasets().empty
+        assert hub.tasks()["status"].tolist() == ["interrupted"]
+
+
+def test_hub_options_are_validated(db_url):
+    with pytest.raises(ValidationError, match="concurrency"):
+        dsn.connect(db_url, concurrency=0)
+    with pytest.raises(ValidationError, match="chunk_size"):
+        dsn.connect(db_url, chunk_size=-1)
+
+
+def test_concurrency_is_configurable(db_url):
+    with dsn.connect(db_url, concurrency=3) as hub:
+        assert hub.task_service.concurrency == 3
+    with dsn.connect(db_url) as hub:
+        assert hub.task_service.concurrency == 1
