@@ -168,12 +168,17 @@ class AsyncHub:
 
     async def aclose(self, *, cancel: bool = False, timeout: float | None = None) -> None:
         """Wait for running uploads (or cancel them with ``cancel=True``), then release the engine."""
+        await self._shutdown(cancel=cancel, timeout=timeout, interrupted=False)
+
+    async def _shutdown(self, *, cancel: bool, timeout: float | None, interrupted: bool) -> None:
+        # ``interrupted``: the process is going away, not the user cancelling; such uploads are
+        # recorded as interrupted, as they would be after a crash.
         if self._closed:
             return
         self._closed = True
         if self._engine is None:
             return
-        if cancel:
+        if cancel and interrupted:
             for handle in self._uploads.handles():
                 handle._interrupting = True
         await self.task_service.shutdown(cancel=cancel, timeout=timeout)
@@ -389,7 +394,7 @@ def _close_hubs_at_exit() -> None:
     """Cancel what still runs, within a bounded time; those uploads are marked interrupted."""
     for hub in list(_OPEN_HUBS):
         try:
-            hub._portal.submit(hub._async.aclose(cancel=True, timeout=EXIT_GRACE_S)).result(EXIT_GRACE_S + 1)
+            hub._portal.submit(hub._async._shutdown(cancel=True, timeout=EXIT_GRACE_S, interrupted=True)).result(EXIT_GRACE_S + 1)
         except Exception:  # noqa: BLE001 - at exit, one stuck hub must not keep the others open
             log.debug("closing %r at exit failed", hub, exc_info=True)
 

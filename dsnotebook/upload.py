@@ -47,6 +47,7 @@ from .errors import (
 from .models import DatasetVersion
 from .progress import Progress, ProgressListener, format_status
 from .store import codec
+from .store.append import plan_append
 from .store.catalog import datasets, stage_table_name, tasks, utcnow, version_table_name, versions, view_name
 from .store.engine import translate
 from .store.repository import ROW_ID, drop_table, find_dataset, find_version, point_latest, quote, to_version
@@ -566,14 +567,23 @@ class DatasetUploadService:
                 # Checked again here: another push may have published since this one was queued.
                 latest = await find_version(session, dataset)
                 _check_append(req.name, latest.manifest, manifest)
-                names = ", ".join(quote(conn, c.name) for c in encoded.columns)
+                plan = plan_append(latest.manifest, manifest, lambda ident: quote(conn, ident))
+                target = quote(conn, stage)
+                for marks, value, code in plan.add_marks:
+                    await conn.exec_driver_sql(f"ALTER TABLE {target} ADD COLUMN {quote(conn, marks)} BIGINT")
+                    await conn.exec_driver_sql(
+                        f"UPDATE {target} SET {quote(conn, marks)} = {int(code)} WHERE {quote(conn, value)} IS NULL"
+                    )
                 row_id = quote(conn, ROW_ID)
                 prev = quote(conn, latest.table_name)
+                names = ", ".join(quote(conn, column) for column, _ in plan.select_old)
+                exprs = ", ".join(expr for _, expr in plan.select_old)
+                # Previous rows get row ids up to 0, so they sort before the staged rows (1..n).
                 await conn.exec_driver_sql(
-                    f"INSERT INTO {quote(conn, stage)} ({row_id}, {names}) "
-                    f"SELECT {row_id} - (SELECT COALESCE(MAX({row_id}), 0) FROM {prev}), {names} FROM {prev}"
+                    f"INSERT INTO {target} ({row_id}, {names}) "
+                    f"SELECT {row_id} - (SELECT COALESCE(MAX({row_id}), 0) FROM {prev}), {exprs} FROM {prev}"
                 )
-                manifest = codec.append_manifest(latest.manifest, manifest)
+                manifest = plan.manifest
                 rows = latest.rows + encoded.nrows
                 content_hash = hashlib.sha256(f"{latest.content_hash}+{content_hash}".encode()).hexdigest()
         number = dataset.next_version

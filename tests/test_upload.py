@@ -548,3 +548,84 @@ def test_decimal_and_json_objects_round_trip_through_the_hub(hub):
     back = hub.pull("objs")
     assert_same(back, df)
     assert [repr(v) for v in back["price"]] == [repr(v) for v in df["price"]]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        pytest.param(
+            pd.DataFrame({"f": pd.array([1.0, None], dtype="Float64")}),
+            pd.DataFrame({"f": pd.array([np.nan, None, 2.0], dtype="Float64")}),
+            id="marks-only-in-new",
+        ),
+        pytest.param(
+            pd.DataFrame({"f": pd.array([np.nan, None, -0.0], dtype="Float64")}),
+            pd.DataFrame({"f": pd.array([1.0, None], dtype="Float64")}),
+            id="marks-only-in-old",
+        ),
+        pytest.param(
+            pd.DataFrame({"o": pd.Series(["a", None], dtype=object)}),
+            pd.DataFrame({"o": pd.Series(["b", np.nan], dtype=object)}),
+            id="different-null-kinds",
+        ),
+        pytest.param(
+            pd.DataFrame({"f": [1.0, -0.0, np.nan]}),
+            pd.DataFrame({"f": [np.nan, 2.0]}),
+            id="negative-zero",
+        ),
+        pytest.param(
+            pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}),
+            pd.DataFrame({"b": ["z"], "a": [3]}),
+            id="reordered-columns",
+        ),
+        pytest.param(
+            pd.DataFrame({"v": [1, 2]}, index=pd.date_range("2026-01-01", periods=2, freq="D", tz="Europe/Paris", name="day")),
+            pd.DataFrame({"v": [3]}, index=pd.DatetimeIndex([pd.Timestamp("2025-06-01", tz="Europe/Paris")], name="day")),
+            id="datetime-index",
+        ),
+        pytest.param(
+            pd.DataFrame({"c": pd.Categorical(["a", None], categories=["a", "b", "c"], ordered=True)}),
+            pd.DataFrame({"c": pd.Categorical(["c"], categories=["a", "b", "c"], ordered=True)}),
+            id="category",
+        ),
+        pytest.param(
+            pd.DataFrame({"v": [1.5]}, index=pd.MultiIndex.from_tuples([("a", 1)], names=["k", "n"])),
+            pd.DataFrame({"v": [2.5, 3.5]}, index=pd.MultiIndex.from_tuples([("b", 2), ("a", 3)], names=["k", "n"])),
+            id="multi-index",
+        ),
+    ],
+)
+def test_append_is_exactly_the_concatenation(hub, first, second):
+    hub.push(first, "d").wait(timeout=30)
+    hub.push(second, "d", if_exists="append").wait(timeout=30)
+    expected = pd.concat([first, second[first.columns]], ignore_index=isinstance(first.index, pd.RangeIndex))
+    if isinstance(expected.index, pd.DatetimeIndex):
+        expected.index.freq = None
+    back = hub.pull("d")
+    assert_same(back, expected)
+    for column in expected.columns:
+        if expected[column].dtype == object:
+            assert [repr(v) for v in back[column]] == [repr(v) for v in expected[column]]
+    assert_same(hub.pull("d", version=1), first)
+
+
+def test_appending_an_empty_frame_is_deduplicated(hub):
+    hub.push(frame(5), "d").wait(timeout=30)
+    version = hub.push(frame(5).head(0), "d", if_exists="append").wait(timeout=30)
+    assert version.deduplicated and version.version == 1
+
+
+def test_append_checks_the_schema_again_at_publish(hub):
+    """Another push may publish a new schema between an append's submit and its publish."""
+    slow = hub.push(frame(100_000), "first", chunk_size=500)  # occupies the only slot
+    _until(lambda: slow.status == "running")
+    first = hub.push(frame(5), "d", priority=2)
+    # Valid when submitted: the dataset does not exist yet.
+    appended = hub.push(frame(3), "d", if_exists="append", priority=0)
+    other = hub.push(pd.DataFrame({"z": [1]}), "d", priority=1)
+    assert first.wait(timeout=60).version == 1
+    assert other.wait(timeout=60).version == 2
+    with pytest.raises(UploadError) as err:
+        appended.wait(timeout=60)
+    assert isinstance(err.value.__cause__, SchemaMismatch) and "'z'" in str(err.value)
+    assert list(hub.versions("d")["version"]) == [1, 2]

@@ -1,0 +1,87 @@
+"""Appending: how the previous version's rows join a staged frame in one SQL table.
+
+Two versions with the same schema can still differ in storage details: a column needs a hidden
+marks column only when its values hold more than one kind of missing marker (see
+:mod:`dsnotebook.store.codec`), and column order may differ. :func:`plan_append` works out the
+combined table's manifest, the marks columns the staged rows need, and the SQL expression that
+reads each combined column from the previous version's table.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .codec import _MARK_CODES, HIDDEN_PREFIX, _label_key, schema
+
+__all__ = ["AppendPlan", "plan_append"]
+
+
+@dataclass
+class AppendPlan:
+    """What publishing an append has to do, in order.
+
+    Attributes:
+        manifest: the manifest of the combined table.
+        add_marks: ``(marks column, value column, code)``: add this INTEGER column to the staged
+            table and set it to ``code`` where the value column is NULL.
+        select_old: ``(staged column, SQL expression over the previous table)`` for each column
+            of the combined table, in the staged table's order.
+    """
+
+    manifest: dict
+    add_marks: list[tuple[str, str, int]] = field(default_factory=list)
+    select_old: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _pairs(old: dict, new: dict) -> list[tuple[dict, dict, str]]:
+    """(old spec, new spec, default marks name) for every stored array, index levels first."""
+    pairs = []
+    if new["index"]["kind"] != "range":
+        for k, (o, n) in enumerate(zip(old["index"]["levels"], new["index"]["levels"], strict=True)):
+            pairs.append((o, n, f"{HIDDEN_PREFIX}index_{k}_missing"))
+    old_by_label = {_label_key(label): spec for (label, _), spec in zip(schema(old), old["data"], strict=True)}
+    for i, ((label, _), spec) in enumerate(zip(schema(new), new["data"], strict=True)):
+        pairs.append((old_by_label[_label_key(label)], spec, f"{HIDDEN_PREFIX}missing_{i}"))
+    return pairs
+
+
+def plan_append(old: dict, new: dict, quote: Callable[[str], str]) -> AppendPlan:
+    """Plan appending a staged frame (manifest ``new``) to a version (manifest ``old``).
+
+    The schemas must already match (:func:`dsnotebook.store.codec.schema_diff` empty). The
+    combined table keeps the staged frame's layout; the previous version's rows are mapped onto
+    it. ``quote`` quotes an identifier for the target database.
+    """
+    manifest = copy.deepcopy(new)
+    plan = AppendPlan(manifest=manifest)
+    combined_specs = _combined_specs(manifest)
+    expressions: dict[str, str] = {}
+    for (o, n, marks_name), combined in zip(_pairs(old, new), combined_specs, strict=True):
+        expressions[n["sql"]] = quote(o["sql"])
+        combined.pop("freq", None)  # a frequency rarely survives an append; pandas infers none
+        same_nulls = o.get("null") == n.get("null")
+        if "marks_sql" not in o and "marks_sql" not in n and same_nulls:
+            continue
+        name = n.get("marks_sql", marks_name)
+        if "marks_sql" not in n:
+            plan.add_marks.append((name, n["sql"], _MARK_CODES[n["null"]]))
+            manifest["sql_columns"].append([name, "INTEGER"])
+            combined["marks_sql"] = name
+        if "marks_sql" in o:
+            expressions[name] = quote(o["marks_sql"])
+        else:
+            expressions[name] = f"CASE WHEN {quote(o['sql'])} IS NULL THEN {_MARK_CODES[o['null']]} END"
+    # Columns come back in the previous version's order, as pd.concat would give them.
+    by_label = {_label_key(label): spec for (label, _), spec in zip(schema(manifest), manifest["data"], strict=True)}
+    manifest["data"] = [by_label[_label_key(label)] for label, _ in schema(old)]
+    manifest["columns"] = copy.deepcopy(old["columns"])
+    for column, _sql_type in manifest["sql_columns"]:
+        plan.select_old.append((column, expressions.get(column, "NULL")))
+    return plan
+
+
+def _combined_specs(manifest: dict) -> list[dict]:
+    levels = manifest["index"]["levels"] if manifest["index"]["kind"] != "range" else []
+    return [*levels, *manifest["data"]]

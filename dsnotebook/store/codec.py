@@ -1,0 +1,1339 @@
+"""The dtype codec: pandas frames to typed SQL columns plus a JSON manifest, and back.
+
+:func:`encode` turns a DataFrame (or a Series) into columns of four generic storage types
+(:data:`SQL_TYPES`) and a JSON *manifest*. :func:`decode` rebuilds the identical frame from
+the values a DB driver returns for those columns plus the manifest. The stored values stay
+readable for SQL users; the manifest records what SQL cannot: dtypes, units, time zones,
+categories, missing-value kinds, the index and the original column labels.
+
+How each dtype is stored
+------------------------
+=============================  =======================  ==========================================
+pandas dtype                   SQL type                 stored value
+=============================  =======================  ==========================================
+int8..int64, uint8..uint64     INTEGER                  the integer (uint64 only up to 2**63-1)
+bool                           INTEGER                  0 or 1
+float16, float32, float64      REAL                     the float; NaN is NULL
+Int*, UInt*, boolean           INTEGER                  the value; pd.NA is NULL
+Float32, Float64               REAL                     the value; pd.NA and NaN are NULL
+str, string (python/pyarrow)   TEXT                     the string; missing is NULL
+category                       type of the categories   the category's own stored value
+datetime64[unit] (+ tz)        INTEGER                  epoch (UTC) in the dtype's unit; NaT is NULL
+timedelta64[unit]              INTEGER                  count of units; NaT is NULL
+object: str / bytes            TEXT / BLOB              the value
+object: decimal.Decimal        TEXT                     ``str(value)``, exact, never through float
+object: JSON lists and dicts   TEXT                     compact JSON text
+object: bool / int / float     INTEGER / REAL           one kind per column
+=============================  =======================  ==========================================
+
+Missing values and marks
+------------------------
+SQL has a single NULL, while pandas has several missing markers (None, NaN, pd.NA, pd.NaT), and
+SQLite stores a float NaN as NULL and -0.0 as 0. When a column's NULLs all stand for one marker,
+the manifest records it (``"null"``). Otherwise the column gets a hidden companion INTEGER column
+(``__dsn_missing_<i>``, or ``__dsn_index_<k>_missing`` for an index level) holding a mark for
+every missing cell and every negative zero, and NULL elsewhere:
+1 None, 2 NaN, 3 pd.NA, 4 pd.NaT, 5 negative zero (the value column holds 0.0).
+Frames without mixed missing kinds and without -0.0 get no companion columns.
+
+Manifest (format 1)
+-------------------
+A JSON object::
+
+    {"format": 1,
+     "columns": <index spec>,     # the column labels; values embedded in JSON
+     "index": <index spec>,       # the row index; values in hidden SQL columns
+     "data": [<array spec>, ...], # one per data column, in column order
+     "sql_columns": [[name, sql_type], ...]}   # the table's columns, in table order
+
+An *index spec* is ``{"kind": "range", "start", "stop", "step", "name"}`` (no stored values;
+decoding uses the row count, so a partial read still gets the right labels), or
+``{"kind": "index" | "multi", "names": [...], "levels": [<array spec>, ...]}``.
+
+An *array spec* describes one pandas array: ``"kind"`` (numpy, float, masked, string,
+category, datetime, timedelta, object, or labels for object-dtype column labels), ``"dtype"``
+(``str(dtype)``), the kind's own fields (unit, tz, storage, categories, ...), and where the
+values live: ``"sql"`` and optionally ``"marks_sql"`` (column names) for table data, or
+``"values"`` and optionally ``"marks"`` (JSON lists) for values embedded in the manifest.
+Floats that JSON cannot hold and bytes are tagged (``{"$float": "inf"}``, ``{"$bytes": b64}``);
+names and object labels use a few more tags (``$tuple``, ``$decimal``, ``$timestamp``, ...).
+
+SQL column names
+----------------
+Data columns are named ``str(label)`` without NUL characters, deduplicated case-insensitively
+(``_2``, ``_3``, ...) and cut to 63 UTF-8 bytes without splitting a character. Names starting
+with the reserved prefix ``__dsn_`` get one more leading underscore, so hidden columns can
+never collide with data columns.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import decimal
+import hashlib
+import itertools
+import json
+import math
+import zoneinfo
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dsnotebook.errors import DatasetError, ValidationError
+
+__all__ = [
+    "HIDDEN_PREFIX",
+    "MANIFEST_FORMAT",
+    "SQL_TYPES",
+    "EncodedFrame",
+    "SqlColumn",
+    "decode",
+    "encode",
+    "schema",
+    "schema_diff",
+    "select",
+]
+
+SQL_TYPES = ("INTEGER", "REAL", "TEXT", "BLOB")
+"""Generic storage types; the store maps them to each dialect's own types."""
+
+MANIFEST_FORMAT = 1
+HIDDEN_PREFIX = "__dsn_"
+MAX_NAME_BYTES = 63  # PostgreSQL's identifier limit (NAMEDATALEN - 1)
+
+_CHUNK = 65_536  # rows per step when hashing or validating, to keep memory flat
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+_NAT = np.iinfo(np.int64).min
+
+# Codes of the companion "marks" column.
+_MARK_CODES = {"none": 1, "nan": 2, "na": 3, "nat": 4, "negzero": 5}
+_MARKERS: dict[str, Any] = {"none": None, "nan": np.nan, "na": pd.NA, "nat": pd.NaT}
+_MARKER_TYPES = {type(None): "none", type(pd.NA): "na", type(pd.NaT): "nat"}
+
+# Object columns hold plain Python values of exactly these types, one kind per column.
+_OBJECT_KINDS = {
+    str: "str",
+    bytes: "bytes",
+    decimal.Decimal: "decimal",
+    list: "json",
+    dict: "json",
+    bool: "bool",
+    int: "int",
+    float: "float",
+}
+_OBJECT_SQL_TYPES = {
+    "str": "TEXT",
+    "bytes": "BLOB",
+    "decimal": "TEXT",
+    "json": "TEXT",
+    "bool": "INTEGER",
+    "int": "INTEGER",
+    "float": "REAL",
+    "none": "TEXT",
+}
+_OBJECT_ACCEPTS = (
+    "an object column may hold str, bytes, decimal.Decimal, JSON lists/dicts, or plain "
+    "Python bool, int or float values (one kind per column), with None, NaN, pd.NA or "
+    "pd.NaT for missing values"
+)
+_SUPPORTED_DTYPES = (
+    "NumPy bool/int/uint/float, datetime64 (naive or with a time zone), timedelta64, the "
+    "nullable Int*/UInt*/Float*/boolean dtypes, str/string, category, and object"
+)
+_MASKED_ARRAYS = (pd.arrays.IntegerArray, pd.arrays.FloatingArray, pd.arrays.BooleanArray)
+_JSON_DUMPS = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+@dataclass(frozen=True)
+class SqlColumn:
+    """One column of a version's SQL table.
+
+    ``name`` is readable and derived from the column label (see the module docstring);
+    hidden columns (index levels, missing-value marks) start with ``__dsn_``.
+    ``sql_type`` is one of :data:`SQL_TYPES`.
+    """
+
+    name: str
+    sql_type: str
+
+
+@dataclass
+class _Part:
+    """One pandas array, prepared for storage.
+
+    ``values(start, stop)`` and ``marks(start, stop)`` return the DB values of rows
+    ``[start, stop)``; ``feed`` adds the array's content to a hash. ``owner`` keeps the
+    pandas object alive: with copy-on-write, a live reference makes later in-place edits of
+    the user's frame copy instead of changing the data we still have to write.
+    """
+
+    spec: dict[str, Any]
+    sql_type: str
+    n: int
+    values: Callable[[int, int], list]
+    marks: Callable[[int, int], list] | None
+    feed: Callable[[Any], None] | None
+    owner: Any = None
+
+
+class EncodedFrame:
+    """A validated frame, ready to be written as rows of an SQL table.
+
+    Attributes:
+        columns: the table's columns, in table order.
+        manifest: JSON-serialisable description that :func:`decode` needs.
+        nrows: number of rows.
+    """
+
+    def __init__(
+        self,
+        columns: list[SqlColumn],
+        manifest: dict,
+        nrows: int,
+        producers: list[Callable[[int, int], list]],
+        feeders: list[Callable[[Any], None]],
+        owners: list[Any],
+    ) -> None:
+        self.columns = columns
+        self.manifest = manifest
+        self.nrows = nrows
+        self._producers = producers
+        self._feeders = feeders
+        self._owners = owners
+        self._hash: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<EncodedFrame {self.nrows} rows x {len(self.columns)} SQL columns>"
+
+    def rows(self, start: int, stop: int) -> list[tuple]:
+        """Return the DB row tuples of rows ``[start, stop)``, matching :attr:`columns`.
+
+        Values are plain ``int``, ``float``, ``str``, ``bytes`` or ``None``. Only the
+        requested rows are converted, so writing in chunks keeps memory flat. Bounds are
+        clipped to ``[0, nrows]``.
+        """
+        start = max(0, start)
+        stop = min(self.nrows, stop)
+        if start >= stop:
+            return []
+        return list(zip(*[produce(start, stop) for produce in self._producers]))
+
+    def content_hash(self) -> str:
+        """Return a sha256 hex digest of the manifest and all values.
+
+        Equal frames (same values, dtypes, labels and index) give equal digests. Numeric
+        and datetime data are hashed straight from their NumPy buffers; other columns from
+        their encoded values, chunk by chunk. The result is cached.
+        """
+        if self._hash is None:
+            h = hashlib.sha256()
+            h.update(json.dumps(self.manifest, sort_keys=True, separators=(",", ":")).encode())
+            h.update(b"rows=%d" % self.nrows)
+            for i, feed in enumerate(self._feeders):
+                h.update(b"|part=%d|" % i)
+                feed(h)
+            self._hash = h.hexdigest()
+        return self._hash
+
+
+# ---------------------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------------------
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _chunks(n: int) -> range:
+    return range(0, n, _CHUNK)
+
+
+def _marks_to_list(codes: np.ndarray) -> list:
+    out = codes.astype(object)
+    out[codes == 0] = None
+    return out.tolist()
+
+
+def _feed_buffer(array: np.ndarray) -> Callable[[Any], None]:
+    def feed(h: Any) -> None:
+        h.update(np.ascontiguousarray(array))
+
+    return feed
+
+
+def _feed_floats(array: np.ndarray) -> Callable[[Any], None]:
+    def feed(h: Any) -> None:
+        nan = np.isnan(array)
+        # NaN payloads can differ bit for bit between equal frames; hash one canonical NaN.
+        h.update(np.ascontiguousarray(np.where(nan, np.nan, array) if nan.any() else array))
+
+    return feed
+
+
+def _feed_encoded(
+    n: int, values: Callable[[int, int], list], marks: Callable[[int, int], list] | None
+) -> Callable[[Any], None]:
+    def feed(h: Any) -> None:
+        # repr of a list of str/bytes/int/float/None is unambiguous and computed in C.
+        for start in _chunks(n):
+            stop = min(n, start + _CHUNK)
+            h.update(repr(values(start, stop)).encode("utf-8", "surrogatepass"))
+            if marks is not None:
+                h.update(repr(marks(start, stop)).encode())
+
+    return feed
+
+
+def _first_value(obj: pd.Series | pd.Index) -> Any:
+    return obj.array[0] if len(obj) else None
+
+
+def _where_column(label: Any) -> str:
+    return f"column {label!r}"
+
+
+# ---------------------------------------------------------------------------------------
+# JSON forms of scalars (names, object labels) and of stored values
+# ---------------------------------------------------------------------------------------
+
+
+def _scalar_to_json(value: Any, where: str) -> Any:
+    """Encode a label or name for the manifest, keeping its exact type."""
+    if isinstance(value, np.generic) and not isinstance(value, (np.datetime64, np.timedelta64)):
+        value = value.item()
+    kind = type(value)
+    if value is None or kind is str or kind is bool or kind is int:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else {"$float": repr(value)}
+    if kind is tuple:
+        return {"$tuple": [_scalar_to_json(v, where) for v in value]}
+    if kind is bytes:
+        return {"$bytes": base64.b64encode(value).decode("ascii")}
+    if kind is decimal.Decimal:
+        return {"$decimal": str(value)}
+    if value is pd.NA:
+        return {"$na": True}
+    if value is pd.NaT:
+        return {"$nat": True}
+    if kind is pd.Timestamp:
+        tz = _tz_to_json(value.tz, where) if value.tz is not None else None
+        return {"$timestamp": int(value.asm8.view("i8")), "unit": value.unit, "tz": tz}
+    if kind is pd.Timedelta:
+        return {"$timedelta": int(value.asm8.view("i8")), "unit": value.unit}
+    raise ValidationError(
+        f"{where} include {_short(value)} of type {kind.__name__}, which cannot be stored; "
+        "accepted labels and names: str, int, float, bool, None, bytes, Decimal, "
+        "pd.Timestamp, pd.Timedelta, or tuples of these"
+    )
+
+
+def _scalar_from_json(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    if "$float" in value:
+        return float(value["$float"])
+    if "$tuple" in value:
+        return tuple(_scalar_from_json(v) for v in value["$tuple"])
+    if "$bytes" in value:
+        return base64.b64decode(value["$bytes"])
+    if "$decimal" in value:
+        return decimal.Decimal(value["$decimal"])
+    if "$na" in value:
+        return pd.NA
+    if "$nat" in value:
+        return pd.NaT
+    if "$timestamp" in value:
+        stamp = pd.Timestamp(np.datetime64(value["$timestamp"], value["unit"]))
+        if value["tz"] is not None:
+            stamp = stamp.tz_localize("UTC").tz_convert(_tz_from_json(value["tz"]))
+        return stamp
+    if "$timedelta" in value:
+        return pd.Timedelta(np.timedelta64(value["$timedelta"], value["unit"]))
+    raise DatasetError(f"the manifest holds an unknown tagged value {_short(value)}")
+
+
+def _values_to_json(values: list) -> list:
+    """JSON form of stored values (int, float, str, bytes, None, and bool from NumPy)."""
+    out = []
+    for v in values:
+        if type(v) is float and not math.isfinite(v):
+            out.append(None if v != v else {"$float": repr(v)})
+        elif type(v) is bytes:
+            out.append({"$bytes": base64.b64encode(v).decode("ascii")})
+        else:
+            out.append(v)
+    return out
+
+
+def _values_from_json(values: list) -> list:
+    return [_scalar_from_json(v) if isinstance(v, dict) else v for v in values]
+
+
+# ---------------------------------------------------------------------------------------
+# Time zones
+# ---------------------------------------------------------------------------------------
+
+
+def _tz_to_json(tz: Any, where: str) -> dict:
+    if isinstance(tz, zoneinfo.ZoneInfo) and tz.key:
+        return {"zoneinfo": tz.key}
+    if isinstance(tz, _dt.timezone):
+        offset = tz.utcoffset(None)
+        out: dict[str, Any] = {"offset_us": offset // _dt.timedelta(microseconds=1)}
+        if tz.tzname(None) != _dt.timezone(offset).tzname(None):
+            out["name"] = tz.tzname(None)
+        return out
+    if type(tz).__module__.split(".")[0] == "pytz" and getattr(tz, "zone", None):
+        return {"pytz": tz.zone}
+    raise ValidationError(
+        f"{where} uses the time zone {tz!r}, which cannot be stored; accepted: zoneinfo "
+        "zones (for example 'Europe/Paris'), fixed offsets (datetime.timezone) and pytz "
+        "zones; convert with .dt.tz_convert('Europe/Paris')"
+    )
+
+
+def _tz_from_json(spec: dict) -> Any:
+    if "zoneinfo" in spec:
+        return zoneinfo.ZoneInfo(spec["zoneinfo"])
+    if "offset_us" in spec:
+        offset = _dt.timedelta(microseconds=spec["offset_us"])
+        return _dt.timezone(offset, spec["name"]) if "name" in spec else _dt.timezone(offset)
+    if "pytz" in spec:
+        try:
+            import pytz
+        except ImportError:
+            # The same zone from the standard library: equal times, another tz class.
+            return zoneinfo.ZoneInfo(spec["pytz"])
+        return pytz.timezone(spec["pytz"])
+    raise DatasetError(f"the manifest holds an unknown time zone {spec!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# Encoding one array
+# ---------------------------------------------------------------------------------------
+
+
+def _encode_array(obj: pd.Series | pd.Index, where: str) -> _Part:
+    """Validate one pandas array and prepare it for storage; see the module docstring."""
+    dtype = obj.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return _encode_category(obj, where)
+    if isinstance(dtype, pd.DatetimeTZDtype) or (isinstance(dtype, np.dtype) and dtype.kind == "M"):
+        return _encode_datetime(obj, where)
+    if isinstance(dtype, np.dtype) and dtype.kind == "m":
+        return _encode_timedelta(obj)
+    if isinstance(dtype, pd.StringDtype):
+        return _encode_string(obj, where)
+    if isinstance(obj.array, _MASKED_ARRAYS):
+        return _encode_masked(obj, where)
+    if isinstance(dtype, np.dtype):
+        if dtype.kind in "biu":
+            return _encode_numpy(obj, where)
+        if dtype.kind == "f":
+            return _encode_float(obj)
+        if dtype.kind == "O":
+            return _encode_object(obj, where)
+        if dtype.kind == "c":
+            raise ValidationError(
+                f"{where} holds complex numbers (first value {_short(_first_value(obj))}); "
+                "complex numbers are not supported: store the real and imaginary parts as "
+                "two float columns (.real and .imag)"
+            )
+    raise ValidationError(
+        f"{where} has dtype {dtype} (first value {_short(_first_value(obj))}), which "
+        f"dsnotebook cannot store; supported dtypes: {_SUPPORTED_DTYPES}"
+    )
+
+
+def _encode_numpy(obj: pd.Series | pd.Index, where: str) -> _Part:
+    a = obj.to_numpy()
+    if a.dtype == np.uint64 and len(a) and a.max() > _INT64_MAX:
+        i = int(np.argmax(a > _INT64_MAX))
+        raise ValidationError(
+            f"{where} holds the uint64 value {int(a[i])} at position {i}, above the largest "
+            f"value SQL INTEGER holds ({_INT64_MAX}); accepted: uint64 values up to 2**63-1 "
+            "(convert larger ones to float64 or str first)"
+        )
+    return _Part(
+        spec={"kind": "numpy", "dtype": str(a.dtype)},
+        sql_type="INTEGER",
+        n=len(a),
+        values=lambda start, stop: a[start:stop].tolist(),
+        marks=None,
+        feed=_feed_buffer(a),
+        owner=obj,
+    )
+
+
+def _float_marks(a: np.ndarray, start: int, stop: int) -> list:
+    sub = a[start:stop]
+    codes = np.zeros(len(sub), dtype=np.int8)
+    codes[np.isnan(sub)] = _MARK_CODES["nan"]
+    codes[(sub == 0) & np.signbit(sub)] = _MARK_CODES["negzero"]
+    return _marks_to_list(codes)
+
+
+def _encode_float(obj: pd.Series | pd.Index) -> _Part:
+    a = obj.to_numpy()
+    # SQLite stores -0.0 as 0; only columns that hold one get a marks column.
+    negzero = bool(np.any((a == 0) & np.signbit(a)))
+    return _Part(
+        spec={"kind": "float", "dtype": str(a.dtype), "null": "nan"},
+        sql_type="REAL",
+        n=len(a),
+        values=lambda start, stop: a[start:stop].tolist(),
+        marks=(lambda start, stop: _float_marks(a, start, stop)) if negzero else None,
+        feed=_feed_floats(a),
+        owner=obj,
+    )
+
+
+def _encode_masked(obj: pd.Series | pd.Index, where: str) -> _Part:
+    arr = obj.array
+    dtype = obj.dtype
+    is_float = isinstance(arr, pd.arrays.FloatingArray)
+    is_bool = isinstance(arr, pd.arrays.BooleanArray)
+    mask = np.asarray(arr.isna(), dtype=bool)
+    if is_float:
+        data = arr.to_numpy(dtype=dtype.numpy_dtype, na_value=np.nan)
+    elif is_bool:
+        data = arr.to_numpy(dtype=bool, na_value=False)
+    else:
+        data = arr.to_numpy(dtype=dtype.numpy_dtype, na_value=0)
+    if data.dtype == np.uint64 and len(data):
+        over = (data > _INT64_MAX) & ~mask
+        if over.any():
+            i = int(np.argmax(over))
+            raise ValidationError(
+                f"{where} holds the UInt64 value {int(data[i])} at position {i}, above the "
+                f"largest value SQL INTEGER holds ({_INT64_MAX}); accepted: values up to "
+                "2**63-1 (convert larger ones to Float64 or string first)"
+            )
+    has_na = bool(mask.any())
+    nan_cells = np.isnan(data) & ~mask if is_float else None
+    negzero = (data == 0) & np.signbit(data) if is_float else None
+    has_nan = bool(nan_cells.any()) if is_float else False
+    has_negzero = bool(negzero.any()) if is_float else False
+
+    def values(start: int, stop: int) -> list:
+        out = data[start:stop].tolist()
+        for j in np.flatnonzero(mask[start:stop]).tolist():
+            out[j] = None
+        return out
+
+    def marks(start: int, stop: int) -> list:
+        codes = np.zeros(stop - start, dtype=np.int8)
+        codes[mask[start:stop]] = _MARK_CODES["na"]
+        codes[nan_cells[start:stop]] = _MARK_CODES["nan"]
+        codes[negzero[start:stop]] = _MARK_CODES["negzero"]
+        return _marks_to_list(codes)
+
+    def feed(h: Any) -> None:
+        # Values under the mask are arbitrary; hash zeros there so equal frames agree.
+        clean = data.copy()
+        clean[mask] = 0
+        if is_float:
+            clean[np.isnan(clean)] = np.nan
+        h.update(np.ascontiguousarray(clean))
+        h.update(np.ascontiguousarray(mask))
+
+    return _Part(
+        spec={"kind": "masked", "dtype": str(dtype), "null": "nan" if has_nan and not has_na else "na"},
+        sql_type="REAL" if is_float else "INTEGER",
+        n=len(data),
+        values=values,
+        marks=marks if (has_na and has_nan) or has_negzero else None,
+        feed=feed,
+        owner=obj,
+    )
+
+
+def _check_utf8(strings: list, where: str, offset: int) -> None:
+    """Raise if a string cannot be written as UTF-8 text (a lone surrogate)."""
+    try:
+        "".join(strings).encode("utf-8")
+    except UnicodeEncodeError:
+        for j, s in enumerate(strings):
+            try:
+                s.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValidationError(
+                    f"{where} holds a string that is not valid Unicode text at position "
+                    f"{offset + j}: {_short(s)}; accepted: strings that encode to UTF-8 "
+                    "(no lone surrogates)"
+                ) from None
+
+
+def _string_na(dtype: pd.StringDtype) -> str:
+    na_value = getattr(dtype, "na_value", pd.NA)
+    return "nan" if isinstance(na_value, float) and math.isnan(na_value) else "na"
+
+
+def _encode_string(obj: pd.Series | pd.Index, where: str) -> _Part:
+    arr = obj.array
+    dtype = obj.dtype
+    storage = "pyarrow" if dtype.storage.startswith("pyarrow") else dtype.storage
+    n = len(arr)
+    if storage == "python":
+        # Arrow storage is valid UTF-8 by construction; Python strings may hold surrogates.
+        for start in _chunks(n):
+            chunk = arr[start : start + _CHUNK].to_numpy(dtype=object, na_value="").tolist()
+            _check_utf8(chunk, where, start)
+
+    def values(start: int, stop: int) -> list:
+        return arr[start:stop].to_numpy(dtype=object, na_value=None).tolist()
+
+    return _Part(
+        spec={"kind": "string", "dtype": str(dtype), "storage": storage, "na": _string_na(dtype)},
+        sql_type="TEXT",
+        n=n,
+        values=values,
+        marks=None,
+        feed=_feed_encoded(n, values, None),
+        owner=obj,
+    )
+
+
+def _encode_datetimelike(obj: pd.Series | pd.Index, spec: dict) -> _Part:
+    arr = obj.array
+    i8 = arr.asi8
+    nat = i8 == _NAT
+    has_nat = bool(nat.any())
+
+    def values(start: int, stop: int) -> list:
+        out = i8[start:stop].tolist()
+        if has_nat:
+            for j in np.flatnonzero(nat[start:stop]).tolist():
+                out[j] = None
+        return out
+
+    spec["unit"] = arr.unit
+    return _Part(spec=spec, sql_type="INTEGER", n=len(i8), values=values, marks=None, feed=_feed_buffer(i8), owner=obj)
+
+
+def _encode_datetime(obj: pd.Series | pd.Index, where: str) -> _Part:
+    tz = getattr(obj.dtype, "tz", None)
+    spec = {"kind": "datetime", "dtype": str(obj.dtype), "tz": None if tz is None else _tz_to_json(tz, where)}
+    return _encode_datetimelike(obj, spec)
+
+
+def _encode_timedelta(obj: pd.Series | pd.Index) -> _Part:
+    return _encode_datetimelike(obj, {"kind": "timedelta", "dtype": str(obj.dtype)})
+
+
+def _encode_category(obj: pd.Series | pd.Index, where: str) -> _Part:
+    arr = obj.array
+    codes = arr.codes
+    categories = arr.categories
+    cat_part = _encode_array(categories, f"the categories of {where}")
+    # Each row stores its category's own value, readable in SQL; code -1 (missing) -> NULL.
+    lookup = np.empty(len(categories) + 1, dtype=object)
+    for i, v in enumerate(cat_part.values(0, len(categories))):
+        lookup[i] = v
+    lookup[-1] = None
+    return _Part(
+        spec={
+            "kind": "category",
+            "dtype": "category",
+            "ordered": bool(arr.ordered),
+            "categories": _embed(cat_part),
+        },
+        sql_type=cat_part.sql_type,
+        n=len(codes),
+        values=lambda start, stop: lookup[codes[start:stop]].tolist(),
+        marks=None,
+        feed=_feed_buffer(codes),
+        owner=obj,
+    )
+
+
+def _object_error(where: str, position: int, value: Any) -> ValidationError:
+    kind = type(value)
+    if isinstance(value, (complex, np.complexfloating)):
+        problem = "complex numbers are not supported: store the real and imaginary parts as two float columns"
+    elif isinstance(value, np.generic):
+        problem = (
+            f"NumPy scalars ({kind.__name__}) are not stored in object columns: convert the "
+            "column to a NumPy/pandas dtype (for example .astype('int64')) or to plain Python values"
+        )
+    elif isinstance(value, (_dt.date, _dt.time, _dt.timedelta)):
+        problem = "dates and times in object columns are not supported: convert the column with pd.to_datetime or pd.to_timedelta"
+    elif isinstance(value, (tuple, set, frozenset)):
+        problem = f"{kind.__name__} values are not supported (use lists for JSON data)"
+    else:
+        problem = f"arbitrary Python objects ({kind.__name__}) are not supported"
+    return ValidationError(f"{where} holds {_short(value)} at position {position}; {problem}; {_OBJECT_ACCEPTS}")
+
+
+def _json_problem(value: Any) -> str | None:
+    """Describe the first part of a JSON cell that would not come back identical."""
+    kind = type(value)
+    if value is None or kind is str or kind is int or kind is bool:
+        return None
+    if kind is float:
+        return None if math.isfinite(value) else f"the non-finite float {value!r}"
+    if kind is list:
+        for item in value:
+            problem = _json_problem(item)
+            if problem:
+                return problem
+        return None
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                return f"the non-str key {_short(key)}"
+            problem = _json_problem(item)
+            if problem:
+                return problem
+        return None
+    return f"{_short(value)} of type {kind.__name__}"
+
+
+def _mixed_error(a: np.ndarray, where: str) -> ValidationError:
+    def is_value(v: Any) -> bool:
+        return not (type(v) in _MARKER_TYPES or (type(v) is float and v != v))
+
+    first_i, first_v = next((i, v) for i, v in enumerate(a) if is_value(v))
+    first_kind = _OBJECT_KINDS[type(first_v)]
+    i, v = next((i, v) for i, v in enumerate(a) if is_value(v) and _OBJECT_KINDS[type(v)] != first_kind)
+    return ValidationError(
+        f"{where} mixes {first_kind} and {_OBJECT_KINDS[type(v)]} values: position {first_i} "
+        f"holds {_short(first_v)} and position {i} holds {_short(v)}; {_OBJECT_ACCEPTS}; "
+        "convert the column first (for example with .astype(str))"
+    )
+
+
+def _is_object_marker(value: Any, kind: str) -> bool:
+    if kind == "float":
+        return type(value) is not float or value != value
+    return type(value) in _MARKER_TYPES or type(value) is float
+
+
+def _marker_name(value: Any) -> str:
+    return _MARKER_TYPES.get(type(value), "nan")
+
+
+def _encode_object(obj: pd.Series | pd.Index, where: str) -> _Part:
+    a = obj.to_numpy()
+    n = len(a)
+    types = set(map(type, a))
+    markers = {_MARKER_TYPES[t] for t in types if t in _MARKER_TYPES}
+    value_types = types - _MARKER_TYPES.keys()
+    unknown = value_types - _OBJECT_KINDS.keys()
+    if unknown:
+        i = next(i for i, v in enumerate(a) if type(v) in unknown)
+        raise _object_error(where, i, a[i])
+    kinds = {_OBJECT_KINDS[t] for t in value_types}
+    solid = kinds - {"float"}
+    # A float next to another kind is fine only as NaN, the missing marker.
+    if len(solid) > 1 or (solid and "float" in kinds and any(type(v) is float and v == v for v in a)):
+        raise _mixed_error(a, where)
+    kind = solid.pop() if solid else ("float" if kinds else "none")
+    negzero = False
+    if float in types:
+        if kind == "float":
+            floats = np.array([v for v in a if type(v) is float], dtype=np.float64)
+            if np.isnan(floats).any():
+                markers.add("nan")
+            negzero = bool(np.any((floats == 0) & np.signbit(floats)))
+        else:
+            markers.add("nan")
+
+    if kind == "int":
+        ints = [v for v in a if type(v) is int]
+        if min(ints) < _INT64_MIN or max(ints) > _INT64_MAX:
+            i, v = next((i, v) for i, v in enumerate(a) if type(v) is int and not _INT64_MIN <= v <= _INT64_MAX)
+            raise ValidationError(
+                f"{where} holds the integer {_short(v)} at position {i}, outside the 64-bit range "
+                "SQL INTEGER holds; accepted: integers from -2**63 to 2**63-1 (store larger ones "
+                "as str or decimal.Decimal)"
+            )
+    elif kind == "str":
+        for start in _chunks(n):
+            chunk = a[start : start + _CHUNK]
+            strings = chunk.tolist() if not markers else [v for v in chunk if type(v) is str]
+            _check_utf8(strings, where, start)
+    elif kind == "json":
+        for i, v in enumerate(a):
+            if type(v) is list or type(v) is dict:
+                problem = _json_problem(v)
+                if problem is None:
+                    try:
+                        _JSON_DUMPS(v).encode("utf-8")
+                    except (UnicodeEncodeError, RecursionError, ValueError) as exc:
+                        problem = f"text that cannot be written ({exc})"
+                if problem is not None:
+                    raise ValidationError(
+                        f"{where} holds a JSON value at position {i} that cannot be stored "
+                        f"exactly: it contains {problem}; JSON cells accept nested lists, dicts "
+                        "with str keys, str, int, finite float, bool and None"
+                    )
+
+    needs_marks = len(markers) > 1 or negzero
+    non_none_markers = bool(markers - {"none"})
+
+    def values(start: int, stop: int) -> list:
+        chunk = a[start:stop]
+        if kind == "decimal":
+            return [str(v) if type(v) is decimal.Decimal else None for v in chunk]
+        if kind == "json":
+            return [_JSON_DUMPS(v) if type(v) is list or type(v) is dict else None for v in chunk]
+        if kind == "none":
+            return [None] * len(chunk)
+        if non_none_markers:
+            # NaN, pd.NA and pd.NaT cannot be bound (or would mean something else): NULL.
+            out = chunk.copy()
+            out[pd.isna(chunk)] = None
+            return out.tolist()
+        return chunk.tolist()
+
+    def marks(start: int, stop: int) -> list:
+        out: list = [None] * (stop - start)
+        for j, v in enumerate(a[start:stop]):
+            if _is_object_marker(v, kind):
+                out[j] = _MARK_CODES[_marker_name(v)]
+            elif kind == "float" and v == 0 and math.copysign(1.0, v) < 0:
+                out[j] = _MARK_CODES["negzero"]
+        return out
+
+    marks_fn = marks if needs_marks else None
+    null = next(iter(markers)) if len(markers) == 1 else "none"
+    return _Part(
+        spec={"kind": "object", "dtype": "object", "object": kind, "null": null},
+        sql_type=_OBJECT_SQL_TYPES[kind],
+        n=n,
+        values=values,
+        marks=marks_fn,
+        feed=_feed_encoded(n, values, marks_fn),
+        owner=obj,
+    )
+
+
+def _embed(part: _Part) -> dict:
+    """The part's spec with its values embedded as JSON (for small arrays: labels, categories)."""
+    spec = dict(part.spec)
+    spec["values"] = _values_to_json(part.values(0, part.n))
+    if part.marks is not None:
+        spec["marks"] = part.marks(0, part.n)
+    return spec
+
+
+# ---------------------------------------------------------------------------------------
+# Indexes (the row index in SQL, the column labels in JSON)
+# ---------------------------------------------------------------------------------------
+
+
+def _encode_index(index: pd.Index, where: str, *, embed: bool) -> tuple[dict, list[_Part]]:
+    """Describe an index; return its spec and, unless embedded, one part per level."""
+    if type(index) is pd.RangeIndex:
+        spec = {
+            "kind": "range",
+            "start": index.start,
+            "stop": index.stop,
+            "step": index.step,
+            "name": _scalar_to_json(index.name, f"the name of {where}"),
+        }
+        return spec, []
+    multi = isinstance(index, pd.MultiIndex)
+    levels = [index.get_level_values(k) for k in range(index.nlevels)] if multi else [index]
+    names = [_scalar_to_json(name, f"the names of {where}") for name in index.names]
+    specs: list[dict] = []
+    parts: list[_Part] = []
+    for k, level in enumerate(levels):
+        level_where = f"{where} (level {k}, name {index.names[k]!r})" if multi else where
+        if embed and level.dtype == object:
+            # Column labels of an object Index may legitimately mix kinds ('a', 1, None).
+            spec = {"kind": "labels", "dtype": "object", "values": [_scalar_to_json(v, level_where) for v in level]}
+        else:
+            part = _encode_array(level, level_where)
+            spec = _embed(part) if embed else part.spec
+            parts.append(part)
+        freq = getattr(level, "freqstr", None) if not multi else None
+        if freq is not None:
+            spec["freq"] = freq
+        specs.append(spec)
+    return {"kind": "multi" if multi else "index", "names": names, "levels": specs}, parts
+
+
+def _sql_names(labels: Sequence) -> list[str]:
+    """Readable, unique (case-insensitively) SQL names of at most 63 UTF-8 bytes."""
+
+    def cut(text: str, limit: int) -> str:
+        return text.encode("utf-8", "surrogatepass")[:limit].decode("utf-8", "ignore")
+
+    used: set[str] = set()
+    names = []
+    for i, label in enumerate(labels):
+        base = str(label).replace("\x00", "")
+        if base.lower().startswith(HIDDEN_PREFIX):
+            base = "_" + base
+        if not base:
+            base = f"column_{i}"
+        name = cut(base, MAX_NAME_BYTES)
+        suffix_no = 2
+        while name.lower() in used:
+            suffix = f"_{suffix_no}"
+            name = cut(base, MAX_NAME_BYTES - len(suffix)) + suffix
+            suffix_no += 1
+        used.add(name.lower())
+        names.append(name)
+    return names
+
+
+# ---------------------------------------------------------------------------------------
+# encode
+# ---------------------------------------------------------------------------------------
+
+
+def encode(obj: pd.DataFrame | pd.Series) -> EncodedFrame:
+    """Validate a frame and prepare it for storage as a typed SQL table.
+
+    Args:
+        obj: the DataFrame to store. A Series is stored as the one-column frame
+            ``obj.to_frame()``: its column label is the Series' name, or ``0`` (with
+            RangeIndex column labels) when the name is None, and it is pulled back as
+            that DataFrame.
+
+    Returns:
+        An :class:`EncodedFrame`: the table's columns, the manifest, and lazily
+        converted row chunks.
+
+    Raises:
+        ValidationError: the input is not a DataFrame or Series; it has no columns or
+            duplicate column labels; or a column holds something that cannot come back
+            identical (complex numbers, arbitrary Python objects, mixed kinds in an object
+            column, integers outside the 64-bit range, unsupported dtypes). The message
+            names the column and the first offending value. All rows are checked before
+            this returns.
+    """
+    if isinstance(obj, pd.Series):
+        frame = obj.to_frame()
+    elif isinstance(obj, pd.DataFrame):
+        frame = obj
+    else:
+        raise ValidationError(f"expected a pandas DataFrame or Series, got {type(obj).__name__}; pass a pandas DataFrame or Series")
+    labels = frame.columns
+    if len(labels) == 0:
+        raise ValidationError("the DataFrame has no columns; a DataFrame with at least one column is accepted")
+    if not labels.is_unique:
+        duplicates = list(dict.fromkeys(labels[labels.duplicated()].tolist()))
+        raise ValidationError(
+            f"duplicate column labels {', '.join(_short(d) for d in duplicates)}; "
+            "column labels must be unique (rename the columns first)"
+        )
+    columns_spec, _ = _encode_index(labels, "the column labels", embed=True)
+    index_spec, index_parts = _encode_index(frame.index, "the index", embed=False)
+    label_list = labels.tolist()
+    data_parts = [_encode_array(frame.iloc[:, i], _where_column(label)) for i, label in enumerate(label_list)]
+
+    # Index levels first (a key for SQL users), data in column order, marks at the end.
+    value_cols: list[tuple[str, str, Callable[[int, int], list]]] = []
+    mark_cols: list[tuple[str, str, Callable[[int, int], list]]] = []
+    named = [(f"{HIDDEN_PREFIX}index_{k}", f"{HIDDEN_PREFIX}index_{k}_missing", part) for k, part in enumerate(index_parts)]
+    named += [
+        (name, f"{HIDDEN_PREFIX}missing_{i}", part)
+        for i, (name, part) in enumerate(zip(_sql_names(label_list), data_parts))
+    ]
+    for name, marks_name, part in named:
+        part.spec["sql"] = name
+        value_cols.append((name, part.sql_type, part.values))
+        if part.marks is not None:
+            part.spec["marks_sql"] = marks_name
+            mark_cols.append((marks_name, "INTEGER", part.marks))
+    table = value_cols + mark_cols
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "columns": columns_spec,
+        "index": index_spec,
+        "data": [part.spec for part in data_parts],
+        "sql_columns": [[name, sql_type] for name, sql_type, _ in table],
+    }
+    parts = index_parts + data_parts
+    return EncodedFrame(
+        columns=[SqlColumn(name, sql_type) for name, sql_type, _ in table],
+        manifest=manifest,
+        nrows=len(frame),
+        producers=[fn for _, _, fn in table],
+        feeders=[part.feed for part in parts if part.feed is not None],
+        owners=[part.owner for part in parts],
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------------------
+
+
+def _ints(values: Sequence, where: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """int64 array of stored integers, and the NULL mask (None when there is no NULL)."""
+    try:
+        return np.array(values, dtype=np.int64), None
+    except (TypeError, ValueError):
+        pass
+    objects = np.array(values, dtype=object)
+    null = np.equal(objects, None)
+    objects[null] = 0
+    try:
+        return objects.astype(np.int64), null
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise DatasetError(f"{where}: stored values are not integers ({exc})") from exc
+
+
+def _codes(marks: Sequence | None, n: int) -> np.ndarray:
+    if marks is None:
+        return np.zeros(n, dtype=np.int8)
+    return np.nan_to_num(np.array(marks, dtype=np.float64), nan=0.0).astype(np.int8)
+
+
+def _none_among(values: Sequence, positions: np.ndarray) -> np.ndarray:
+    """Which of these (NULL-or-NaN) positions hold None rather than a float NaN."""
+    return np.fromiter((values[i] is None for i in positions.tolist()), dtype=bool, count=len(positions))
+
+
+def _string_dtype(spec: dict) -> pd.StringDtype:
+    na_value = np.nan if spec["na"] == "nan" else pd.NA
+    if spec["storage"] == "pyarrow":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            # Same na_value, Python storage: the values are identical, only the backing differs.
+            return pd.StringDtype("python", na_value=na_value)
+    return pd.StringDtype(spec["storage"], na_value=na_value)
+
+
+def _decode_array(spec: dict, values: Sequence, marks: Sequence | None, n: int, where: str) -> Any:
+    kind = spec["kind"]
+    if kind == "numpy":
+        dtype = np.dtype(spec["dtype"])
+        ints, null = _ints(values, where)
+        if null is not None:
+            raise DatasetError(f"{where}: NULL stored in a column of dtype {dtype}")
+        return ints.astype(dtype)
+    if kind == "float":
+        floats = np.array(values, dtype=np.float64)
+        if marks is not None:
+            floats[_codes(marks, n) == _MARK_CODES["negzero"]] = -0.0
+        return floats.astype(spec["dtype"])
+    if kind == "masked":
+        return _decode_masked(spec, values, marks, n, where)
+    if kind == "string":
+        objects = np.empty(n, dtype=object)
+        objects[:] = values
+        return pd.array(objects, dtype=_string_dtype(spec))
+    if kind == "category":
+        return _decode_category(spec, values, n, where)
+    if kind in ("datetime", "timedelta"):
+        ints, null = _ints(values, where)
+        if null is not None:
+            ints[null] = _NAT
+        letter = "M" if kind == "datetime" else "m"
+        array = pd.array(ints.view(f"{letter}8[{spec['unit']}]"))
+        if kind == "datetime" and spec["tz"] is not None:
+            array = array.tz_localize("UTC").tz_convert(_tz_from_json(spec["tz"]))
+        return array
+    if kind == "object":
+        return _decode_object(spec, values, marks, n)
+    if kind == "labels":
+        # Filled one by one: tuple labels must stay tuples, not become rows of a 2-D array.
+        objects = np.empty(n, dtype=object)
+        for i, v in enumerate(values):
+            objects[i] = v
+        return objects
+    raise DatasetError(f"{where}: unknown kind {kind!r} in the manifest")
+
+
+def _decode_masked(spec: dict, values: Sequence, marks: Sequence | None, n: int, where: str) -> Any:
+    dtype = pd.api.types.pandas_dtype(spec["dtype"])
+    if isinstance(dtype, pd.Float32Dtype | pd.Float64Dtype):
+        floats = np.array(values, dtype=np.float64)
+        if marks is not None:
+            codes = _codes(marks, n)
+            floats[codes == _MARK_CODES["negzero"]] = -0.0
+            mask = codes == _MARK_CODES["na"]
+        else:
+            mask = np.zeros(n, dtype=bool)
+            if spec["null"] == "na":
+                # A driver may return a real NaN (PostgreSQL keeps them); only NULL is NA.
+                nulls = np.flatnonzero(np.isnan(floats))
+                mask[nulls[_none_among(values, nulls)]] = True
+        return pd.arrays.FloatingArray(floats.astype(dtype.numpy_dtype), mask)
+    ints, null = _ints(values, where)
+    mask = np.zeros(n, dtype=bool) if null is None else null
+    if isinstance(dtype, pd.BooleanDtype):
+        return pd.arrays.BooleanArray(ints.astype(bool), mask)
+    return pd.arrays.IntegerArray(ints.astype(dtype.numpy_dtype), mask)
+
+
+def _decode_embedded(spec: dict, where: str) -> Any:
+    values = _values_from_json(spec["values"])
+    return _decode_array(spec, values, spec.get("marks"), len(values), where)
+
+
+def _decode_category(spec: dict, values: Sequence, n: int, where: str) -> pd.Categorical:
+    cat_spec = spec["categories"]
+    array = _decode_embedded(cat_spec, where)
+    categories = pd.Index(array, dtype=array.dtype)
+    stored = _values_from_json(cat_spec["values"])
+    lookup = {v: i for i, v in enumerate(stored)}
+    codes = np.fromiter(map(lookup.get, values, itertools.repeat(-1)), dtype=np.int64, count=n)
+    missing = np.flatnonzero(codes == -1)
+    if len(missing):
+        unknown = [values[i] for i in missing.tolist() if values[i] is not None]
+        if unknown:
+            raise DatasetError(f"{where}: stored value {_short(unknown[0])} is not one of the column's categories")
+    dtype = pd.CategoricalDtype(categories, ordered=spec["ordered"])
+    return pd.Categorical.from_codes(codes, dtype=dtype)
+
+
+def _decode_object(spec: dict, values: Sequence, marks: Sequence | None, n: int) -> np.ndarray:
+    kind = spec["object"]
+    out = np.empty(n, dtype=object)
+    out[:] = values
+    null = pd.isna(out) if n else np.zeros(0, dtype=bool)
+    present = ~null
+    if kind == "bool":
+        out[present] = out[present].astype(bool)
+    elif kind == "decimal":
+        out[present] = [decimal.Decimal(v) for v in out[present]]
+    elif kind == "json":
+        for i in np.flatnonzero(present).tolist():
+            out[i] = json.loads(out[i])
+    if marks is not None:
+        codes = _codes(marks, n)
+        for name, code in _MARK_CODES.items():
+            hit = codes == code
+            if name == "negzero":
+                out[hit] = -0.0
+            elif hit.any():
+                out[hit] = _MARKERS[name]
+    elif null.any():
+        out[null] = _MARKERS[spec["null"]]
+    return out
+
+
+def _level_index(array: Any, spec: dict, name: Any) -> pd.Index:
+    if "freq" in spec:
+        cls = pd.DatetimeIndex if spec["kind"] == "datetime" else pd.TimedeltaIndex
+        return cls(array, freq=spec["freq"], name=name)
+    return pd.Index(array, dtype=array.dtype, name=name)
+
+
+def _decode_index(spec: dict, n: int, arrays: Callable[[int, dict], Any]) -> pd.Index:
+    if spec["kind"] == "range":
+        start, step = spec["start"], spec["step"]
+        return pd.RangeIndex(start, start + n * step, step, name=_scalar_from_json(spec["name"]))
+    names = [_scalar_from_json(name) for name in spec["names"]]
+    levels = [_level_index(arrays(k, level), level, names[k]) for k, level in enumerate(spec["levels"])]
+    if spec["kind"] == "multi":
+        return pd.MultiIndex.from_arrays(levels, names=names)
+    return levels[0]
+
+
+def _decode_columns(manifest: dict) -> pd.Index:
+    def arrays(k: int, level: dict) -> Any:
+        return _decode_embedded(level, f"column labels level {k}")
+
+    return _decode_index(manifest["columns"], len(manifest["data"]), arrays)
+
+
+def _check_format(manifest: dict) -> None:
+    version = manifest.get("format") if isinstance(manifest, dict) else None
+    if version != MANIFEST_FORMAT:
+        raise DatasetError(
+            f"manifest format {version!r} is not understood by this dsnotebook (it reads format "
+            f"{MANIFEST_FORMAT}); upgrade dsnotebook to read this dataset"
+        )
+
+
+def decode(manifest: dict, columns: Sequence[Sequence]) -> pd.DataFrame:
+    """Rebuild the DataFrame from stored values and its manifest.
+
+    Args:
+        manifest: the manifest from :func:`encode` (or the reduced one from :func:`select`).
+        columns: one sequence of values per entry of ``manifest["sql_columns"]``, in that
+            order (the order of :attr:`EncodedFrame.columns`), as the DB driver returns
+            them (int, float, str, bytes or None). A prefix of the rows (a ``LIMIT``) is
+            fine: a RangeIndex is rebuilt from the row count.
+
+    Returns:
+        The DataFrame, equal to the encoded one in values, dtypes, index and labels.
+
+    Raises:
+        ValidationError: the number or lengths of ``columns`` do not match the manifest.
+        DatasetError: the manifest has an unknown format, or the stored values do not
+            fit it.
+    """
+    _check_format(manifest)
+    names = [name for name, _ in manifest["sql_columns"]]
+    if len(columns) != len(names):
+        raise ValidationError(f"decode() got {len(columns)} value columns; the manifest lists {len(names)}: {names}")
+    lengths = {len(c) for c in columns}
+    if len(lengths) > 1:
+        raise ValidationError(f"decode() got value columns of different lengths {sorted(lengths)}")
+    n = lengths.pop() if lengths else 0
+    by_name = dict(zip(names, columns))
+
+    def arrays(k: int, level: dict) -> Any:
+        marks = by_name[level["marks_sql"]] if "marks_sql" in level else None
+        return _decode_array(level, by_name[level["sql"]], marks, n, f"index level {k}")
+
+    index = _decode_index(manifest["index"], n, arrays)
+    data = {}
+    for i, spec in enumerate(manifest["data"]):
+        marks = by_name[spec["marks_sql"]] if "marks_sql" in spec else None
+        data[i] = _decode_array(spec, by_name[spec["sql"]], marks, n, f"column {spec['sql']!r}")
+    frame = pd.DataFrame(data, index=index, copy=False)
+    frame.columns = _decode_columns(manifest)
+    return frame
+
+
+# ---------------------------------------------------------------------------------------
+# Partial reads and schemas
+# ---------------------------------------------------------------------------------------
+
+
+def _describe_labels(labels: list, limit: int = 50) -> str:
+    shown = ", ".join(_short(label, 40) for label in labels[:limit])
+    return shown + (f", ... ({len(labels)} in all)" if len(labels) > limit else "")
+
+
+def select(manifest: dict, labels: Sequence | None) -> tuple[list[str], dict]:
+    """Plan a read of some columns.
+
+    Args:
+        manifest: a version's manifest.
+        labels: the column labels to read, in the order wanted; None reads all columns.
+
+    Returns:
+        The SQL column names to select (index columns and hidden companions included),
+        and a manifest that :func:`decode` accepts with exactly those columns, in that
+        order. The decoded frame equals ``df[labels]``.
+
+    Raises:
+        ValidationError: a label is unknown (the message lists the available labels), is
+            repeated, or ``labels`` is a single string or empty.
+    """
+    _check_format(manifest)
+    if labels is None:
+        return [name for name, _ in manifest["sql_columns"]], dict(manifest)
+    if isinstance(labels, (str, bytes)):
+        raise ValidationError(f"columns must be a list of column labels, got the single string {labels!r}; pass [{labels!r}]")
+    labels = list(labels)
+    if not labels:
+        raise ValidationError("columns is empty; pass at least one column label, or None for all columns")
+    available = _decode_columns(manifest)
+    positions = []
+    for label in labels:
+        try:
+            loc = available.get_loc(label)
+        except (KeyError, TypeError, ValueError, pd.errors.InvalidIndexError):
+            loc = None
+        if not isinstance(loc, (int, np.integer)):
+            raise ValidationError(
+                f"unknown column {_short(label)}; available columns: {_describe_labels(available.tolist())}"
+            )
+        if int(loc) in positions:
+            raise ValidationError(f"column {_short(label)} is requested twice; list each column once")
+        positions.append(int(loc))
+    data = [manifest["data"][p] for p in positions]
+    columns_spec, _ = _encode_index(available[positions], "the column labels", embed=True)
+    level_specs = [] if manifest["index"]["kind"] == "range" else manifest["index"]["levels"]
+    specs = level_specs + data
+    wanted = [spec["sql"] for spec in specs] + [spec["marks_sql"] for spec in specs if "marks_sql" in spec]
+    types = dict((name, sql_type) for name, sql_type in manifest["sql_columns"])
+    reduced = dict(manifest)
+    reduced["columns"] = columns_spec
+    reduced["data"] = data
+    reduced["sql_columns"] = [[name, types[name]] for name in wanted]
+    return wanted, reduced
+
+
+def schema(manifest: dict) -> list[tuple[object, str]]:
+    """Return ``(label, pandas dtype string)`` for each data column, in column order.
+
+    For example ``[("amount", "Int64"), ("when", "datetime64[ns, Europe/Paris]")]``.
+    """
+    _check_format(manifest)
+    labels = _decode_columns(manifest).tolist()
+    return [(label, spec["dtype"]) for label, spec in zip(labels, manifest["data"])]
+
+
+_STORAGE_KEYS = {"sql", "marks_sql", "null", "storage", "freq"}
+
+
+def _identity(spec: dict) -> str:
+    """What must match for old and new values to decode alike (storage details excluded)."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in _STORAGE_KEYS}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return json.dumps(strip(spec), sort_keys=True)
+
+
+def _describe_type(spec: dict) -> str:
+    if spec["kind"] == "object":
+        return f"object ({spec['object']} values)"
+    if spec["kind"] == "category":
+        categories = _decode_embedded(spec["categories"], "categories").tolist()
+        shown = _describe_labels(categories, limit=10)
+        return f"category ([{shown}], ordered={spec['ordered']})"
+    return spec["dtype"]
+
+
+def _describe_index(spec: dict) -> str:
+    if spec["kind"] == "range":
+        name = _scalar_from_json(spec["name"])
+        return "RangeIndex" + ("" if name is None else f" (name {name!r})")
+    names = [_scalar_from_json(name) for name in spec["names"]]
+    levels = ", ".join(f"{name!r}: {_describe_type(level)}" for name, level in zip(names, spec["levels"]))
+    return f"{'MultiIndex' if spec['kind'] == 'multi' else 'Index'}({levels})"
+
+
+def _index_identity(spec: dict) -> str:
+    if spec["kind"] == "range":
+        return json.dumps(["range", spec["name"]])
+    return json.dumps([spec["kind"], spec["names"], [_identity(level) for level in spec["levels"]]])
+
+
+def _label_key(label: Any) -> tuple[str, str]:
+    # Labels 1, 1.0 and True compare equal in Python but are different columns here.
+    return type(label).__name__, repr(label)
+
+
+def schema_diff(old_manifest: dict, new_manifest: dict) -> tuple[list, list, list]:
+    """Compare two versions' schemas, for appends.
+
+    Returns:
+        ``(added, missing, retyped)``: labels only in the new manifest, labels only in the
+        old one, and ``(label, old dtype, new dtype)`` for columns whose stored type
+        differs (dtype, object value kind, categories and their order; not the string
+        storage, missing-value kinds or SQL names). A different index (kind, names or
+        level types) is reported as a retyped entry labelled ``"<index>"``.
+    """
+    _check_format(old_manifest)
+    _check_format(new_manifest)
+    old = {_label_key(label): (label, spec) for (label, _), spec in zip(schema(old_manifest), old_manifest["data"])}
+    new = {_label_key(label): (label, spec) for (label, _), spec in zip(schema(new_manifest), new_manifest["data"])}
+    added = [label for key, (label, _) in new.items() if key not in old]
+    missing = [label for key, (label, _) in old.items() if key not in new]
+    retyped = []
+    for key, (label, old_spec) in old.items():
+        if key in new:
+            new_spec = new[key][1]
+            if _identity(old_spec) != _identity(new_spec):
+                retyped.append((label, _describe_type(old_spec), _describe_type(new_spec)))
+    if _index_identity(old_manifest["index"]) != _index_identity(new_manifest["index"]):
+        retyped.append(("<index>", _describe_index(old_manifest["index"]), _describe_index(new_manifest["index"])))
+    return added, missing, retyped
