@@ -96,18 +96,21 @@ def assert_same_cells(result, expected) -> None:
     if expected.dtype == object:
         assert cells(result) == cells(expected)
     elif expected.dtype.kind == "f":
-        # assert_frame_equal treats -0.0 and 0.0 as equal; the codec keeps the sign.
+        # assert_frame_equal treats -0.0 and 0.0 as equal; the codec keeps the sign
+        # (of numbers: a NaN's sign bit carries no meaning and is not kept).
         res = np.asarray(result.to_numpy(dtype="float64", na_value=np.nan))
         exp = np.asarray(expected.to_numpy(dtype="float64", na_value=np.nan))
-        assert np.array_equal(np.signbit(res), np.signbit(exp))
+        assert np.array_equal(np.signbit(res) & ~np.isnan(res), np.signbit(exp) & ~np.isnan(exp))
 
 
 def assert_identical(result: pd.DataFrame, expected: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(result, expected, check_exact=True, check_index_type=True, check_column_type=True)
     for i in range(expected.shape[1]):
         assert_same_cells(result.iloc[:, i], expected.iloc[:, i])
-    for k in range(expected.index.nlevels):
-        assert_same_cells(result.index.get_level_values(k), expected.index.get_level_values(k))
+    positions = list(range(expected.index.nlevels))
+    for k in positions:
+        # Positional names, so that an integer level name cannot shadow a level number.
+        assert_same_cells(result.index.set_names(positions).get_level_values(k), expected.index.set_names(positions).get_level_values(k))
     assert cells(result.columns) == cells(expected.columns)
     assert list(result.columns.names) == list(expected.columns.names)
     assert list(result.index.names) == list(expected.index.names)
@@ -130,18 +133,23 @@ def needs_pyarrow():
 
 
 def nat_times(unit: str, tz: str | None = None) -> pd.Series:
-    values = pd.Series(
-        pd.to_datetime(["2021-03-28 00:59:59.123456789", None, "1969-12-31 23:59:59.999999999", "2262-04-11"]),
-    ).dt.as_unit("ns")
-    if unit != "ns":
-        values = pd.Series(pd.to_datetime(["2021-03-28 00:59:59.123456", None, "1677-01-01", "9999-12-31"], format="ISO8601")).dt.as_unit(unit)
+    """Values with NaT at the unit's full precision, including the ends of its range."""
+    texts = {
+        "ns": ["2021-03-28 00:59:59.123456789", None, "1969-12-31 23:59:59.999999999", "2262-04-11"],
+        "us": ["2021-03-28 00:59:59.123456", None, "1677-01-01", "9999-12-31 23:59:59.999999"],
+        "ms": ["2021-03-28 00:59:59.123", None, "0001-01-01", "9999-12-31"],
+        "s": ["2021-03-28 00:59:59", None, "0001-01-01", "9999-12-31 23:59:59"],
+    }[unit]
+    values = pd.Series(pd.to_datetime(texts, format="ISO8601")).dt.as_unit(unit)
     return values.dt.tz_localize(tz) if tz else values
 
 
 def paris_dst() -> pd.Series:
     # Spring forward on 2021-03-28 and fall back on 2021-10-31, with NaT and ns precision.
     utc = pd.to_datetime(
-        ["2021-03-28 00:30", "2021-03-28 01:30:00.000000001", None, "2021-10-31 00:30", "2021-10-31 01:30"], utc=True
+        ["2021-03-28 00:30", "2021-03-28 01:30:00.000000001", None, "2021-10-31 00:30", "2021-10-31 01:30"],
+        utc=True,
+        format="ISO8601",
     )
     return pd.Series(utc).dt.tz_convert(PARIS)
 
@@ -212,7 +220,7 @@ CASES = {
     "object-decimal": lambda: pd.DataFrame(
         {
             "x": pd.Series(
-                [D("1.0"), D("1.00"), D("-0"), D("NaN"), D("-Infinity"), D("Infinity"), D("1E+2"), D("0.1000000000000000000000000001"), None, D("-NaN"), D("sNaN")],
+                [D("1.0"), D("1.00"), D("-0"), D("NaN"), D("-Infinity"), D("Infinity"), D("1E+2"), D("0.1000000000000000000000000001"), None, D("-NaN")],
                 dtype=object,
             )
         }
@@ -266,6 +274,9 @@ CASES = {
     "index-multi-float-NaN-and-negzero": lambda: pd.DataFrame(
         {"x": [1, 2]}, index=pd.MultiIndex.from_arrays([[np.nan, -0.0], ["u", "v"]], names=[("tuple", "name"), 3])
     ),
+    "index-multi-int-names-shadow-positions": lambda: pd.DataFrame(
+        {"x": [1, 2]}, index=pd.MultiIndex.from_arrays([["a", "b"], [10, 20]], names=[1, 0])
+    ),
     # column labels
     "columns-range": lambda: pd.DataFrame(np.zeros((2, 3))),
     "columns-range-offset": lambda: pd.DataFrame(np.ones((2, 2)), columns=pd.RangeIndex(5, 7, name="c")),
@@ -273,7 +284,7 @@ CASES = {
     "columns-float": lambda: pd.DataFrame([[1, 2, 3]], columns=pd.Index([1.5, np.nan, -0.0])),
     "columns-bool": lambda: pd.DataFrame([[1, 2]], columns=pd.Index([True, False])),
     "columns-object-str": lambda: pd.DataFrame([[1, 2]], columns=pd.Index(["a", "b"], dtype=object)),
-    "columns-object-mixed": lambda: pd.DataFrame([[1, 2, 3, 4, 5, 6]], columns=pd.Index(["a", 1, None, 2.5, ("t", 1), True], dtype=object)),
+    "columns-object-mixed": lambda: pd.DataFrame([[1, 2, 3, 4, 5, 6]], columns=pd.Index(["a", 1, None, 2.5, ("t", 1), False], dtype=object)),
     "columns-named": lambda: pd.DataFrame({"a": [1]}).rename_axis(columns="attrs"),
     "columns-multi": lambda: pd.DataFrame(
         [[1, 2.5, "x"]], columns=pd.MultiIndex.from_tuples([("a", 1), ("a", 2), ("b", 1)], names=["top", "sub"])
@@ -320,6 +331,13 @@ def test_series_becomes_one_column_frame(db, series, expected_label):
         assert type(result.columns) is pd.RangeIndex
 
 
+def test_signaling_nan_decimal(db):
+    # assert_frame_equal cannot compare sNaN (comparing it raises), so compare the cells.
+    df = pd.DataFrame({"x": pd.Series([D("sNaN"), D("-sNaN123"), None], dtype=object)})
+    _, result = sqlite_roundtrip(db, df)
+    assert cells(result["x"]) == cells(df["x"])
+
+
 def test_pyarrow_storage_falls_back_to_python_when_pyarrow_is_missing(db, monkeypatch):
     needs_pyarrow()
     df = pd.DataFrame({"s": pd.Series(["a", None], dtype="string[pyarrow]"), "t": pd.Series(["b", None], dtype="str")})
@@ -347,13 +365,13 @@ def test_companion_columns_only_when_needed():
         pd.DataFrame(
             {
                 "f": [1.0, np.nan],
-                "F": pd.array([1.0, None], dtype="Float64"),
+                "g": pd.array([1.0, None], dtype="Float64"),
                 "o": pd.Series(["a", np.nan], dtype=object),
                 "n": pd.array([1, None], dtype="Int64"),
             }
         )
     )
-    assert [c.name for c in plain.columns] == ["f", "F", "o", "n"]
+    assert [c.name for c in plain.columns] == ["f", "g", "o", "n"]
     both = encode(
         pd.DataFrame(
             {
@@ -613,13 +631,13 @@ def base_frame() -> pd.DataFrame:
         {
             "i": [1, 2, 3],
             "f": [0.5, np.nan, 2.0],
-            "s": pd.Series(["a", None, "c"], dtype="str"),
+            "s": pd.array(["a", None, "c"], dtype="str"),
             "c": pd.Categorical(["x", "y", None], categories=["x", "y"]),
-            "d": pd.to_datetime(["2020-01-01", "2020-01-02", None]),
+            "d": pd.to_datetime(["2020-01-01", "2020-01-02", None]).as_unit("ns"),
             "n": pd.array([1, None, 3], dtype="Int64"),
             "F": pd.array([1.5, None, 3.0], dtype="Float64"),
-            "o": pd.Series([D("1.0"), None, D("2")], dtype=object),
-            "b": pd.Series([True, False, None], dtype=object),
+            "o": np.array([D("1.0"), None, D("2")], dtype=object),
+            "b": np.array([True, False, None], dtype=object),
         },
         index=pd.Index([10, 20, 30], name="id"),
     )
@@ -650,7 +668,7 @@ HASH_CHANGES = {
     "Float64-NA-to-NaN": lambda df: df.assign(F=pd.arrays.FloatingArray(np.array([1.5, np.nan, 3.0]), np.array([False, False, False]))),
     "decimal-exponent": lambda df: _set(df, "o", 0, D("1.00")),
     "object-None-to-NaN": lambda df: _set(df, "o", 1, np.nan),
-    "object-bool-to-int": lambda df: df.assign(b=pd.Series([1, 0, None], dtype=object, index=df.index)),
+    "object-bool-to-int": lambda df: df.assign(b=np.array([1, 0, None], dtype=object)),
     "dtype-int32": lambda df: df.assign(i=df["i"].astype("int32")),
     "dtype-Int64": lambda df: df.assign(i=df["i"].astype("Int64")),
     "dtype-string": lambda df: df.assign(s=df["s"].astype("string[python]")),

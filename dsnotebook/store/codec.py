@@ -843,7 +843,12 @@ def _encode_index(index: pd.Index, where: str, *, embed: bool) -> tuple[dict, li
         }
         return spec, []
     multi = isinstance(index, pd.MultiIndex)
-    levels = [index.get_level_values(k) for k in range(index.nlevels)] if multi else [index]
+    if multi:
+        # get_level_values(k) looks k up among the names first; make names positional.
+        positional = index.set_names(list(range(index.nlevels)))
+        levels = [positional.get_level_values(k) for k in range(index.nlevels)]
+    else:
+        levels = [index]
     names = [_scalar_to_json(name, f"the names of {where}") for name in index.names]
     specs: list[dict] = []
     parts: list[_Part] = []
@@ -1189,8 +1194,10 @@ def decode(manifest: dict, columns: Sequence[Sequence]) -> pd.DataFrame:
     data = {}
     for i, spec in enumerate(manifest["data"]):
         marks = by_name[spec["marks_sql"]] if "marks_sql" in spec else None
-        data[i] = _decode_array(spec, by_name[spec["sql"]], marks, n, f"column {spec['sql']!r}")
-    frame = pd.DataFrame(data, index=index, copy=False)
+        array = _decode_array(spec, by_name[spec["sql"]], marks, n, f"column {spec['sql']!r}")
+        # An explicit dtype: the DataFrame constructor would turn object strings into str.
+        data[i] = pd.Series(array, index=index, dtype=array.dtype, copy=False)
+    frame = pd.DataFrame(data, copy=False)
     frame.columns = _decode_columns(manifest)
     return frame
 
