@@ -15,6 +15,7 @@ import json
 import sqlite3
 import zoneinfo
 
+import dateutil.tz
 import numpy as np
 import pandas as pd
 import pytest
@@ -59,7 +60,9 @@ def write_table(con: sqlite3.Connection, enc: EncodedFrame) -> str:
     return table
 
 
-def read_columns(con: sqlite3.Connection, table: str, names: list[str], limit: int | None = None) -> list[list]:
+def read_columns(
+    con: sqlite3.Connection, table: str, names: list[str], limit: int | None = None
+) -> list[list]:
     sql = f"SELECT {', '.join(quote(n) for n in names)} FROM {table} ORDER BY rowid"
     if limit is not None:
         sql += f" LIMIT {limit}"
@@ -72,12 +75,24 @@ def stored_manifest(enc: EncodedFrame) -> dict:
     return json.loads(json.dumps(enc.manifest, allow_nan=False))
 
 
-def sqlite_roundtrip(con: sqlite3.Connection, obj) -> tuple[EncodedFrame, pd.DataFrame]:
+def object_views(columns: list[list]) -> list[np.ndarray]:
+    """The same values as strided views of one 2-D object array, as the repository reads them."""
+    if not columns or not columns[0]:
+        return [np.empty(0, dtype=object) for _ in columns]
+    table = np.empty((len(columns[0]), len(columns)), dtype=object)
+    for i, column in enumerate(columns):
+        table[:, i] = column
+    return [table[:, i] for i in range(len(columns))]
+
+
+def sqlite_roundtrip(
+    con: sqlite3.Connection, obj, *, as_views: bool = False
+) -> tuple[EncodedFrame, pd.DataFrame]:
     enc = encode(obj)
     assert all(c.sql_type in SQL_TYPES for c in enc.columns)
     table = write_table(con, enc)
     columns = read_columns(con, table, [c.name for c in enc.columns])
-    return enc, decode(stored_manifest(enc), columns)
+    return enc, decode(stored_manifest(enc), object_views(columns) if as_views else columns)
 
 
 def direct_roundtrip(obj) -> pd.DataFrame:
@@ -104,21 +119,28 @@ def assert_same_cells(result, expected) -> None:
 
 
 def assert_identical(result: pd.DataFrame, expected: pd.DataFrame) -> None:
-    pd.testing.assert_frame_equal(result, expected, check_exact=True, check_index_type=True, check_column_type=True)
+    pd.testing.assert_frame_equal(
+        result, expected, check_exact=True, check_index_type=True, check_column_type=True
+    )
     for i in range(expected.shape[1]):
         assert_same_cells(result.iloc[:, i], expected.iloc[:, i])
     positions = list(range(expected.index.nlevels))
     for k in positions:
         # Positional names, so that an integer level name cannot shadow a level number.
-        assert_same_cells(result.index.set_names(positions).get_level_values(k), expected.index.set_names(positions).get_level_values(k))
+        assert_same_cells(
+            result.index.set_names(positions).get_level_values(k),
+            expected.index.set_names(positions).get_level_values(k),
+        )
     assert cells(result.columns) == cells(expected.columns)
     assert list(result.columns.names) == list(expected.columns.names)
     assert list(result.index.names) == list(expected.index.names)
 
 
 def check(con, df: pd.DataFrame) -> EncodedFrame:
+    """Round-trip through SQLite (values as lists and as object-array views) and directly."""
     enc, result = sqlite_roundtrip(con, df)
     assert_identical(result, df)
+    assert_identical(sqlite_roundtrip(con, df, as_views=True)[1], df)
     assert_identical(direct_roundtrip(df), df)
     return enc
 
@@ -144,6 +166,18 @@ def nat_times(unit: str, tz: str | None = None) -> pd.Series:
     return values.dt.tz_localize(tz) if tz else values
 
 
+def arrow_strings(values: list, na_value) -> pd.DataFrame:
+    needs_pyarrow()
+    return pd.DataFrame({"x": pd.Series(values, dtype=pd.StringDtype("pyarrow", na_value=na_value))})
+
+
+def nested_lists(depth: int) -> list:
+    out: list = []
+    for _ in range(depth):
+        out = [out]
+    return out
+
+
 def paris_dst() -> pd.Series:
     # Spring forward on 2021-03-28 and fall back on 2021-10-31, with NaT and ns precision.
     utc = pd.to_datetime(
@@ -157,14 +191,27 @@ def paris_dst() -> pd.Series:
 CASES = {
     # NumPy integers and bools
     **{
-        name: (lambda name=name: pd.DataFrame({"x": np.array([np.iinfo(name).min, 0, np.iinfo(name).max], dtype=name)}))
+        name: (
+            lambda name=name: pd.DataFrame(
+                {"x": np.array([np.iinfo(name).min, 0, np.iinfo(name).max], dtype=name)}
+            )
+        )
         for name in ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32"]
     },
     "uint64-fits": lambda: pd.DataFrame({"x": np.array([0, 1, 2**63 - 1], dtype="uint64")}),
     "bool": lambda: pd.DataFrame({"x": np.array([True, False, True])}),
     # NumPy floats
     **{
-        name: (lambda name=name: pd.DataFrame({"x": np.array([1.5, np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-300 if name == "float64" else 1e-30], dtype=name)}))
+        name: (
+            lambda name=name: pd.DataFrame(
+                {
+                    "x": np.array(
+                        [1.5, np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-300 if name == "float64" else 1e-30],
+                        dtype=name,
+                    )
+                }
+            )
+        )
         for name in ["float32", "float64"]
     },
     "float16": lambda: pd.DataFrame({"x": np.array([0.1, np.nan, -0.0, 65504], dtype="float16")}),
@@ -178,56 +225,103 @@ CASES = {
     "UInt64-max-fitting": lambda: pd.DataFrame({"x": pd.array([2**63 - 1, None], dtype="UInt64")}),
     "Float32-NA": lambda: pd.DataFrame({"x": pd.array([1.5, None, np.inf], dtype="Float32")}),
     "Float64-NA-only": lambda: pd.DataFrame({"x": pd.array([1.5, None, -np.inf], dtype="Float64")}),
-    "Float64-NaN-only": lambda: pd.DataFrame({"x": pd.arrays.FloatingArray(np.array([np.nan, 2.0]), np.array([False, False]))}),
+    "Float64-NaN-only": lambda: pd.DataFrame(
+        {"x": pd.arrays.FloatingArray(np.array([np.nan, 2.0]), np.array([False, False]))}
+    ),
     "Float64-NaN-and-NA": lambda: pd.DataFrame(
-        {"x": pd.arrays.FloatingArray(np.array([np.nan, 1.0, 0.0, np.nan, -0.0]), np.array([False, True, True, False, False]))}
+        {
+            "x": pd.arrays.FloatingArray(
+                np.array([np.nan, 1.0, 0.0, np.nan, -0.0]), np.array([False, True, True, False, False])
+            )
+        }
     ),
     "boolean-NA": lambda: pd.DataFrame({"x": pd.array([True, None, False], dtype="boolean")}),
     "all-NA-Int64": lambda: pd.DataFrame({"x": pd.array([None, None], dtype="Int64")}),
     # strings
     "str-default": lambda: pd.DataFrame({"x": pd.Series(["a", None, "", "é\x00z", "😀"], dtype="str")}),
-    "str-python": lambda: pd.DataFrame({"x": pd.Series(["a", None, "b"], dtype=pd.StringDtype("python", na_value=np.nan))}),
+    "str-python": lambda: pd.DataFrame(
+        {"x": pd.Series(["a", None, "b"], dtype=pd.StringDtype("python", na_value=np.nan))}
+    ),
     "string-python-NA": lambda: pd.DataFrame({"x": pd.Series(["a", None, "\x00"], dtype="string[python]")}),
-    "string-pyarrow-NA": lambda: (needs_pyarrow(), pd.DataFrame({"x": pd.Series(["a", None, "b\x00"], dtype="string[pyarrow]")}))[1],
-    "str-pyarrow-NaN": lambda: (needs_pyarrow(), pd.DataFrame({"x": pd.Series(["a", None], dtype=pd.StringDtype("pyarrow", na_value=np.nan))}))[1],
+    "string-pyarrow-NA": lambda: arrow_strings(["a", None, "b\x00"], pd.NA),
+    "str-pyarrow-NaN": lambda: arrow_strings(["a", None], np.nan),
     # categories
-    "category-str-unused-missing": lambda: pd.DataFrame({"x": pd.Categorical(["b", None, "a", "b"], categories=["b", "a", "never"])}),
-    "category-ordered": lambda: pd.DataFrame({"x": pd.Categorical(["lo", "hi", None], categories=["lo", "mid", "hi"], ordered=True)}),
+    "category-str-unused-missing": lambda: pd.DataFrame(
+        {"x": pd.Categorical(["b", None, "a", "b"], categories=["b", "a", "never"])}
+    ),
+    "category-ordered": lambda: pd.DataFrame(
+        {"x": pd.Categorical(["lo", "hi", None], categories=["lo", "mid", "hi"], ordered=True)}
+    ),
     "category-int": lambda: pd.DataFrame({"x": pd.Categorical([3, None, 1], categories=[3, 2, 1])}),
-    "category-float": lambda: pd.DataFrame({"x": pd.Categorical([0.5, -0.0, np.inf], categories=[np.inf, 0.5, -0.0])}),
+    "category-float": lambda: pd.DataFrame(
+        {"x": pd.Categorical([0.5, -0.0, np.inf], categories=[np.inf, 0.5, -0.0])}
+    ),
     "category-bool": lambda: pd.DataFrame({"x": pd.Categorical([True, None, False])}),
-    "category-object-str": lambda: pd.DataFrame({"x": pd.Categorical(["a", "b"], categories=pd.Index(["b", "a"], dtype=object))}),
-    "category-decimal": lambda: pd.DataFrame({"x": pd.Categorical([D("1.0"), D("1.50")], categories=pd.Index([D("1.50"), D("1.0")], dtype=object))}),
+    "category-object-str": lambda: pd.DataFrame(
+        {"x": pd.Categorical(["a", "b"], categories=pd.Index(["b", "a"], dtype=object))}
+    ),
+    "category-decimal": lambda: pd.DataFrame(
+        {"x": pd.Categorical([D("1.0"), D("1.50")], categories=pd.Index([D("1.50"), D("1.0")], dtype=object))}
+    ),
     "category-datetime-tz": lambda: pd.DataFrame({"x": pd.Categorical(paris_dst().iloc[[0, 1, 3]])}),
     "category-all-missing": lambda: pd.DataFrame({"x": pd.Categorical([None, None], categories=["a"])}),
     "category-no-categories": lambda: pd.DataFrame({"x": pd.Categorical([None, None])}),
     # datetimes and timedeltas
-    **{f"datetime-{unit}": (lambda unit=unit: pd.DataFrame({"x": nat_times(unit)})) for unit in ["s", "ms", "us", "ns"]},
+    **{
+        f"datetime-{unit}": (lambda unit=unit: pd.DataFrame({"x": nat_times(unit)}))
+        for unit in ["s", "ms", "us", "ns"]
+    },
     "datetime-ns-UTC": lambda: pd.DataFrame({"x": nat_times("ns", "UTC")}),
     "datetime-s-Paris": lambda: pd.DataFrame({"x": nat_times("s", PARIS)}),
     "datetime-Paris-DST": lambda: pd.DataFrame({"x": paris_dst()}),
-    "datetime-fixed-offset": lambda: pd.DataFrame({"x": nat_times("us", None).dt.tz_localize(dt.timezone(dt.timedelta(hours=-3, minutes=-30)))}),
-    "datetime-zoneinfo-UTC": lambda: pd.DataFrame({"x": nat_times("ms", None).dt.tz_localize(zoneinfo.ZoneInfo("UTC"))}),
+    "datetime-fixed-offset": lambda: pd.DataFrame(
+        {"x": nat_times("us", None).dt.tz_localize(dt.timezone(dt.timedelta(hours=-3, minutes=-30)))}
+    ),
+    "datetime-zoneinfo-UTC": lambda: pd.DataFrame(
+        {"x": nat_times("ms", None).dt.tz_localize(zoneinfo.ZoneInfo("UTC"))}
+    ),
     **{
-        f"timedelta-{unit}": (lambda unit=unit: pd.DataFrame({"x": pd.Series(np.array([1, -5, np.iinfo(np.int64).min, 123456789], dtype=f"m8[{unit}]"))}))
+        f"timedelta-{unit}": (
+            lambda unit=unit: pd.DataFrame(
+                {"x": pd.Series(np.array([1, -5, np.iinfo(np.int64).min, 123456789], dtype=f"m8[{unit}]"))}
+            )
+        )
         for unit in ["s", "ms", "us", "ns"]
     },
     # object columns
     "object-str-None": lambda: pd.DataFrame({"x": pd.Series(["a", None, "", "b\x00c"], dtype=object)}),
     "object-str-NaN": lambda: pd.DataFrame({"x": pd.Series(["a", np.nan, "c"], dtype=object)}),
-    "object-str-all-markers": lambda: pd.DataFrame({"x": pd.Series(["a", None, np.nan, pd.NA, pd.NaT, "z"], dtype=object)}),
+    "object-str-all-markers": lambda: pd.DataFrame(
+        {"x": pd.Series(["a", None, np.nan, pd.NA, pd.NaT, "z"], dtype=object)}
+    ),
     "object-bytes": lambda: pd.DataFrame({"x": pd.Series([b"\x00\xff", None, b"", b"abc"], dtype=object)}),
     "object-decimal": lambda: pd.DataFrame(
         {
             "x": pd.Series(
-                [D("1.0"), D("1.00"), D("-0"), D("NaN"), D("-Infinity"), D("Infinity"), D("1E+2"), D("0.1000000000000000000000000001"), None, D("-NaN")],
+                [
+                    D("1.0"),
+                    D("1.00"),
+                    D("-0"),
+                    D("NaN"),
+                    D("-Infinity"),
+                    D("Infinity"),
+                    D("1E+2"),
+                    D("0.1000000000000000000000000001"),
+                    None,
+                    D("-NaN"),
+                ],
                 dtype=object,
             )
         }
     ),
     "object-decimal-NA": lambda: pd.DataFrame({"x": pd.Series([D("2.50"), pd.NA], dtype=object)}),
     "object-json": lambda: pd.DataFrame(
-        {"x": pd.Series([{"a": [1, 2.5, None, True], "b": {"c": "d\x00"}}, [], {}, [[-0.0, 10**30]], None, ["é"]], dtype=object)}
+        {
+            "x": pd.Series(
+                [{"a": [1, 2.5, None, True], "b": {"c": "d\x00"}}, [], {}, [[-0.0, 10**30]], None, ["é"]],
+                dtype=object,
+            )
+        }
     ),
     "object-bool": lambda: pd.DataFrame({"x": pd.Series([True, None, False, np.nan], dtype=object)}),
     "object-int": lambda: pd.DataFrame({"x": pd.Series([1, -(2**63), 2**63 - 1, None, pd.NA], dtype=object)}),
@@ -257,22 +351,38 @@ CASES = {
     "index-int8": lambda: pd.DataFrame({"x": [1, 2]}, index=pd.Index([5, -3], dtype="int8")),
     "index-float-NaN": lambda: pd.DataFrame({"x": [1, 2, 3]}, index=pd.Index([0.5, np.nan, -0.0])),
     "index-str": lambda: pd.DataFrame({"x": [1, 2]}, index=pd.Index(["a", "b\x00"], dtype="str")),
-    "index-object-str": lambda: pd.DataFrame({"x": [1, 2]}, index=pd.Index(["a", None], dtype=object, name="k")),
+    "index-object-str": lambda: pd.DataFrame(
+        {"x": [1, 2]}, index=pd.Index(["a", None], dtype=object, name="k")
+    ),
     "index-Int64-NA": lambda: pd.DataFrame({"x": [1, 2]}, index=pd.Index(pd.array([7, None], dtype="Int64"))),
     "index-bool": lambda: pd.DataFrame({"x": [1, 2]}, index=pd.Index([True, False])),
-    "index-datetime-tz-freq": lambda: pd.DataFrame({"x": range(5)}, index=pd.date_range("2021-03-27 22:00", periods=5, freq="h", tz=PARIS, name="when")),
-    "index-datetime-no-freq": lambda: pd.DataFrame({"x": [1, 2]}, index=pd.DatetimeIndex(["2020-01-02", "2020-01-01"])),
-    "index-timedelta-freq": lambda: pd.DataFrame({"x": [1, 2, 3]}, index=pd.timedelta_range("1s", periods=3, freq="s")),
-    "index-categorical": lambda: pd.DataFrame({"x": [1, 2, 3]}, index=pd.CategoricalIndex(["b", "a", "b"], categories=["b", "a", "c"], ordered=True, name="cat")),
+    "index-datetime-tz-freq": lambda: pd.DataFrame(
+        {"x": range(5)}, index=pd.date_range("2021-03-27 22:00", periods=5, freq="h", tz=PARIS, name="when")
+    ),
+    "index-datetime-no-freq": lambda: pd.DataFrame(
+        {"x": [1, 2]}, index=pd.DatetimeIndex(["2020-01-02", "2020-01-01"])
+    ),
+    "index-timedelta-freq": lambda: pd.DataFrame(
+        {"x": [1, 2, 3]}, index=pd.timedelta_range("1s", periods=3, freq="s")
+    ),
+    "index-categorical": lambda: pd.DataFrame(
+        {"x": [1, 2, 3]},
+        index=pd.CategoricalIndex(["b", "a", "b"], categories=["b", "a", "c"], ordered=True, name="cat"),
+    ),
     "index-multi": lambda: pd.DataFrame(
         {"x": [1, 2, 3]},
         index=pd.MultiIndex.from_arrays(
-            [["a", "b", "a"], [1, 2, 1], pd.to_datetime(["2020-01-01", "2020-01-02", None]).tz_localize("UTC")],
+            [
+                ["a", "b", "a"],
+                [1, 2, 1],
+                pd.to_datetime(["2020-01-01", "2020-01-02", None]).tz_localize("UTC"),
+            ],
             names=["k", None, "t"],
         ),
     ),
     "index-multi-float-NaN-and-negzero": lambda: pd.DataFrame(
-        {"x": [1, 2]}, index=pd.MultiIndex.from_arrays([[np.nan, -0.0], ["u", "v"]], names=[("tuple", "name"), 3])
+        {"x": [1, 2]},
+        index=pd.MultiIndex.from_arrays([[np.nan, -0.0], ["u", "v"]], names=[("tuple", "name"), 3]),
     ),
     "index-multi-int-names-shadow-positions": lambda: pd.DataFrame(
         {"x": [1, 2]}, index=pd.MultiIndex.from_arrays([["a", "b"], [10, 20]], names=[1, 0])
@@ -284,14 +394,23 @@ CASES = {
     "columns-float": lambda: pd.DataFrame([[1, 2, 3]], columns=pd.Index([1.5, np.nan, -0.0])),
     "columns-bool": lambda: pd.DataFrame([[1, 2]], columns=pd.Index([True, False])),
     "columns-object-str": lambda: pd.DataFrame([[1, 2]], columns=pd.Index(["a", "b"], dtype=object)),
-    "columns-object-mixed": lambda: pd.DataFrame([[1, 2, 3, 4, 5, 6]], columns=pd.Index(["a", 1, None, 2.5, ("t", 1), False], dtype=object)),
+    "columns-object-mixed": lambda: pd.DataFrame(
+        [[1, 2, 3, 4, 5, 6]], columns=pd.Index(["a", 1, None, 2.5, ("t", 1), False], dtype=object)
+    ),
     "columns-named": lambda: pd.DataFrame({"a": [1]}).rename_axis(columns="attrs"),
     "columns-multi": lambda: pd.DataFrame(
-        [[1, 2.5, "x"]], columns=pd.MultiIndex.from_tuples([("a", 1), ("a", 2), ("b", 1)], names=["top", "sub"])
+        [[1, 2.5, "x"]],
+        columns=pd.MultiIndex.from_tuples([("a", 1), ("a", 2), ("b", 1)], names=["top", "sub"]),
     ),
-    "columns-datetime": lambda: pd.DataFrame([[1, 2]], columns=pd.date_range("2020-01-01", periods=2, freq="D")),
-    "columns-categorical": lambda: pd.DataFrame([[1, 2]], columns=pd.CategoricalIndex(["x", "y"], categories=["y", "x", "z"])),
-    "columns-nul-and-case": lambda: pd.DataFrame([[1, 2, 3, 4]], columns=["a\x00b", "ab", "AB", "__dsn_index_0"]),
+    "columns-datetime": lambda: pd.DataFrame(
+        [[1, 2]], columns=pd.date_range("2020-01-01", periods=2, freq="D")
+    ),
+    "columns-categorical": lambda: pd.DataFrame(
+        [[1, 2]], columns=pd.CategoricalIndex(["x", "y"], categories=["y", "x", "z"])
+    ),
+    "columns-nul-and-case": lambda: pd.DataFrame(
+        [[1, 2, 3, 4]], columns=["a\x00b", "ab", "AB", "__dsn_index_0"]
+    ),
     "columns-long-unicode": lambda: pd.DataFrame([[1, 2]], columns=["é" * 40, "é" * 40 + "x"]),
     "columns-empty-label": lambda: pd.DataFrame([[1, 2]], columns=["", "column_0"]),
     # empty frames with columns
@@ -306,7 +425,9 @@ CASES = {
             "f": pd.Series([], dtype="Float64"),
         }
     ),
-    "empty-multiindex": lambda: pd.DataFrame({"x": pd.Series([], dtype="float64")}, index=pd.MultiIndex.from_arrays([[], []], names=["a", "b"])),
+    "empty-multiindex": lambda: pd.DataFrame(
+        {"x": pd.Series([], dtype="float64")}, index=pd.MultiIndex.from_arrays([[], []], names=["a", "b"])
+    ),
 }
 
 
@@ -320,7 +441,11 @@ def test_roundtrip(db, make):
     [
         pytest.param(pd.Series([1, 2], name="amount"), "amount", id="named"),
         pytest.param(pd.Series([1.5, None]), 0, id="unnamed"),
-        pytest.param(pd.Series(["a", None], dtype="str", index=pd.Index([5, 6], name="k"), name=7), 7, id="int-name-indexed"),
+        pytest.param(
+            pd.Series(["a", None], dtype="str", index=pd.Index([5, 6], name="k"), name=7),
+            7,
+            id="int-name-indexed",
+        ),
     ],
 )
 def test_series_becomes_one_column_frame(db, series, expected_label):
@@ -340,7 +465,9 @@ def test_signaling_nan_decimal(db):
 
 def test_pyarrow_storage_falls_back_to_python_when_pyarrow_is_missing(db, monkeypatch):
     needs_pyarrow()
-    df = pd.DataFrame({"s": pd.Series(["a", None], dtype="string[pyarrow]"), "t": pd.Series(["b", None], dtype="str")})
+    df = pd.DataFrame(
+        {"s": pd.Series(["a", None], dtype="string[pyarrow]"), "t": pd.Series(["b", None], dtype="str")}
+    )
     enc = encode(df)
     assert enc.manifest["data"][0]["storage"] == "pyarrow"
     import builtins
@@ -414,11 +541,13 @@ def test_sql_values_are_readable(db):
     )
     enc = encode(df)
     table = write_table(db, enc)
-    assert db.execute(f"SELECT price, tags, colour, \"when\" FROM {table}").fetchall() == [
+    assert db.execute(f'SELECT price, tags, colour, "when" FROM {table}').fetchall() == [
         ("9.90", '["a","b"]', "red", 1577836800),
         (None, None, None, None),
     ]
-    assert db.execute(f"SELECT typeof(price), json_extract(tags, '$[1]') FROM {table} LIMIT 1").fetchone() == ("text", "b")
+    assert db.execute(
+        f"SELECT typeof(price), json_extract(tags, '$[1]') FROM {table} LIMIT 1"
+    ).fetchone() == ("text", "b")
 
 
 def test_frame_edits_after_encode_do_not_change_rows():
@@ -449,45 +578,70 @@ def columns(draw, n: int):
     kind = draw(
         st.sampled_from(
             [
-                "int64", "int8", "uint32", "float64", "float32", "bool", "Int64", "UInt16", "Float64",
-                "boolean", "str", "string", "category", "datetime", "datetime-tz", "timedelta",
-                "object-str", "object-decimal", "object-json", "object-int", "object-float", "object-bool", "object-bytes",
+                "int64",
+                "int8",
+                "uint32",
+                "float64",
+                "float32",
+                "bool",
+                "Int64",
+                "UInt16",
+                "Float64",
+                "boolean",
+                "str",
+                "string",
+                "category",
+                "datetime",
+                "datetime-tz",
+                "timedelta",
+                "object-str",
+                "object-decimal",
+                "object-json",
+                "object-int",
+                "object-float",
+                "object-bool",
+                "object-bytes",
             ]
         )
     )
-    size = st.lists
+
+    def vec(values: st.SearchStrategy) -> list:
+        return draw(st.lists(values, min_size=n, max_size=n))
+
     if kind in ("int64", "int8", "uint32"):
         info = np.iinfo(kind)
-        return np.array(draw(size(st.integers(int(info.min), int(info.max)), min_size=n, max_size=n)), dtype=kind)
+        return np.array(vec(st.integers(int(info.min), int(info.max))), dtype=kind)
     if kind in ("float64", "float32"):
         width = 64 if kind == "float64" else 32
-        return np.array(draw(size(st.floats(width=width), min_size=n, max_size=n)), dtype=kind)
+        return np.array(vec(st.floats(width=width)), dtype=kind)
     if kind == "bool":
-        return np.array(draw(size(st.booleans(), min_size=n, max_size=n)), dtype=bool)
+        return np.array(vec(st.booleans()), dtype=bool)
     if kind in ("Int64", "UInt16"):
         low, high = (-(2**63), 2**63 - 1) if kind == "Int64" else (0, 2**16 - 1)
-        return pd.array(draw(size(st.none() | st.integers(low, high), min_size=n, max_size=n)), dtype=kind)
+        return pd.array(vec(st.none() | st.integers(low, high)), dtype=kind)
     if kind == "Float64":
-        data = np.array(draw(size(st.floats(), min_size=n, max_size=n)), dtype=np.float64)
-        mask = np.array(draw(size(st.booleans(), min_size=n, max_size=n)), dtype=bool)
+        data = np.array(vec(st.floats()), dtype=np.float64)
+        mask = np.array(vec(st.booleans()), dtype=bool)
         return pd.arrays.FloatingArray(data, mask)
     if kind == "boolean":
-        return pd.array(draw(size(st.none() | st.booleans(), min_size=n, max_size=n)), dtype="boolean")
+        return pd.array(vec(st.none() | st.booleans()), dtype="boolean")
     if kind in ("str", "string"):
-        return pd.array(draw(size(st.none() | _text, min_size=n, max_size=n)), dtype=kind)
+        return pd.array(vec(st.none() | _text), dtype=kind)
     if kind == "category":
         categories = draw(st.lists(_text, unique=True, max_size=4))
-        values = draw(size(st.none() | st.sampled_from(categories) if categories else st.none(), min_size=n, max_size=n))
+        values = vec(st.none() | st.sampled_from(categories) if categories else st.none())
         return pd.Categorical(values, categories=categories, ordered=draw(st.booleans()))
     if kind in ("datetime", "datetime-tz", "timedelta"):
         unit = draw(st.sampled_from(["s", "ms", "us", "ns"]))
         # Nanoseconds within about 1824..2116, scaled to the unit, so time zones apply.
         per_unit = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}[unit]
-        ints = draw(size(st.none() | st.integers(-(2**62), 2**62), min_size=n, max_size=n))
+        ints = vec(st.none() | st.integers(-(2**62), 2**62))
         i8 = np.array([np.iinfo(np.int64).min if v is None else v // per_unit for v in ints], dtype=np.int64)
         array = pd.array(i8.view(f"{'m' if kind == 'timedelta' else 'M'}8[{unit}]"))
         if kind == "datetime-tz":
-            array = array.tz_localize("UTC").tz_convert(draw(st.sampled_from(["UTC", PARIS, "America/St_Johns"])))
+            array = array.tz_localize("UTC").tz_convert(
+                draw(st.sampled_from(["UTC", PARIS, "America/St_Johns"]))
+            )
         return array
     markers = draw(st.lists(st.sampled_from([None, np.nan, pd.NA, pd.NaT]), min_size=1, max_size=3))
     values = {
@@ -504,7 +658,7 @@ def columns(draw, n: int):
         "object-bytes": st.binary(max_size=5),
     }[kind]
     out = np.empty(n, dtype=object)
-    for i, v in enumerate(draw(size(_with_missing(values, markers), min_size=n, max_size=n))):
+    for i, v in enumerate(vec(_with_missing(values, markers))):
         out[i] = v
     return out
 
@@ -519,7 +673,9 @@ def indexes(draw, n: int):
         start, step = draw(st.integers(-100, 100)), draw(st.integers(1, 5) | st.integers(-5, -1))
         return pd.RangeIndex(start, start + n * step, step, name=name)
     if kind == "int":
-        return pd.Index(draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=n, max_size=n)), dtype="int64", name=name)
+        return pd.Index(
+            draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=n, max_size=n)), dtype="int64", name=name
+        )
     if kind == "float":
         return pd.Index(draw(st.lists(st.floats(), min_size=n, max_size=n)), dtype="float64", name=name)
     if kind == "str":
@@ -543,15 +699,29 @@ def frames(draw):
         labels = draw(st.lists(st.integers(-3, 10), min_size=ncols, max_size=ncols, unique=True))
     else:
         labels = draw(
-            st.lists(st.one_of(st.text(max_size=2), st.integers(0, 3), st.none()), min_size=ncols, max_size=ncols, unique_by=lambda v: (type(v), v))
+            st.lists(
+                st.one_of(st.text(max_size=2), st.integers(0, 3), st.none()),
+                min_size=ncols,
+                max_size=ncols,
+                unique_by=lambda v: (type(v), v),
+            )
         )
-    data = {i: draw(columns(n)) for i in range(ncols)}
-    df = pd.DataFrame(data, index=draw(indexes(n)))
+    index = draw(indexes(n))
+    # Series with explicit dtypes: the DataFrame constructor would turn object strings into str.
+    data = {
+        i: pd.Series(column, index=index, dtype=column.dtype)
+        for i, column in enumerate(draw(st.lists(columns(n), min_size=ncols, max_size=ncols)))
+    }
+    df = pd.DataFrame(data)
     df.columns = pd.Index(labels, dtype=object) if label_kind == "mixed" else pd.Index(labels)
     return df
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(df=frames())
 def test_roundtrip_property(db, df):
     enc = check(db, df)
@@ -573,33 +743,126 @@ REJECTED = {
     "dict": (lambda: {"a": [1]}, ["pandas DataFrame or Series", "dict"]),
     "ndarray": (lambda: np.zeros((2, 2)), ["pandas DataFrame or Series", "ndarray"]),
     "no-columns": (lambda: pd.DataFrame(index=[1, 2]), ["no columns", "at least one column"]),
-    "duplicate-labels": (lambda: pd.DataFrame([[1, 2, 3]], columns=["a", "b", "a"]), ["duplicate", "'a'", "unique"]),
-    "complex-dtype": (lambda: pd.DataFrame({"z": [1 + 2j, 3j]}), ["column 'z'", "(1+2j)", "real and imaginary"]),
-    "complex-object": (lambda: pd.DataFrame({"z": pd.Series(["a", 1j], dtype=object)}), ["column 'z'", "1j", "complex", "may hold"]),
-    "arbitrary-object": (lambda: pd.DataFrame({"o": pd.Series([None, Opaque()], dtype=object)}), ["column 'o'", "Opaque()", "position 1", "may hold"]),
-    "numpy-scalar-object": (lambda: pd.DataFrame({"o": pd.Series([np.int64(5)], dtype=object)}), ["column 'o'", "np.int64(5)", "NumPy scalars"]),
-    "datetime-object": (lambda: pd.DataFrame({"o": pd.Series([dt.date(2020, 1, 2)], dtype=object)}), ["column 'o'", "datetime.date(2020, 1, 2)", "pd.to_datetime"]),
-    "tuple-object": (lambda: pd.DataFrame({"o": pd.Series([(1, 2)], dtype=object)}), ["column 'o'", "(1, 2)", "lists"]),
-    "mixed-str-int": (lambda: pd.DataFrame({"m": pd.Series(["a", None, 5], dtype=object)}), ["column 'm'", "mixes str and int", "position 2 holds 5"]),
-    "mixed-bool-int": (lambda: pd.DataFrame({"m": pd.Series([True, 1], dtype=object)}), ["column 'm'", "mixes bool and int", "position 1 holds 1"]),
-    "mixed-str-float": (lambda: pd.DataFrame({"m": pd.Series(["a", np.nan, 1.5], dtype=object)}), ["column 'm'", "mixes str and float", "1.5"]),
-    "mixed-list-str": (lambda: pd.DataFrame({"m": pd.Series([[1], "x"], dtype=object)}), ["column 'm'", "mixes json and str", "'x'"]),
-    "uint64-too-big": (lambda: pd.DataFrame({"u": np.array([1, 2**64 - 1], dtype="uint64")}), ["column 'u'", "18446744073709551615", "position 1", "up to 2**63-1"]),
-    "UInt64-too-big": (lambda: pd.DataFrame({"u": pd.array([None, 2**63], dtype="UInt64")}), ["column 'u'", "9223372036854775808", "up to 2**63-1"]),
-    "object-int-too-big": (lambda: pd.DataFrame({"big": pd.Series([1, 2**70], dtype=object)}), ["column 'big'", str(2**70), "64-bit", "Decimal"]),
-    "object-int-too-small": (lambda: pd.DataFrame({"big": pd.Series([-(2**63) - 1], dtype=object)}), ["column 'big'", str(-(2**63) - 1)]),
-    "json-tuple-inside": (lambda: pd.DataFrame({"j": pd.Series([{"a": (1, 2)}], dtype=object)}), ["column 'j'", "(1, 2)", "JSON"]),
-    "json-int-key": (lambda: pd.DataFrame({"j": pd.Series([{1: "a"}], dtype=object)}), ["column 'j'", "non-str key 1"]),
-    "json-nan": (lambda: pd.DataFrame({"j": pd.Series([[np.nan]], dtype=object)}), ["column 'j'", "non-finite float nan"]),
-    "surrogate-object": (lambda: pd.DataFrame({"s": pd.Series(["ok", "\ud800"], dtype=object)}), ["column 's'", "'\\ud800'", "position 1", "UTF-8"]),
-    "surrogate-string": (lambda: pd.DataFrame({"s": pd.Series(["\udcff"], dtype="string[python]")}), ["column 's'", "'\\udcff'", "UTF-8"]),
-    "period-dtype": (lambda: pd.DataFrame({"p": pd.period_range("2020-01", periods=2, freq="M")}), ["column 'p'", "period[M]", "Period('2020-01', 'M')", "supported dtypes"]),
-    "interval-dtype": (lambda: pd.DataFrame({"iv": pd.arrays.IntervalArray.from_breaks([0, 1, 2])}), ["column 'iv'", "interval", "supported dtypes"]),
-    "mixed-categories": (lambda: pd.DataFrame({"c": pd.Categorical(["a", 1])}), ["categories of column 'c'", "mixes"]),
-    "bad-index": (lambda: pd.DataFrame({"x": [1, 2]}, index=pd.Index(["a", 2], dtype=object)), ["the index", "mixes str and int"]),
-    "bad-label": (lambda: pd.DataFrame([[1]], columns=pd.Index([Opaque()], dtype=object)), ["column labels", "Opaque()"]),
+    "duplicate-labels": (
+        lambda: pd.DataFrame([[1, 2, 3]], columns=["a", "b", "a"]),
+        ["duplicate", "'a'", "unique"],
+    ),
+    "complex-dtype": (
+        lambda: pd.DataFrame({"z": [1 + 2j, 3j]}),
+        ["column 'z'", "(1+2j)", "real and imaginary"],
+    ),
+    "complex-object": (
+        lambda: pd.DataFrame({"z": pd.Series(["a", 1j], dtype=object)}),
+        ["column 'z'", "1j", "complex", "may hold"],
+    ),
+    "arbitrary-object": (
+        lambda: pd.DataFrame({"o": pd.Series([None, Opaque()], dtype=object)}),
+        ["column 'o'", "Opaque()", "position 1", "may hold"],
+    ),
+    "numpy-scalar-object": (
+        lambda: pd.DataFrame({"o": pd.Series([np.int64(5)], dtype=object)}),
+        ["column 'o'", "np.int64(5)", "NumPy scalars"],
+    ),
+    "datetime-object": (
+        lambda: pd.DataFrame({"o": pd.Series([dt.date(2020, 1, 2)], dtype=object)}),
+        ["column 'o'", "datetime.date(2020, 1, 2)", "pd.to_datetime"],
+    ),
+    "tuple-object": (
+        lambda: pd.DataFrame({"o": pd.Series([(1, 2)], dtype=object)}),
+        ["column 'o'", "(1, 2)", "lists"],
+    ),
+    "mixed-str-int": (
+        lambda: pd.DataFrame({"m": pd.Series(["a", None, 5], dtype=object)}),
+        ["column 'm'", "mixes str and int", "position 2 holds 5"],
+    ),
+    "mixed-bool-int": (
+        lambda: pd.DataFrame({"m": pd.Series([True, 1], dtype=object)}),
+        ["column 'm'", "mixes bool and int", "position 1 holds 1"],
+    ),
+    "mixed-str-float": (
+        lambda: pd.DataFrame({"m": pd.Series(["a", np.nan, 1.5], dtype=object)}),
+        ["column 'm'", "mixes str and float", "1.5"],
+    ),
+    "mixed-list-str": (
+        lambda: pd.DataFrame({"m": pd.Series([[1], "x"], dtype=object)}),
+        ["column 'm'", "mixes json and str", "'x'"],
+    ),
+    "uint64-too-big": (
+        lambda: pd.DataFrame({"u": np.array([1, 2**64 - 1], dtype="uint64")}),
+        ["column 'u'", "18446744073709551615", "position 1", "up to 2**63-1"],
+    ),
+    "UInt64-too-big": (
+        lambda: pd.DataFrame({"u": pd.array([None, 2**63], dtype="UInt64")}),
+        ["column 'u'", "9223372036854775808", "up to 2**63-1"],
+    ),
+    "object-int-too-big": (
+        lambda: pd.DataFrame({"big": pd.Series([1, 2**70], dtype=object)}),
+        ["column 'big'", str(2**70), "64-bit", "Decimal"],
+    ),
+    "object-int-too-small": (
+        lambda: pd.DataFrame({"big": pd.Series([-(2**63) - 1], dtype=object)}),
+        ["column 'big'", str(-(2**63) - 1)],
+    ),
+    "json-tuple-inside": (
+        lambda: pd.DataFrame({"j": pd.Series([{"a": (1, 2)}], dtype=object)}),
+        ["column 'j'", "(1, 2)", "JSON"],
+    ),
+    "json-int-key": (
+        lambda: pd.DataFrame({"j": pd.Series([{1: "a"}], dtype=object)}),
+        ["column 'j'", "non-str key 1"],
+    ),
+    "json-surrogate": (
+        lambda: pd.DataFrame({"j": pd.Series([["\udc80"]], dtype=object)}),
+        ["column 'j'", "'\\udc80'"],
+    ),
+    "json-too-deep": (
+        lambda: pd.DataFrame({"j": pd.Series([nested_lists(5000)], dtype=object)}),
+        ["column 'j'", "nested too deeply"],
+    ),
+    "json-nan": (
+        lambda: pd.DataFrame({"j": pd.Series([[np.nan]], dtype=object)}),
+        ["column 'j'", "non-finite float nan"],
+    ),
+    "surrogate-object": (
+        lambda: pd.DataFrame({"s": pd.Series(["ok", "\ud800"], dtype=object)}),
+        ["column 's'", "'\\ud800'", "position 1", "UTF-8"],
+    ),
+    "surrogate-after-missing": (
+        lambda: pd.DataFrame({"s": pd.Series([None, "ok", np.nan, "\ud800"], dtype=object)}),
+        ["column 's'", "position 3", "UTF-8"],
+    ),
+    "surrogate-string": (
+        lambda: pd.DataFrame({"s": pd.Series(["\udcff"], dtype="string[python]")}),
+        ["column 's'", "'\\udcff'", "UTF-8"],
+    ),
+    "period-dtype": (
+        lambda: pd.DataFrame({"p": pd.period_range("2020-01", periods=2, freq="M")}),
+        ["column 'p'", "period[M]", "Period('2020-01', 'M')", "supported dtypes"],
+    ),
+    "interval-dtype": (
+        lambda: pd.DataFrame({"iv": pd.arrays.IntervalArray.from_breaks([0, 1, 2])}),
+        ["column 'iv'", "interval", "supported dtypes"],
+    ),
+    "mixed-categories": (
+        lambda: pd.DataFrame({"c": pd.Categorical(["a", 1])}),
+        ["categories of column 'c'", "mixes"],
+    ),
+    "bad-index": (
+        lambda: pd.DataFrame({"x": [1, 2]}, index=pd.Index(["a", 2], dtype=object)),
+        ["the index", "mixes str and int"],
+    ),
+    "bad-label": (
+        lambda: pd.DataFrame([[1]], columns=pd.Index([Opaque()], dtype=object)),
+        ["column labels", "Opaque()"],
+    ),
     "unknown-tz": (
-        lambda: pd.DataFrame({"t": pd.Series(pd.to_datetime(["2020-01-01"])).dt.tz_localize(dt.timezone.utc).dt.tz_convert(__import__("dateutil.tz").tz.gettz("Europe/Paris"))}),
+        lambda: pd.DataFrame(
+            {
+                "t": pd.Series(pd.to_datetime(["2020-01-01"]))
+                .dt.tz_localize(dt.timezone.utc)
+                .dt.tz_convert(dateutil.tz.gettz("Europe/Paris"))
+            }
+        ),
         ["column 't'", "time zone", "zoneinfo"],
     ),
 }
@@ -665,7 +928,9 @@ HASH_CHANGES = {
     "datetime-tz": lambda df: df.assign(d=df["d"].dt.tz_localize("UTC")),
     "datetime-unit": lambda df: df.assign(d=df["d"].dt.as_unit("s")),
     "Int64-NA-to-value": lambda df: _set(df, "n", 1, 0),
-    "Float64-NA-to-NaN": lambda df: df.assign(F=pd.arrays.FloatingArray(np.array([1.5, np.nan, 3.0]), np.array([False, False, False]))),
+    "Float64-NA-to-NaN": lambda df: df.assign(
+        F=pd.arrays.FloatingArray(np.array([1.5, np.nan, 3.0]), np.array([False, False, False]))
+    ),
     "decimal-exponent": lambda df: _set(df, "o", 0, D("1.00")),
     "object-None-to-NaN": lambda df: _set(df, "o", 1, np.nan),
     "object-bool-to-int": lambda df: df.assign(b=np.array([1, 0, None], dtype=object)),
@@ -698,7 +963,10 @@ def test_content_hash_changes(change):
 
 
 def test_content_hash_keeps_the_sign_of_zero():
-    assert encode(pd.DataFrame({"x": [0.0]})).content_hash() != encode(pd.DataFrame({"x": [-0.0]})).content_hash()
+    assert (
+        encode(pd.DataFrame({"x": [0.0]})).content_hash()
+        != encode(pd.DataFrame({"x": [-0.0]})).content_hash()
+    )
 
 
 def test_content_hash_ignores_values_under_na_mask():
@@ -746,6 +1014,21 @@ def test_select_reads_only_needed_columns(db, labels):
     json.dumps(reduced, allow_nan=False)
 
 
+@pytest.mark.parametrize(
+    "index",
+    [pd.RangeIndex(3), pd.RangeIndex(4, 10, 2, name="r"), pd.Index(["x", "y", "z"], name="k")],
+    ids=["default", "range", "stored"],
+)
+def test_select_no_columns(db, index):
+    df = pd.DataFrame({"a": [1, 2, 3]}, index=index)
+    enc = encode(df)
+    table = write_table(db, enc)
+    names, reduced = select(enc.manifest, [])
+    assert names == ([] if isinstance(index, pd.RangeIndex) else ["__dsn_index_0"])
+    columns = read_columns(db, table, names) if names else []
+    assert_identical(decode({**reduced, "nrows": 3}, columns), df[[]])
+
+
 def test_select_with_range_columns_and_limit(db):
     df = pd.DataFrame(np.arange(12.0).reshape(4, 3), index=pd.RangeIndex(100, 108, 2))
     enc = encode(df)
@@ -753,7 +1036,9 @@ def test_select_with_range_columns_and_limit(db):
     names, reduced = select(enc.manifest, [2, 0])
     assert names == ["2", "0"]
     assert_identical(decode(reduced, read_columns(db, table, names, limit=3)), df[[2, 0]].iloc[:3])
-    assert_identical(decode(enc.manifest, read_columns(db, table, [c.name for c in enc.columns], limit=2)), df.iloc[:2])
+    assert_identical(
+        decode(enc.manifest, read_columns(db, table, [c.name for c in enc.columns], limit=2)), df.iloc[:2]
+    )
 
 
 def test_select_multiindex_columns(db):
@@ -767,10 +1052,11 @@ def test_select_multiindex_columns(db):
 @pytest.mark.parametrize(
     "labels, fragments",
     [
-        pytest.param(["a", "nope"], ["unknown column 'nope'", "available columns: 'a', 'b', 'c', 7"], id="unknown"),
+        pytest.param(
+            ["a", "nope"], ["unknown column 'nope'", "available columns: 'a', 'b', 'c', 7"], id="unknown"
+        ),
         pytest.param(["7"], ["unknown column '7'"], id="wrong-type"),
         pytest.param("a", ["single string", "['a']"], id="bare-string"),
-        pytest.param([], ["at least one column"], id="empty"),
         pytest.param(["a", "a"], ["'a' is requested twice"], id="duplicate"),
     ],
 )
@@ -840,8 +1126,16 @@ def test_schema_diff():
     "old, new",
     [
         pytest.param(pd.Series([1.0, np.nan]), pd.Series([1.0, 2.0]), id="float-missing-kinds"),
-        pytest.param(pd.Series(["a", None], dtype=object), pd.Series(["a", np.nan], dtype=object), id="object-missing-kinds"),
-        pytest.param(pd.Series(["a", None], dtype="str"), pd.Series(["b", "c"], dtype=pd.StringDtype("python", na_value=np.nan)), id="string-storage"),
+        pytest.param(
+            pd.Series(["a", None], dtype=object),
+            pd.Series(["a", np.nan], dtype=object),
+            id="object-missing-kinds",
+        ),
+        pytest.param(
+            pd.Series(["a", None], dtype="str"),
+            pd.Series(["b", "c"], dtype=pd.StringDtype("python", na_value=np.nan)),
+            id="string-storage",
+        ),
         pytest.param(pd.Series([1, 2]), pd.Series([5, 6], index=pd.RangeIndex(2, 4)), id="range-offset"),
     ],
 )
@@ -852,7 +1146,9 @@ def test_schema_diff_ignores_storage_details(old, new):
 def test_schema_diff_reports_index_changes():
     old = encode(pd.DataFrame({"a": [1]}))
     named = encode(pd.DataFrame({"a": [1]}, index=pd.Index(["k"], name="key")))
-    multi = encode(pd.DataFrame({"a": [1]}, index=pd.MultiIndex.from_arrays([["k"], [1]], names=["key", "n"])))
+    multi = encode(
+        pd.DataFrame({"a": [1]}, index=pd.MultiIndex.from_arrays([["k"], [1]], names=["key", "n"]))
+    )
     _, _, retyped = schema_diff(old.manifest, named.manifest)
     assert retyped == [("<index>", "RangeIndex", "Index('key': str)")]
     _, _, retyped = schema_diff(named.manifest, multi.manifest)
@@ -860,7 +1156,9 @@ def test_schema_diff_reports_index_changes():
 
 
 def test_schema_diff_keeps_label_types_apart():
-    added, missing, _ = schema_diff(encode(pd.DataFrame({1: [1]})).manifest, encode(pd.DataFrame({"1": [1]})).manifest)
+    added, missing, _ = schema_diff(
+        encode(pd.DataFrame({1: [1]})).manifest, encode(pd.DataFrame({"1": [1]})).manifest
+    )
     assert (added, missing) == (["1"], [1])
 
 
@@ -872,7 +1170,9 @@ def test_schema_diff_keeps_label_types_apart():
 @pytest.mark.parametrize(
     "labels, expected",
     [
-        pytest.param(["amount", "Amount", "AMOUNT"], ["amount", "Amount_2", "AMOUNT_3"], id="case-insensitive"),
+        pytest.param(
+            ["amount", "Amount", "AMOUNT"], ["amount", "Amount_2", "AMOUNT_3"], id="case-insensitive"
+        ),
         pytest.param(["a", "a_2", "A"], ["a", "a_2", "A_3"], id="suffix-taken"),
         pytest.param(["a\x00b", "ab"], ["ab", "ab_2"], id="nul-stripped"),
         pytest.param([("a", 1), None, 2.5, True], ["('a', 1)", "None", "2.5", "True"], id="str-of-label"),
@@ -890,7 +1190,9 @@ def test_sql_names(labels, expected):
 
 
 def test_sql_names_in_encoded_frame():
-    df = pd.DataFrame([[1, 2, 3]], columns=["Total", "total", "__dsn_missing_0"], index=pd.Index(["r"], name="row"))
+    df = pd.DataFrame(
+        [[1, 2, 3]], columns=["Total", "total", "__dsn_missing_0"], index=pd.Index(["r"], name="row")
+    )
     df = df.astype({"Total": "Float64"})
     names = [c.name for c in encode(df).columns]
     assert names == ["__dsn_index_0", "Total", "total_2", "___dsn_missing_0"]

@@ -171,7 +171,7 @@ def test_interpreter_exit_interrupts_running_uploads_quickly(db_url, tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "error"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "started" and done.stderr == ""
+    assert done.stdout.strip() == "started" and done.stderr == "", done.stderr
     with dsn.connect(db_url) as hub:
         assert hub.datasets().empty
         assert hub.tasks()["status"].tolist() == ["interrupted"]

@@ -422,14 +422,24 @@ def test_transient_lock_is_retried_and_attempts_are_recorded(tmp_path, monkeypat
     url = f"sqlite+aiosqlite:///{tmp_path / 'locked.db'}"
     with dsn.connect(url, retry=dsn.RetryPolicy(attempts=100, base_delay=0.02, max_delay=0.05)) as hub:
         task = hub.push(frame(50_000), "d", chunk_size=500)
-        _until(lambda: task.rows_done > 0)
-        blocker = _block_writes(hub.url.database)
-        time.sleep(1.0)
-        blocker.execute("COMMIT")
-        blocker.close()
+        blocker = sqlite3.connect(hub.url.database, isolation_level=None, check_same_thread=False)
+        release = threading.Timer(1.0, lambda: (blocker.execute("COMMIT"), blocker.close()))
+        locked = threading.Event()
+
+        def lock_after_first_chunk(progress):
+            # Runs on the upload's thread right after the first chunk committed: another
+            # writer takes the lock before the second chunk can.
+            if 0 < progress.rows_done < 50_000 and not locked.is_set():
+                locked.set()
+                blocker.execute("BEGIN IMMEDIATE")
+                release.start()
+
+        task.subscribe(lock_after_first_chunk)
         version = task.wait(timeout=60)
         assert version.version == 1 and version.rows == 50_000
         assert task.attempts > 1
+        release.join()
+        assert locked.is_set()
         assert hub.tasks(dataset="d").iloc[0]["attempts"] == task.attempts
         assert_same(hub.pull("d"), frame(50_000))
 

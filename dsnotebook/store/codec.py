@@ -26,6 +26,10 @@ object: JSON lists and dicts   TEXT                     compact JSON text
 object: bool / int / float     INTEGER / REAL           one kind per column
 =============================  =======================  ==========================================
 
+String columns come back with the storage they were pushed with (``python`` or ``pyarrow``).
+Where pyarrow is not installed, a ``pyarrow`` column comes back with ``python`` storage and the
+same missing value (NaN for ``str``, pd.NA for ``string``): equal values, another backing.
+
 Missing values and marks
 ------------------------
 SQL has a single NULL, while pandas has several missing markers (None, NaN, pd.NA, pd.NaT), and
@@ -556,14 +560,18 @@ def _encode_masked(obj: pd.Series | pd.Index, where: str) -> _Part:
     )
 
 
-def _check_utf8(strings: list, where: str, offset: int) -> None:
-    """Raise if a string cannot be written as UTF-8 text (a lone surrogate)."""
+def _check_utf8(chunk: list, where: str, offset: int, *, only_str: bool) -> None:
+    """Raise if a string cannot be written as UTF-8 text (it holds a lone surrogate).
+
+    ``chunk`` holds rows ``offset...``; unless ``only_str``, it may hold missing markers too.
+    """
     try:
-        "".join(strings).encode("utf-8")
+        "".join(chunk if only_str else [v for v in chunk if type(v) is str]).encode("utf-8")
     except UnicodeEncodeError:
-        for j, s in enumerate(strings):
+        for j, s in enumerate(chunk):
             try:
-                s.encode("utf-8")
+                if type(s) is str:
+                    s.encode("utf-8")
             except UnicodeEncodeError:
                 raise ValidationError(
                     f"{where} holds a string that is not valid Unicode text at position "
@@ -586,7 +594,7 @@ def _encode_string(obj: pd.Series | pd.Index, where: str) -> _Part:
         # Arrow storage is valid UTF-8 by construction; Python strings may hold surrogates.
         for start in _chunks(n):
             chunk = arr[start : start + _CHUNK].to_numpy(dtype=object, na_value="").tolist()
-            _check_utf8(chunk, where, start)
+            _check_utf8(chunk, where, start, only_str=True)
 
     def values(start: int, stop: int) -> list:
         return arr[start:stop].to_numpy(dtype=object, na_value=None).tolist()
@@ -616,7 +624,9 @@ def _encode_datetimelike(obj: pd.Series | pd.Index, spec: dict) -> _Part:
         return out
 
     spec["unit"] = arr.unit
-    return _Part(spec=spec, sql_type="INTEGER", n=len(i8), values=values, marks=None, feed=_feed_buffer(i8), owner=obj)
+    return _Part(
+        spec=spec, sql_type="INTEGER", n=len(i8), values=values, marks=None, feed=_feed_buffer(i8), owner=obj
+    )
 
 
 def _encode_datetime(obj: pd.Series | pd.Index, where: str) -> _Part:
@@ -665,12 +675,17 @@ def _object_error(where: str, position: int, value: Any) -> ValidationError:
             "column to a NumPy/pandas dtype (for example .astype('int64')) or to plain Python values"
         )
     elif isinstance(value, (_dt.date, _dt.time, _dt.timedelta)):
-        problem = "dates and times in object columns are not supported: convert the column with pd.to_datetime or pd.to_timedelta"
+        problem = (
+            "dates and times in object columns are not supported: convert the column with "
+            "pd.to_datetime or pd.to_timedelta"
+        )
     elif isinstance(value, (tuple, set, frozenset)):
         problem = f"{kind.__name__} values are not supported (use lists for JSON data)"
     else:
         problem = f"arbitrary Python objects ({kind.__name__}) are not supported"
-    return ValidationError(f"{where} holds {_short(value)} at position {position}; {problem}; {_OBJECT_ACCEPTS}")
+    return ValidationError(
+        f"{where} holds {_short(value)} at position {position}; {problem}; {_OBJECT_ACCEPTS}"
+    )
 
 
 def _json_problem(value: Any) -> str | None:
@@ -750,7 +765,9 @@ def _encode_object(obj: pd.Series | pd.Index, where: str) -> _Part:
     if kind == "int":
         ints = [v for v in a if type(v) is int]
         if min(ints) < _INT64_MIN or max(ints) > _INT64_MAX:
-            i, v = next((i, v) for i, v in enumerate(a) if type(v) is int and not _INT64_MIN <= v <= _INT64_MAX)
+            i, v = next(
+                (i, v) for i, v in enumerate(a) if type(v) is int and not _INT64_MIN <= v <= _INT64_MAX
+            )
             raise ValidationError(
                 f"{where} holds the integer {_short(v)} at position {i}, outside the 64-bit range "
                 "SQL INTEGER holds; accepted: integers from -2**63 to 2**63-1 (store larger ones "
@@ -758,18 +775,18 @@ def _encode_object(obj: pd.Series | pd.Index, where: str) -> _Part:
             )
     elif kind == "str":
         for start in _chunks(n):
-            chunk = a[start : start + _CHUNK]
-            strings = chunk.tolist() if not markers else [v for v in chunk if type(v) is str]
-            _check_utf8(strings, where, start)
+            _check_utf8(a[start : start + _CHUNK].tolist(), where, start, only_str=not markers)
     elif kind == "json":
         for i, v in enumerate(a):
             if type(v) is list or type(v) is dict:
-                problem = _json_problem(v)
-                if problem is None:
-                    try:
+                try:
+                    problem = _json_problem(v)
+                    if problem is None:
                         _JSON_DUMPS(v).encode("utf-8")
-                    except (UnicodeEncodeError, RecursionError, ValueError) as exc:
-                        problem = f"text that cannot be written ({exc})"
+                except RecursionError:
+                    problem = "lists or dicts nested too deeply"
+                except UnicodeEncodeError as exc:
+                    problem = f"a string that is not valid Unicode text ({exc.object[exc.start : exc.end]!r})"
                 if problem is not None:
                     raise ValidationError(
                         f"{where} holds a JSON value at position {i} that cannot be stored "
@@ -856,7 +873,8 @@ def _encode_index(index: pd.Index, where: str, *, embed: bool) -> tuple[dict, li
         level_where = f"{where} (level {k}, name {index.names[k]!r})" if multi else where
         if embed and level.dtype == object:
             # Column labels of an object Index may legitimately mix kinds ('a', 1, None).
-            spec = {"kind": "labels", "dtype": "object", "values": [_scalar_to_json(v, level_where) for v in level]}
+            values = [_scalar_to_json(v, level_where) for v in level]
+            spec = {"kind": "labels", "dtype": "object", "values": values}
         else:
             part = _encode_array(level, level_where)
             spec = _embed(part) if embed else part.spec
@@ -924,10 +942,15 @@ def encode(obj: pd.DataFrame | pd.Series) -> EncodedFrame:
     elif isinstance(obj, pd.DataFrame):
         frame = obj
     else:
-        raise ValidationError(f"expected a pandas DataFrame or Series, got {type(obj).__name__}; pass a pandas DataFrame or Series")
+        raise ValidationError(
+            f"expected a pandas DataFrame or Series, got {type(obj).__name__}; "
+            "a pandas DataFrame or Series is accepted"
+        )
     labels = frame.columns
     if len(labels) == 0:
-        raise ValidationError("the DataFrame has no columns; a DataFrame with at least one column is accepted")
+        raise ValidationError(
+            "the DataFrame has no columns; a DataFrame with at least one column is accepted"
+        )
     if not labels.is_unique:
         duplicates = list(dict.fromkeys(labels[labels.duplicated()].tolist()))
         raise ValidationError(
@@ -942,7 +965,10 @@ def encode(obj: pd.DataFrame | pd.Series) -> EncodedFrame:
     # Index levels first (a key for SQL users), data in column order, marks at the end.
     value_cols: list[tuple[str, str, Callable[[int, int], list]]] = []
     mark_cols: list[tuple[str, str, Callable[[int, int], list]]] = []
-    named = [(f"{HIDDEN_PREFIX}index_{k}", f"{HIDDEN_PREFIX}index_{k}_missing", part) for k, part in enumerate(index_parts)]
+    named = [
+        (f"{HIDDEN_PREFIX}index_{k}", f"{HIDDEN_PREFIX}index_{k}_missing", part)
+        for k, part in enumerate(index_parts)
+    ]
     named += [
         (name, f"{HIDDEN_PREFIX}missing_{i}", part)
         for i, (name, part) in enumerate(zip(_sql_names(label_list), data_parts))
@@ -1093,7 +1119,9 @@ def _decode_category(spec: dict, values: Sequence, n: int, where: str) -> pd.Cat
     if len(missing):
         unknown = [values[i] for i in missing.tolist() if values[i] is not None]
         if unknown:
-            raise DatasetError(f"{where}: stored value {_short(unknown[0])} is not one of the column's categories")
+            raise DatasetError(
+                f"{where}: stored value {_short(unknown[0])} is not one of the column's categories"
+            )
     dtype = pd.CategoricalDtype(categories, ordered=spec["ordered"])
     return pd.Categorical.from_codes(codes, dtype=dtype)
 
@@ -1165,8 +1193,10 @@ def decode(manifest: dict, columns: Sequence[Sequence]) -> pd.DataFrame:
         manifest: the manifest from :func:`encode` (or the reduced one from :func:`select`).
         columns: one sequence of values per entry of ``manifest["sql_columns"]``, in that
             order (the order of :attr:`EncodedFrame.columns`), as the DB driver returns
-            them (int, float, str, bytes or None). A prefix of the rows (a ``LIMIT``) is
-            fine: a RangeIndex is rebuilt from the row count.
+            them (int, float, str, bytes or None): lists, tuples or 1-D NumPy object
+            arrays. A prefix of the rows (a ``LIMIT``) is fine: a RangeIndex is rebuilt
+            from the row count. With no SQL columns at all (see :func:`select`), the row
+            count is read from ``manifest["nrows"]``.
 
     Returns:
         The DataFrame, equal to the encoded one in values, dtypes, index and labels.
@@ -1179,11 +1209,13 @@ def decode(manifest: dict, columns: Sequence[Sequence]) -> pd.DataFrame:
     _check_format(manifest)
     names = [name for name, _ in manifest["sql_columns"]]
     if len(columns) != len(names):
-        raise ValidationError(f"decode() got {len(columns)} value columns; the manifest lists {len(names)}: {names}")
+        raise ValidationError(
+            f"decode() got {len(columns)} value columns; the manifest lists {len(names)}: {names}"
+        )
     lengths = {len(c) for c in columns}
     if len(lengths) > 1:
         raise ValidationError(f"decode() got value columns of different lengths {sorted(lengths)}")
-    n = lengths.pop() if lengths else 0
+    n = lengths.pop() if lengths else int(manifest.get("nrows", 0))
     by_name = dict(zip(names, columns))
 
     def arrays(k: int, level: dict) -> Any:
@@ -1197,7 +1229,7 @@ def decode(manifest: dict, columns: Sequence[Sequence]) -> pd.DataFrame:
         array = _decode_array(spec, by_name[spec["sql"]], marks, n, f"column {spec['sql']!r}")
         # An explicit dtype: the DataFrame constructor would turn object strings into str.
         data[i] = pd.Series(array, index=index, dtype=array.dtype, copy=False)
-    frame = pd.DataFrame(data, copy=False)
+    frame = pd.DataFrame(data, copy=False) if data else pd.DataFrame(index=index)
     frame.columns = _decode_columns(manifest)
     return frame
 
@@ -1222,20 +1254,23 @@ def select(manifest: dict, labels: Sequence | None) -> tuple[list[str], dict]:
     Returns:
         The SQL column names to select (index columns and hidden companions included),
         and a manifest that :func:`decode` accepts with exactly those columns, in that
-        order. The decoded frame equals ``df[labels]``.
+        order. The decoded frame equals ``df[labels]``. An empty ``labels`` with a
+        RangeIndex needs no SQL column at all: then give :func:`decode` the row count as
+        ``manifest["nrows"]``.
 
     Raises:
         ValidationError: a label is unknown (the message lists the available labels), is
-            repeated, or ``labels`` is a single string or empty.
+            repeated, or ``labels`` is a single string.
     """
     _check_format(manifest)
     if labels is None:
         return [name for name, _ in manifest["sql_columns"]], dict(manifest)
     if isinstance(labels, (str, bytes)):
-        raise ValidationError(f"columns must be a list of column labels, got the single string {labels!r}; pass [{labels!r}]")
+        raise ValidationError(
+            f"columns must be a list of column labels, got the single string {labels!r}; "
+            f"pass [{labels!r}]"
+        )
     labels = list(labels)
-    if not labels:
-        raise ValidationError("columns is empty; pass at least one column label, or None for all columns")
     available = _decode_columns(manifest)
     positions = []
     for label in labels:
@@ -1319,6 +1354,11 @@ def _label_key(label: Any) -> tuple[str, str]:
     return type(label).__name__, repr(label)
 
 
+def _columns_by_label(manifest: dict) -> dict[tuple[str, str], tuple[Any, dict]]:
+    labels = _decode_columns(manifest).tolist()
+    return {_label_key(label): (label, spec) for label, spec in zip(labels, manifest["data"])}
+
+
 def schema_diff(old_manifest: dict, new_manifest: dict) -> tuple[list, list, list]:
     """Compare two versions' schemas, for appends.
 
@@ -1331,8 +1371,8 @@ def schema_diff(old_manifest: dict, new_manifest: dict) -> tuple[list, list, lis
     """
     _check_format(old_manifest)
     _check_format(new_manifest)
-    old = {_label_key(label): (label, spec) for (label, _), spec in zip(schema(old_manifest), old_manifest["data"])}
-    new = {_label_key(label): (label, spec) for (label, _), spec in zip(schema(new_manifest), new_manifest["data"])}
+    old = _columns_by_label(old_manifest)
+    new = _columns_by_label(new_manifest)
     added = [label for key, (label, _) in new.items() if key not in old]
     missing = [label for key, (label, _) in old.items() if key not in new]
     retyped = []
@@ -1342,5 +1382,6 @@ def schema_diff(old_manifest: dict, new_manifest: dict) -> tuple[list, list, lis
             if _identity(old_spec) != _identity(new_spec):
                 retyped.append((label, _describe_type(old_spec), _describe_type(new_spec)))
     if _index_identity(old_manifest["index"]) != _index_identity(new_manifest["index"]):
-        retyped.append(("<index>", _describe_index(old_manifest["index"]), _describe_index(new_manifest["index"])))
+        old_index, new_index = old_manifest["index"], new_manifest["index"]
+        retyped.append(("<index>", _describe_index(old_index), _describe_index(new_index)))
     return added, missing, retyped
