@@ -358,6 +358,28 @@ def _until(predicate, timeout: float = 30) -> None:
         time.sleep(0.01)
 
 
+def occupy_the_slot(hub):
+    """Start a task that holds the hub's only upload slot until the returned function is called."""
+
+    async def start():
+        event = asyncio.Event()
+
+        async def hold(_session):
+            await event.wait()
+
+        task = hub.task_service.create_task_with_session(hold, task_name="hold the slot")
+        while hub.task_service.record(task).started_at is None:
+            await asyncio.sleep(0.001)
+        return event, task
+
+    event, task = hub._portal.run(start())
+
+    def release():
+        hub._portal.loop.call_soon_threadsafe(event.set)
+
+    return release
+
+
 def test_wait_timeout_leaves_the_task_running(hub):
     task = hub.push(frame(100_000), "d", chunk_size=500)
     with pytest.raises(WaitTimeout) as err:
@@ -476,11 +498,11 @@ def test_a_dropped_handle_still_completes(hub):
 
 
 def test_priorities_order_queued_uploads(hub):
-    first = hub.push(frame(100_000), "first", chunk_size=500)
-    _until(lambda: first.status == "running")
+    release = occupy_the_slot(hub)
     handles = [hub.push(frame(3, seed=i), f"p{i}", priority=p) for i, p in enumerate([0, 5, 1, 5, 3])]
-    assert first.status == "running" and all(h.status == "queued" for h in handles)
-    for h in [first, *handles]:
+    assert all(h.status == "queued" for h in handles)
+    release()
+    for h in handles:
         h.wait(timeout=60)
     order = sorted(handles, key=lambda h: h.started_at)
     assert [h.dataset for h in order] == ["p1", "p3", "p4", "p2", "p0"]
@@ -627,12 +649,12 @@ def test_appending_an_empty_frame_is_deduplicated(hub):
 
 def test_append_checks_the_schema_again_at_publish(hub):
     """Another push may publish a new schema between an append's submit and its publish."""
-    slow = hub.push(frame(100_000), "first", chunk_size=500)  # occupies the only slot
-    _until(lambda: slow.status == "running")
+    release = occupy_the_slot(hub)
     first = hub.push(frame(5), "d", priority=2)
     # Valid when submitted: the dataset does not exist yet.
     appended = hub.push(frame(3), "d", if_exists="append", priority=0)
     other = hub.push(pd.DataFrame({"z": [1]}), "d", priority=1)
+    release()
     assert first.wait(timeout=60).version == 1
     assert other.wait(timeout=60).version == 2
     with pytest.raises(UploadError) as err:
