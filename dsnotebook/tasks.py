@@ -346,7 +346,7 @@ class _PrioritySlots:
         self._grant()
 
 
-def _release_cancelled_frames(exc: BaseException) -> None:
+def release_cancelled_frames(exc: BaseException) -> None:
     """Clear the local variables held by the tracebacks of a cancellation.
 
     A cancel that lands mid-query makes SQLAlchemy invalidate the connection while the driver
@@ -682,7 +682,7 @@ class BackgroundTaskService:
             failed = False
             return result
         except BaseException as exc:
-            _release_cancelled_frames(exc)
+            release_cancelled_frames(exc)
             raise
         finally:
             await _run_to_completion(self._close_session(session, rollback=failed))

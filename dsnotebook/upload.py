@@ -51,7 +51,7 @@ from .store.append import plan_append
 from .store.catalog import datasets, stage_table_name, tasks, utcnow, version_table_name, versions, view_name
 from .store.engine import translate
 from .store.repository import ROW_ID, drop_table, find_dataset, find_version, point_latest, quote, to_version
-from .tasks import BackgroundTaskService, RetryPolicy
+from .tasks import BackgroundTaskService, RetryPolicy, release_cancelled_frames
 
 __all__ = ["IF_EXISTS", "DatasetUploadService", "UploadTask", "owner", "validate_name"]
 
@@ -476,7 +476,10 @@ class DatasetUploadService:
             )
             staged = False
             return await self._finish(session, handle, version)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            # The cancelled statement's cursor, held by the traceback, keeps SQLite's write lock
+            # until it is freed; the cleanup below needs that lock.
+            release_cancelled_frames(exc)
             status = "interrupted" if handle._interrupting else "cancelled"
             await self._abandon(session, handle, stage if staged else None, status=status, error=None)
             raise

@@ -486,15 +486,16 @@ def test_wait_on_the_portal_thread_is_a_usage_error(hub):
 
 def test_a_dropped_handle_still_completes(hub):
     import gc
+    import weakref
 
-    hub.push(frame(5000), "dropped", chunk_size=100)
+    task = hub.push(frame(5000), "dropped", chunk_size=100)
+    handle = weakref.ref(task)
+    del task
     gc.collect()
-    deadline = asyncio.get_event_loop_policy  # noqa: F841 - keeps the linters quiet about unused names
-    for _ in range(300):
-        if not hub.running():
-            break
-        threading.Event().wait(0.05)
+    _until(lambda: hub.tasks(dataset="dropped")["status"].tolist() == ["succeeded"])
     assert_same(hub.pull("dropped"), frame(5000))
+    gc.collect()
+    assert handle() is None  # nothing keeps finished uploads alive
 
 
 def test_priorities_order_queued_uploads(hub):
@@ -661,3 +662,27 @@ def test_append_checks_the_schema_again_at_publish(hub):
         appended.wait(timeout=60)
     assert isinstance(err.value.__cause__, SchemaMismatch) and "'z'" in str(err.value)
     assert list(hub.versions("d")["version"]) == [1, 2]
+
+
+def test_cancel_mid_statement_records_the_cancel_and_drops_the_staging_rows(hub):
+    """A cancel landing inside a chunk's executemany must not leave SQLite's write lock held.
+
+    Otherwise the cleanup cannot write: the catalog keeps saying "running" and the staging
+    table stays behind.
+    """
+    df = pd.DataFrame({"a": np.arange(200_000), "s": ["x" * 20] * 200_000})
+    handles = []
+    for i in range(8):
+        task = hub.push(df, f"big{i}", chunk_size=20_000)
+        _until(lambda: task.rows_done > 0)
+        time.sleep(0.002 * i)  # land at different points of the next chunk
+        task.cancel()
+        with pytest.raises(UploadCancelled):
+            task.wait(timeout=60)
+        handles.append(task)
+    tasks = hub.tasks().set_index("id")
+    assert [tasks.loc[h.id, "status"] for h in handles] == ["cancelled"] * 8
+    assert hub.datasets().empty
+    con = sqlite3.connect(sqlite_path(hub))
+    assert con.execute("select count(*) from sqlite_master where name like 'dsn_stage_%'").fetchone()[0] == 0
+    con.close()
