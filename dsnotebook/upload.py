@@ -401,6 +401,7 @@ class DatasetUploadService:
         )
         task_id = uuid.uuid4().hex
         host, pid = owner()
+
         async def record_queued() -> None:
             async with self._write() as session, session.begin():
                 dataset = await find_dataset(session, name)
@@ -453,15 +454,17 @@ class DatasetUploadService:
         staged = False
         try:
             handle._set(status="running", attempts=1)
-            await self._update_task(session, handle, status="running", started_at=handle.started_at, attempts=1)
-            await session.commit()
-
+            await self._retrying(
+                handle,
+                session,
+                lambda: self._update_task(session, handle, status="running", started_at=handle.started_at, attempts=1),
+            )
             content_hash = encoded.content_hash()
-            existing = await self._dedupe(session, req, encoded, content_hash)
-            await session.commit()
+            existing = await self._retrying(handle, session, lambda: self._dedupe(session, req, encoded, content_hash))
             if existing is not None:
                 handle._set(rows_done=encoded.nrows)
-                return await self._finish(session, handle, existing)
+                await self._retrying(handle, session, lambda: self._record_success(session, handle, existing))
+                return self._succeed(handle, existing)
 
             staged = True
             await self._retrying(handle, session, lambda: self._create_stage(session, stage, encoded))
@@ -475,7 +478,7 @@ class DatasetUploadService:
                 handle, session, lambda: self._publish(session, handle, req, encoded, content_hash, stage)
             )
             staged = False
-            return await self._finish(session, handle, version)
+            return self._succeed(handle, version)
         except asyncio.CancelledError as exc:
             # The cancelled statement's cursor, held by the traceback, keeps SQLite's write lock
             # until it is freed; the cleanup below needs that lock.
@@ -614,7 +617,7 @@ class DatasetUploadService:
             changes["tags"] = req.tags
         await session.execute(datasets.update().where(datasets.c.id == dataset.id).values(**changes))
         await point_latest(session, dataset, table_name)
-        return DatasetVersion(
+        version = DatasetVersion(
             name=req.name,
             version=number,
             rows=rows,
@@ -625,10 +628,10 @@ class DatasetUploadService:
             task_id=handle.id,
             created_by=by,
         )
+        return await self._record_success(session, handle, version)
 
-    async def _finish(self, session: AsyncSession, handle: UploadTask, version: DatasetVersion) -> DatasetVersion:
-        handle.version = version
-        handle._set(status="succeeded")
+    async def _record_success(self, session: AsyncSession, handle: UploadTask, version: DatasetVersion) -> DatasetVersion:
+        """Write the task's success; part of the publish transaction, so both land or neither."""
         await self._update_task(
             session,
             handle,
@@ -638,9 +641,13 @@ class DatasetUploadService:
             content_hash=version.content_hash,
             rows_done=handle.rows_done,
             attempts=handle.attempts,
-            finished_at=handle.finished_at,
+            finished_at=utcnow(),
         )
-        await session.commit()
+        return version
+
+    def _succeed(self, handle: UploadTask, version: DatasetVersion) -> DatasetVersion:
+        handle.version = version
+        handle._set(status="succeeded")
         return version
 
     async def _abandon(self, session: AsyncSession, handle: UploadTask, stage: str | None, *, status: str, error: BaseException | None) -> None:
@@ -669,9 +676,10 @@ class DatasetUploadService:
             async with self._write() as cleanup, cleanup.begin():
                 if stage is not None:
                     await drop_table(cleanup, stage)
+                # A cancel that lands while the publish commits must not overwrite its success.
                 await cleanup.execute(
                     tasks.update()
-                    .where(tasks.c.id == handle.id)
+                    .where(tasks.c.id == handle.id, tasks.c.status != "succeeded")
                     .values(
                         status=status,
                         error=None if error is None else str(error),
