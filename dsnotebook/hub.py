@@ -50,6 +50,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+async def _wal_checkpoint(engine: AsyncEngine) -> None:
+    """Copy committed WAL frames into the database file without blocking readers or the writer."""
+    async with engine.connect() as conn:
+        await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+
 class AsyncHub:
     """The async face: every method runs on the caller's event loop.
 
@@ -123,6 +129,8 @@ class AsyncHub:
             kwargs: dict[str, Any] = {}
             if self._chunk_size is not None:
                 kwargs["chunk_size"] = self._chunk_size
+            if is_sqlite(self.url):
+                kwargs["checkpoint"] = lambda: _wal_checkpoint(engine)
             self._uploads = DatasetUploadService(
                 task_service=self.task_service, write_sessions=write_sessions, retry=self._retry, **kwargs
             )
