@@ -20,7 +20,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from ._portal import get_portal
-from .errors import DsnotebookError, HubClosed, ValidationError
+from .errors import DsnotebookError, HubClosed, UsageError, ValidationError
 from .models import DatasetInfo, DatasetVersion
 from .store.catalog import ensure_schema, tasks
 from .store.engine import is_sqlite, mask_url, open_engine, resolve_url, translate
@@ -198,6 +198,12 @@ class AsyncHub:
 
     async def _ready(self) -> None:
         self._check_open()
+        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+            # An engine's pooled connections belong to the loop that made them.
+            raise UsageError(
+                f"{self!r} was opened on another event loop; open one AsyncHub per loop "
+                "(or use the sync Hub, which works from any thread)"
+            )
         if self._engine is None:
             if self._open_lock is None:
                 self._open_lock = asyncio.Lock()

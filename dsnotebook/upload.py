@@ -477,6 +477,8 @@ class DatasetUploadService:
                     stop = min(start + req.chunk_size, encoded.nrows)
                     rows = encoded.rows(start, stop)
                     await self._retrying(handle, session, lambda: self._write_chunk(session, handle, insert_sql, rows, stop))
+                    # Free this chunk before the next one is built: memory stays at one chunk.
+                    del rows
                     handle._set(rows_done=stop)
                     checkpoints.start()
             finally:

@@ -189,3 +189,16 @@ def test_concurrency_is_configurable(db_url):
         assert hub.task_service.concurrency == 3
     with dsn.connect(db_url) as hub:
         assert hub.task_service.concurrency == 1
+
+
+def test_an_async_hub_belongs_to_the_loop_that_opened_it(db_url):
+    hub = dsn.AsyncHub(db_url)
+    home = asyncio.new_event_loop()
+    try:
+        home.run_until_complete(hub.open())
+        with pytest.raises(dsn.UsageError, match="another event loop"):
+            asyncio.run(hub.datasets())
+        assert home.run_until_complete(hub.datasets()).empty
+    finally:
+        home.run_until_complete(hub.aclose())
+        home.close()
