@@ -6,11 +6,13 @@ methods are interleaved run by run, so drifting machine load hits them all alike
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +72,31 @@ def run_child(script: str, method: str, workdir: Path, rows: int) -> dict:
     if out.returncode != 0:
         raise SystemExit(f"{method} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_benchmark(script: str, doc: str, methods: list[str], child, prepare=None) -> tuple[dict[str, list[dict]], int]:
+    """Parse the command line; in a child, measure one method; else run every method interleaved.
+
+    Returns the results per method and the row count, or exits after a child's measurement.
+    """
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=ROWS)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.rows, Path(args.workdir))))
+        raise SystemExit(0)
+    results: dict[str, list[dict]] = {m: [] for m in methods}
+    with tempfile.TemporaryDirectory(prefix="dsn-bench-") as tmp:
+        if prepare is not None:
+            prepare(args.rows, Path(tmp))
+        for run in range(args.runs):
+            for method in methods:
+                results[method].append(run_child(script, method, Path(tmp), args.rows))
+                print(f"run {run + 1}/{args.runs} {method}: {results[method][-1]['seconds']:.3f} s", file=sys.stderr)
+    return results, args.rows
 
 
 def print_table(title: str, results: dict[str, list[dict]], reference: str, frame_mb: float) -> dict[str, float]:

@@ -9,17 +9,14 @@ restores the exact frame, which the child checks.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sqlite3
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import ROWS, make_frame, print_table, reset_peak_rss, rss_mb, run_child  # noqa: E402
+from _common import make_frame, print_table, reset_peak_rss, rss_mb, run_benchmark  # noqa: E402
 
 METHODS = ["dsnotebook pull", "pd.read_sql (sqlite3)"]
 
@@ -67,23 +64,8 @@ def child(method: str, rows: int, workdir: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=ROWS)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--child")
-    parser.add_argument("--workdir")
-    args = parser.parse_args()
-    if args.child:
-        print(json.dumps(child(args.child, args.rows, Path(args.workdir))))
-        return
-    results: dict[str, list[dict]] = {m: [] for m in METHODS}
-    with tempfile.TemporaryDirectory(prefix="dsn-bench-") as tmp:
-        prepare(args.rows, Path(tmp))
-        for run in range(args.runs):
-            for method in METHODS:
-                results[method].append(run_child(__file__, method, Path(tmp), args.rows))
-                print(f"run {run + 1}/{args.runs} {method}: {results[method][-1]['seconds']:.3f} s", file=sys.stderr)
-    medians = print_table(f"pull {args.rows:,} rows × 8 columns from SQLite", results, "dsnotebook pull", results[METHODS[0]][0]["frame_mb"])
+    results, rows = run_benchmark(__file__, __doc__, METHODS, child, prepare=prepare)
+    medians = print_table(f"pull {rows:,} rows × 8 columns from SQLite", results, "dsnotebook pull", results[METHODS[0]][0]["frame_mb"])
     for method in METHODS:
         print(f"  {method}: dtypes exact = {results[method][0]['exact']}")
     ratio = medians["pd.read_sql (sqlite3)"] / medians["dsnotebook pull"]

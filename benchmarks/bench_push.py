@@ -8,17 +8,14 @@ baselines too. Each run of each method is a fresh subprocess writing a fresh dat
 
 from __future__ import annotations
 
-import argparse
-import json
 import sqlite3
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import ROWS, make_frame, print_table, reset_peak_rss, rss_mb, run_child  # noqa: E402
+from _common import make_frame, print_table, reset_peak_rss, rss_mb, run_benchmark  # noqa: E402
 
 METHODS = [
     "dsnotebook push",
@@ -107,23 +104,9 @@ def child(method: str, rows: int, workdir: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=ROWS)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--child")
-    parser.add_argument("--workdir")
-    args = parser.parse_args()
-    if args.child:
-        print(json.dumps(child(args.child, args.rows, Path(args.workdir))))
-        return
-    results: dict[str, list[dict]] = {m: [] for m in METHODS}
-    with tempfile.TemporaryDirectory(prefix="dsn-bench-") as tmp:
-        for run in range(args.runs):
-            for method in METHODS:
-                results[method].append(run_child(__file__, method, Path(tmp), args.rows))
-                print(f"run {run + 1}/{args.runs} {method}: {results[method][-1]['seconds']:.3f} s", file=sys.stderr)
+    results, rows = run_benchmark(__file__, __doc__, METHODS, child)
     frame_mb = results[METHODS[0]][0]["frame_mb"]
-    medians = print_table(f"push {args.rows:,} rows × 8 columns to SQLite", results, "dsnotebook push", frame_mb)
+    medians = print_table(f"push {rows:,} rows × 8 columns to SQLite", results, "dsnotebook push", frame_mb)
     ours = medians["dsnotebook push"]
     growth = sorted(r["rss_growth_mb"] for r in results["dsnotebook push"])[len(results["dsnotebook push"]) // 2]
     print("\ntargets:")
