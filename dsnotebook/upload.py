@@ -121,7 +121,9 @@ def validate_name(name: object) -> str:
         raise ValidationError(f"name: {name!r} is empty or whitespace only; give a non-empty dataset name")
     if len(name) > MAX_NAME_LENGTH:
         raise ValidationError(f"name: {len(name)} characters is too long; at most {MAX_NAME_LENGTH} are accepted")
-    bad = next((ch for ch in name if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")), None)
+    # Control characters and line breaks make names that print badly and are easy to mistype;
+    # format characters (such as the joiner inside emoji sequences) are fine.
+    bad = next((ch for ch in name if unicodedata.category(ch) in ("Cc", "Zl", "Zp")), None)
     if bad is not None:
         raise ValidationError(
             f"name: {name!r} contains the control character {bad!r} (U+{ord(bad):04X}); "

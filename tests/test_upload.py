@@ -302,8 +302,19 @@ def test_bad_names_are_rejected(hub, name, fragment):
     _nothing_written(hub)
 
 
-def test_a_255_character_name_is_fine(hub):
-    hub.push(frame(2), "n" * 255).wait(timeout=30)
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("n" * 255, id="255-characters"),
+        pytest.param("ventes 2026 – été / Q3", id="unicode"),
+        pytest.param("team \U0001F468\u200D\U0001F469\u200D\U0001F467", id="emoji-with-joiners"),
+        pytest.param("  padded  ", id="surrounding-spaces"),
+    ],
+)
+def test_printable_names_are_stored_as_given(hub, name):
+    hub.push(frame(2), name).wait(timeout=30)
+    assert hub.datasets()["name"].tolist() == [name]
+    assert_same(hub.pull(name), frame(2))
 
 
 @pytest.mark.parametrize(
