@@ -36,6 +36,8 @@ T = TypeVar("T")
 #: How many uploads run at once when the caller does not say: SQLite has one writer at a time.
 DEFAULT_CONCURRENCY = {"sqlite": 1}
 DEFAULT_CONCURRENCY_OTHER = 4
+#: Columns per table, by backend (SQLite's default build; PostgreSQL's hard limit).
+MAX_TABLE_COLUMNS = {"sqlite": 2000, "postgresql": 1600}
 #: At interpreter exit, how long running uploads get to stop before the process goes on exiting.
 EXIT_GRACE_S = 3.0
 
@@ -131,6 +133,7 @@ class AsyncHub:
                 kwargs["chunk_size"] = self._chunk_size
             if is_sqlite(self.url):
                 kwargs["checkpoint"] = lambda: _wal_checkpoint(engine)
+            kwargs["max_columns"] = MAX_TABLE_COLUMNS.get(self.url.get_backend_name())
             self._uploads = DatasetUploadService(
                 task_service=self.task_service, write_sessions=write_sessions, retry=self._retry, **kwargs
             )

@@ -362,8 +362,10 @@ class DatasetUploadService:
         retry: RetryPolicy | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         checkpoint: Callable[[], Awaitable[None]] | None = None,
+        max_columns: int | None = None,
     ) -> None:
         self._service = task_service
+        self._max_columns = max_columns
         self._checkpoint = checkpoint
         self._write = write_sessions
         self._retry = retry or RetryPolicy()
@@ -396,6 +398,12 @@ class DatasetUploadService:
         _validate_options(description=description, tags=tags, if_exists=if_exists, priority=priority, chunk_size=chunk_size)
         # pandas' copy-on-write makes this snapshot free until the caller mutates the frame.
         encoded = codec.encode(obj.copy(deep=False) if isinstance(obj, (pd.DataFrame, pd.Series)) else obj)
+        if self._max_columns is not None and len(encoded.columns) + 1 > self._max_columns:
+            raise ValidationError(
+                f"the frame needs {len(encoded.columns)} SQL columns (its columns, index levels and "
+                f"missing-value marks), but this database allows at most {self._max_columns - 1} per "
+                "table; split the frame into several datasets"
+            )
         request = _Request(
             name=name,
             description=description,

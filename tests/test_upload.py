@@ -697,3 +697,13 @@ def test_cancel_mid_statement_records_the_cancel_and_drops_the_staging_rows(hub)
     con = sqlite3.connect(sqlite_path(hub))
     assert con.execute("select count(*) from sqlite_master where name like 'dsn_stage_%'").fetchone()[0] == 0
     con.close()
+
+
+def test_frames_wider_than_the_database_allows_are_rejected_up_front(hub):
+    wide = pd.DataFrame(np.zeros((2, 2000)))
+    with pytest.raises(ValidationError, match="at most 1999"):
+        hub.push(wide, "wide")
+    _nothing_written(hub)
+    fits = pd.DataFrame(np.arange(3 * 1999).reshape(3, 1999))
+    hub.push(fits, "fits").wait(timeout=60)
+    assert_same(hub.pull("fits"), fits)
