@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from ._portal import get_portal
 from .errors import DsnotebookError, HubClosed, UsageError, ValidationError
-from .models import DatasetInfo, DatasetVersion
+from .models import DatasetInfo
 from .store.catalog import ensure_schema, tasks
 from .store.engine import is_sqlite, mask_url, open_engine, resolve_url, translate
 from .store.repository import Repository, drop_table

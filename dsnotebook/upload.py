@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import getpass
 import hashlib
 import json
@@ -31,7 +32,7 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 import pandas as pd
-from sqlalchemy import BigInteger, Column, Float, Integer, LargeBinary, MetaData, Table, Text, select
+from sqlalchemy import BigInteger, Column, Float, Integer, LargeBinary, MetaData, Table, Text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .errors import (
@@ -485,10 +486,10 @@ class DatasetUploadService:
             try:
                 for start in range(0, encoded.nrows, req.chunk_size):
                     stop = min(start + req.chunk_size, encoded.nrows)
-                    rows = encoded.rows(start, stop)
-                    await self._retrying(handle, session, lambda: self._write_chunk(session, handle, insert_sql, rows, stop))
+                    write = functools.partial(self._write_chunk, session, handle, insert_sql, encoded.rows(start, stop), stop)
+                    await self._retrying(handle, session, write)
                     # Free this chunk before the next one is built: memory stays at one chunk.
-                    del rows
+                    del write
                     handle._set(rows_done=stop)
                     checkpoints.start()
             finally:

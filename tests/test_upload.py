@@ -685,7 +685,7 @@ def test_cancel_mid_statement_records_the_cancel_and_drops_the_staging_rows(hub)
     handles = []
     for i in range(8):
         task = hub.push(df, f"big{i}", chunk_size=20_000)
-        _until(lambda: task.rows_done > 0)
+        _until(lambda task=task: task.rows_done > 0)
         time.sleep(0.002 * i)  # land at different points of the next chunk
         task.cancel()
         with pytest.raises(UploadCancelled):

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 from ..errors import DatasetNotFound, ValidationError
 from ..models import DatasetInfo, DatasetVersion
 from . import codec
-from .catalog import datasets, tasks, version_table_name, versions
+from .catalog import datasets, tasks, versions
 
 __all__ = [
     "DATASET_COLUMNS",
