@@ -1223,3 +1223,12 @@ def test_decode_rejects_values_outside_categories():
     enc = encode(pd.DataFrame({"c": pd.Categorical(["a"])}))
     with pytest.raises(DatasetError, match="'zzz' is not one of"):
         decode(enc.manifest, [["zzz"]])
+
+
+def test_schema_diff_lets_an_all_missing_object_column_take_any_kind():
+    empty = encode(pd.DataFrame({"o": pd.Series([None, None], dtype=object)})).manifest
+    decimals = encode(pd.DataFrame({"o": pd.Series([D("1.5")], dtype=object)})).manifest
+    strings = encode(pd.DataFrame({"o": pd.Series(["a"], dtype=object)})).manifest
+    assert schema_diff(empty, decimals) == ([], [], [])
+    assert schema_diff(decimals, empty) == ([], [], [])
+    assert schema_diff(decimals, strings)[2] == [("o", "object (decimal values)", "object (str values)")]

@@ -613,6 +613,21 @@ def test_decimal_and_json_objects_round_trip_through_the_hub(hub):
             id="different-null-kinds",
         ),
         pytest.param(
+            pd.DataFrame({"o": pd.Series([None, None], dtype=object)}),
+            pd.DataFrame({"o": pd.Series([decimal.Decimal("1.50"), None], dtype=object)}),
+            id="all-missing-then-decimals",
+        ),
+        pytest.param(
+            pd.DataFrame({"o": pd.Series([b"\x00", None], dtype=object)}),
+            pd.DataFrame({"o": pd.Series([None, pd.NA], dtype=object)}),
+            id="bytes-then-all-missing",
+        ),
+        pytest.param(
+            pd.DataFrame({"o": pd.Series([], dtype=object), "n": pd.Series([], dtype="Int64")}),
+            pd.DataFrame({"o": pd.Series([{"a": 1}, [2]], dtype=object), "n": pd.array([None, 3], dtype="Int64")}),
+            id="empty-schema-then-rows",
+        ),
+        pytest.param(
             pd.DataFrame({"f": [1.0, -0.0, np.nan]}),
             pd.DataFrame({"f": [np.nan, 2.0]}),
             id="negative-zero",

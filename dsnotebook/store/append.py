@@ -13,7 +13,7 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .codec import _MARK_CODES, HIDDEN_PREFIX, _label_key, schema
+from .codec import _MARK_CODES, HIDDEN_PREFIX, _label_key, merged_object_kind, schema
 
 __all__ = ["AppendPlan", "plan_append"]
 
@@ -61,6 +61,8 @@ def plan_append(old: dict, new: dict, quote: Callable[[str], str]) -> AppendPlan
     for (o, n, marks_name), combined in zip(_pairs(old, new), combined_specs, strict=True):
         expressions[n["sql"]] = quote(o["sql"])
         combined.pop("freq", None)  # a frequency rarely survives an append; pandas infers none
+        if combined["kind"] == "object":
+            combined["object"] = merged_object_kind(o, n)
         same_nulls = o.get("null") == n.get("null")
         if "marks_sql" not in o and "marks_sql" not in n and same_nulls:
             continue

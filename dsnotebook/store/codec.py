@@ -1359,13 +1359,24 @@ def _columns_by_label(manifest: dict) -> dict[tuple[str, str], tuple[Any, dict]]
     return {_label_key(label): (label, spec) for label, spec in zip(labels, manifest["data"])}
 
 
+def _compatible_objects(a: dict, b: dict) -> bool:
+    """Object columns whose values are all missing take on the other side's kind of value."""
+    return a["kind"] == b["kind"] == "object" and "none" in (a["object"], b["object"])
+
+
+def merged_object_kind(a: dict, b: dict) -> str:
+    """The value kind of two compatible object columns: the one that holds values, if any."""
+    return b["object"] if a["object"] == "none" else a["object"]
+
+
 def schema_diff(old_manifest: dict, new_manifest: dict) -> tuple[list, list, list]:
     """Compare two versions' schemas, for appends.
 
     Returns:
         ``(added, missing, retyped)``: labels only in the new manifest, labels only in the
         old one, and ``(label, old dtype, new dtype)`` for columns whose stored type
-        differs (dtype, object value kind, categories and their order; not the string
+        differs (dtype, object value kind unless one side holds only missing values,
+        categories and their order; not the string
         storage, missing-value kinds or SQL names). A different index (kind, names or
         level types) is reported as a retyped entry labelled ``"<index>"``.
     """
@@ -1379,7 +1390,7 @@ def schema_diff(old_manifest: dict, new_manifest: dict) -> tuple[list, list, lis
     for key, (label, old_spec) in old.items():
         if key in new:
             new_spec = new[key][1]
-            if _identity(old_spec) != _identity(new_spec):
+            if _identity(old_spec) != _identity(new_spec) and not _compatible_objects(old_spec, new_spec):
                 retyped.append((label, _describe_type(old_spec), _describe_type(new_spec)))
     if _index_identity(old_manifest["index"]) != _index_identity(new_manifest["index"]):
         old_index, new_index = old_manifest["index"], new_manifest["index"]
