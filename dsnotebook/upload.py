@@ -595,6 +595,14 @@ class DatasetUploadService:
                 _check_append(req.name, latest.manifest, manifest)
                 plan = plan_append(latest.manifest, manifest, lambda ident: quote(conn, ident))
                 target = quote(conn, stage)
+                if conn.dialect.name != "sqlite":
+                    # SQLite stores any value in a BLOB column; elsewhere the all-NULL column
+                    # takes the type of the values it receives.
+                    for column, sql_type in plan.retype:
+                        compiled = _SQL_TYPES[sql_type]().compile(dialect=conn.dialect)
+                        await conn.exec_driver_sql(
+                            f"ALTER TABLE {target} ALTER COLUMN {quote(conn, column)} TYPE {compiled} USING NULL"
+                        )
                 for marks, value, code in plan.add_marks:
                     await conn.exec_driver_sql(f"ALTER TABLE {target} ADD COLUMN {quote(conn, marks)} BIGINT")
                     await conn.exec_driver_sql(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import decimal
+import itertools
 import sqlite3
 import threading
 import time
@@ -11,6 +12,9 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from frametools import assert_identical, frames
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import dsnotebook as dsn
 from dsnotebook.errors import (
@@ -618,6 +622,11 @@ def test_decimal_and_json_objects_round_trip_through_the_hub(hub):
             id="all-missing-then-decimals",
         ),
         pytest.param(
+            pd.DataFrame({"o": pd.Series([0, 7], dtype=object)}),
+            pd.DataFrame({"o": pd.Series([None], dtype=object)}),
+            id="ints-then-all-missing",
+        ),
+        pytest.param(
             pd.DataFrame({"o": pd.Series([b"\x00", None], dtype=object)}),
             pd.DataFrame({"o": pd.Series([None, pd.NA], dtype=object)}),
             id="bytes-then-all-missing",
@@ -722,3 +731,25 @@ def test_frames_wider_than_the_database_allows_are_rejected_up_front(hub):
     fits = pd.DataFrame(np.arange(3 * 1999).reshape(3, 1999))
     hub.push(fits, "fits").wait(timeout=60)
     assert_same(hub.pull("fits"), fits)
+
+
+_names = itertools.count()
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(df=frames(), data=st.data())
+def test_push_pull_and_append_round_trip_property(hub, df, data):
+    """Whatever the frame: pull gives it back identical, and so does pushing it in two appends."""
+    whole = f"whole-{next(_names)}"
+    hub.push(df, whole, chunk_size=data.draw(st.integers(1, 4), label="chunk_size")).wait(timeout=60)
+    assert_identical(hub.pull(whole), df)
+
+    split = data.draw(st.integers(0, len(df)), label="split")
+    halves = f"halves-{next(_names)}"
+    hub.push(df.iloc[:split], halves).wait(timeout=60)
+    hub.push(df.iloc[split:], halves, if_exists="append").wait(timeout=60)
+    assert_identical(hub.pull(halves), df)

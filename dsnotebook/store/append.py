@@ -28,10 +28,13 @@ class AppendPlan:
             table and set it to ``code`` where the value column is NULL.
         select_old: ``(staged column, SQL expression over the previous table)`` for each column
             of the combined table, in the staged table's order.
+        retype: ``(staged column, SQL type)``: a staged column that holds only NULLs (an object
+            column without values) takes the previous version's type for its values.
     """
 
     manifest: dict
     add_marks: list[tuple[str, str, int]] = field(default_factory=list)
+    retype: list[tuple[str, str]] = field(default_factory=list)
     select_old: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -63,6 +66,8 @@ def plan_append(old: dict, new: dict, quote: Callable[[str], str]) -> AppendPlan
         combined.pop("freq", None)  # a frequency rarely survives an append; pandas infers none
         if combined["kind"] == "object":
             combined["object"] = merged_object_kind(o, n)
+            if n["object"] == "none" and o["object"] != "none":
+                plan.retype.append((n["sql"], _sql_type(old, o["sql"])))
         same_nulls = o.get("null") == n.get("null")
         if "marks_sql" not in o and "marks_sql" not in n and same_nulls:
             continue
@@ -79,9 +84,18 @@ def plan_append(old: dict, new: dict, quote: Callable[[str], str]) -> AppendPlan
     by_label = {_label_key(label): spec for (label, _), spec in zip(schema(manifest), manifest["data"], strict=True)}
     manifest["data"] = [by_label[_label_key(label)] for label, _ in schema(old)]
     manifest["columns"] = copy.deepcopy(old["columns"])
-    for column, _sql_type in manifest["sql_columns"]:
+    if old["index"]["kind"] == "range":
+        # The appended rows continue the previous version's range, as pd.concat numbers them.
+        manifest["index"] = copy.deepcopy(old["index"])
+    types = dict(plan.retype)
+    manifest["sql_columns"] = [[column, types.get(column, sql_type)] for column, sql_type in manifest["sql_columns"]]
+    for column, _ in manifest["sql_columns"]:
         plan.select_old.append((column, expressions.get(column, "NULL")))
     return plan
+
+
+def _sql_type(manifest: dict, column: str) -> str:
+    return next(sql_type for name, sql_type in manifest["sql_columns"] if name == column)
 
 
 def _combined_specs(manifest: dict) -> list[dict]:

@@ -138,7 +138,9 @@ _OBJECT_SQL_TYPES = {
     "bool": "INTEGER",
     "int": "INTEGER",
     "float": "REAL",
-    "none": "TEXT",
+    # No values yet: SQLite gives a BLOB column no type affinity, so values of any kind appended
+    # to it later are stored as they are.
+    "none": "BLOB",
 }
 _OBJECT_ACCEPTS = (
     "an object column may hold str, bytes, decimal.Decimal, JSON lists/dicts, or plain "
@@ -751,7 +753,10 @@ def _encode_object(obj: pd.Series | pd.Index, where: str) -> _Part:
     # A float next to another kind is fine only as NaN, the missing marker.
     if len(solid) > 1 or (solid and "float" in kinds and any(type(v) is float and v == v for v in a)):
         raise _mixed_error(a, where)
-    kind = solid.pop() if solid else ("float" if kinds else "none")
+    # A column whose only floats are NaN holds no values at all: its kind stays open ("none"),
+    # so that appending values of any one kind to it later matches its schema.
+    has_number = "float" in kinds and any(type(v) is float and v == v for v in a)
+    kind = solid.pop() if solid else ("float" if has_number else "none")
     negzero = False
     if float in types:
         if kind == "float":
