@@ -549,6 +549,10 @@ class DatasetUploadService:
                 return None
         elif latest.content_hash != content_hash:
             return None
+        # Nothing new to publish, but a new description or tags still apply to the dataset.
+        changes = _dataset_changes(req, dataset)
+        if changes:
+            await session.execute(datasets.update().where(datasets.c.id == dataset.id).values(**changes))
         return to_version(latest, dataset.name, deduplicated=True)
 
     async def _create_stage(self, session: AsyncSession, stage: str, encoded) -> None:
@@ -638,11 +642,7 @@ class DatasetUploadService:
                 task_id=handle.id,
             )
         )
-        changes: dict[str, Any] = {"latest_version": number, "next_version": number + 1, "updated_at": now}
-        if req.description is not None:
-            changes["description"] = req.description
-        if req.tags is not None:
-            changes["tags"] = req.tags
+        changes = {"latest_version": number, "next_version": number + 1, "updated_at": now, **_dataset_changes(req)}
         await session.execute(datasets.update().where(datasets.c.id == dataset.id).values(**changes))
         await point_latest(session, dataset, table_name)
         version = DatasetVersion(
@@ -752,6 +752,16 @@ class _Checkpoints:
 
 # Cleanups that outlive a doubly-cancelled upload are held here until they end.
 _PENDING_CLEANUPS: set[asyncio.Future] = set()
+
+
+def _dataset_changes(req: _Request, dataset=None) -> dict[str, Any]:
+    """The description and tags a push sets (only those given, and only if they differ)."""
+    changes: dict[str, Any] = {}
+    if req.description is not None and (dataset is None or dataset.description != req.description):
+        changes["description"] = req.description
+    if req.tags is not None and (dataset is None or dataset.tags != req.tags):
+        changes["tags"] = req.tags
+    return changes
 
 
 def _check_append(name: str, old_manifest: dict, new_manifest: dict) -> None:

@@ -160,6 +160,10 @@ def test_identical_push_is_deduplicated(hub):
     assert len(hub.versions("d")) == 1
     tasks = hub.tasks(dataset="d")
     assert list(tasks["deduplicated"]) == [True, False]
+    # A new description or tags still land, without a new version.
+    hub.push(frame(100), "d", description="now described", tags={"k": "v"}).wait(timeout=30)
+    info = hub.info("d")
+    assert (info.description, info.tags, info.latest.version) == ("now described", {"k": "v"}, 1)
 
 
 @pytest.mark.parametrize(
