@@ -757,3 +757,12 @@ def test_push_pull_and_append_round_trip_property(hub, df, data):
     hub.push(df.iloc[:split], halves).wait(timeout=60)
     hub.push(df.iloc[split:], halves, if_exists="append").wait(timeout=60)
     assert_identical(hub.pull(halves), df)
+
+
+def test_partial_pull_of_tuple_labels_and_of_no_columns(hub):
+    df = pd.DataFrame({("a", 1): [1, 2, 3], ("b", 2): ["x", "y", "z"]})
+    hub.push(df, "tuples").wait(timeout=30)
+    assert_same(hub.pull("tuples", columns=("b", 2)), df[[("b", 2)]])
+    assert_same(hub.pull("tuples", columns=[("a", 1)], limit=2), df[[("a", 1)]].head(2))
+    assert_same(hub.pull("tuples", columns=[]), df[[]])
+    assert_same(hub.pull("tuples", columns=[], limit=1), df[[]].head(1))

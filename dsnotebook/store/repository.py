@@ -152,23 +152,22 @@ class Repository:
         _check_version_arg(version)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
             raise ValidationError(f"limit: expected a non-negative int or None for all rows, got {limit!r}")
-        if columns is not None and (isinstance(columns, (str, bytes)) or not isinstance(columns, Sequence)):
-            columns = [columns]
+        if columns is not None and not isinstance(columns, (list, pd.Index, np.ndarray)):
+            columns = [columns]  # one label; a tuple is a label too, as in df[("a", 1)]
         async with self._read() as session:
             # One read transaction: the catalog row and the rows come from the same snapshot.
             dataset = await require_dataset(session, name)
             row = await find_version(session, dataset, version)
             sql_names, manifest = codec.select(row.manifest, None if columns is None else list(columns))
+            if not sql_names:  # only columns of a RangeIndex: nothing to read but the count
+                manifest = {**manifest, "nrows": row.rows if limit is None else min(row.rows, limit)}
+                return codec.decode(manifest, [])
             conn = await session.connection()
-            select_list = ", ".join(quote(conn, c) for c in sql_names) or "NULL"
+            select_list = ", ".join(quote(conn, c) for c in sql_names)
             sql = f"SELECT {select_list} FROM {quote(conn, row.table_name)} ORDER BY {quote(conn, ROW_ID)}"
             if limit is not None:
                 sql += f" LIMIT {int(limit)}"
             data = await _fetch_columns(conn, sql, len(sql_names))
-        if not sql_names:
-            nrows = row.rows if limit is None else min(row.rows, limit)
-            data = []
-            manifest = {**manifest, "nrows": nrows}
         return codec.decode(manifest, data)
 
     async def versions(self, name: str) -> pd.DataFrame:
