@@ -174,8 +174,9 @@ class AsyncHub:
     async def __aenter__(self) -> AsyncHub:
         return await self.open()
 
-    async def __aexit__(self, *exc_info) -> None:
-        await self.aclose()
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        # A cancelled caller cancels its uploads too; any other exit waits for them.
+        await self.aclose(cancel=exc_type is not None and issubclass(exc_type, (asyncio.CancelledError, KeyboardInterrupt)))
 
     async def aclose(self, *, cancel: bool = False, timeout: float | None = None) -> None:
         """Wait for running uploads (or cancel them with ``cancel=True``), then release the engine."""
@@ -333,8 +334,9 @@ class Hub:
     def __enter__(self) -> Hub:
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # Ctrl-C stops the uploads too; any other exit waits for them.
+        self.close(cancel=exc_type is not None and issubclass(exc_type, KeyboardInterrupt))
 
     def close(self, *, cancel: bool = False, timeout: float | None = None) -> None:
         """Wait for running uploads (``cancel=True`` cancels them), then release the engine."""

@@ -202,3 +202,21 @@ def test_an_async_hub_belongs_to_the_loop_that_opened_it(db_url):
     finally:
         home.run_until_complete(hub.aclose())
         home.close()
+
+
+def test_ctrl_c_inside_a_with_block_cancels_the_uploads(db_url):
+    with pytest.raises(KeyboardInterrupt), dsn.connect(db_url) as hub:
+        task = hub.push(frame(300_000), "d", chunk_size=500)
+        while task.rows_done == 0:
+            pass
+        raise KeyboardInterrupt
+    assert task.status == "cancelled"
+    with dsn.connect(db_url) as again:
+        assert again.datasets().empty
+
+
+def test_other_errors_inside_a_with_block_wait_for_the_uploads(db_url):
+    with pytest.raises(RuntimeError), dsn.connect(db_url) as hub:
+        task = hub.push(frame(20_000), "d", chunk_size=500)
+        raise RuntimeError("the caller's own error")
+    assert task.status == "succeeded"
