@@ -46,7 +46,7 @@ import math
 import random
 import sqlite3
 import traceback
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -370,11 +370,13 @@ def release_cancelled_frames(exc: BaseException) -> None:
             traceback.clear_frames(e.__traceback__)
 
 
-async def _run_to_completion(coro: Coroutine[Any, Any, None]) -> None:
+async def run_to_completion(coro: Awaitable[Any]) -> None:
     """Await ``coro`` to its end even if the caller is cancelled meanwhile, then re-raise.
 
     Session cleanup must not be abandoned halfway: a rollback or close cut short leaves the
     connection checked out, or returns it to a pool that may already be disposed of.
+    A cancel that arrives meanwhile is raised once ``coro`` has finished; so is ``coro``'s
+    own error.
     """
     cleanup = asyncio.ensure_future(coro)
     cancelled: asyncio.CancelledError | None = None
@@ -385,6 +387,11 @@ async def _run_to_completion(coro: Coroutine[Any, Any, None]) -> None:
             if cleanup.done():
                 raise
             cancelled = exc
+        except BaseException:
+            if cancelled is not None:
+                # The cancel wins; the cleanup's own error stays attached as its context.
+                raise cancelled  # noqa: B904
+            raise
         else:
             break
     if cancelled is not None:
@@ -685,7 +692,7 @@ class BackgroundTaskService:
             release_cancelled_frames(exc)
             raise
         finally:
-            await _run_to_completion(self._close_session(session, rollback=failed))
+            await run_to_completion(self._close_session(session, rollback=failed))
 
     async def _close_session(self, session: AsyncSession, *, rollback: bool) -> None:
         # Cleanup errors are logged, not raised: on the error path they would hide the task's

@@ -52,7 +52,7 @@ from .store.append import plan_append
 from .store.catalog import datasets, stage_table_name, tasks, utcnow, version_table_name, versions, view_name
 from .store.engine import translate
 from .store.repository import ROW_ID, drop_table, find_dataset, find_version, point_latest, quote, to_version
-from .tasks import BackgroundTaskService, RetryPolicy, release_cancelled_frames
+from .tasks import BackgroundTaskService, RetryPolicy, release_cancelled_frames, run_to_completion
 
 __all__ = ["IF_EXISTS", "DatasetUploadService", "UploadTask", "owner", "validate_name"]
 
@@ -522,7 +522,7 @@ class DatasetUploadService:
                 await session.commit()
                 return result
             except BaseException:
-                await asyncio.shield(session.rollback())
+                await run_to_completion(session.rollback())
                 raise
 
         def count_retry() -> None:
@@ -687,17 +687,10 @@ class DatasetUploadService:
         handle.error = error
         handle._set(status=status)
         try:
-            await asyncio.shield(session.rollback())
+            await run_to_completion(session.rollback())
         except Exception:  # noqa: BLE001 - the connection may be gone; the cleanup below still runs
             log.debug("rollback after upload %s ended failed", handle.id, exc_info=True)
-        cleanup = asyncio.ensure_future(self._cleanup(handle, stage, status, error))
-        try:
-            await asyncio.shield(cleanup)
-        except asyncio.CancelledError:
-            # A second cancel while cleaning up: let the cleanup finish on its own, held by the set.
-            _PENDING_CLEANUPS.add(cleanup)
-            cleanup.add_done_callback(_PENDING_CLEANUPS.discard)
-            raise
+        await run_to_completion(self._cleanup(handle, stage, status, error))
 
     async def _cleanup(self, handle: UploadTask, stage: str | None, status: str, error: BaseException | None) -> None:
         try:
@@ -738,20 +731,14 @@ class _Checkpoints:
         self._running = asyncio.ensure_future(self._checkpoint())
 
     async def close(self) -> None:
-        """Wait for the checkpoint in flight; its failure only delays the copying, so it is logged."""
+        """Wait for the checkpoint in flight, even when cancelled: cut short, it would leave its
+        connection half-reset. Its failure only delays the copying, so it is logged."""
         if self._running is None:
             return
         try:
-            await asyncio.shield(self._running)
-        except asyncio.CancelledError:
-            self._running.cancel()
-            raise
+            await run_to_completion(self._running)
         except Exception:  # noqa: BLE001 - a missed checkpoint is retried by SQLite itself
             log.debug("a WAL checkpoint during an upload failed", exc_info=True)
-
-
-# Cleanups that outlive a doubly-cancelled upload are held here until they end.
-_PENDING_CLEANUPS: set[asyncio.Future] = set()
 
 
 def _dataset_changes(req: _Request, dataset=None) -> dict[str, Any]:

@@ -1100,3 +1100,31 @@ async def test_task_names(db: Db) -> None:
     await asyncio.gather(first, taken, third)
     # Once a task has ended, its name is free again.
     assert await service.create_task_with_session(insert_rows, "e", task_name="insert_rows-3") == 1
+
+
+@pytest.mark.asyncio
+async def test_run_to_completion_finishes_the_cleanup_and_keeps_the_cancel() -> None:
+    from dsnotebook.tasks import run_to_completion
+
+    steps: list[str] = []
+    release = asyncio.Event()
+
+    async def cleanup(fail: bool) -> None:
+        steps.append("started")
+        await release.wait()
+        steps.append("finished")
+        if fail:
+            raise RuntimeError("cleanup failed")
+
+    for fail in (False, True):
+        steps.clear()
+        release.clear()
+        outer = asyncio.ensure_future(run_to_completion(cleanup(fail)))
+        await asyncio.sleep(0)
+        outer.cancel()
+        await asyncio.sleep(0)
+        assert not outer.done()  # still waiting for the cleanup
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await outer
+        assert steps == ["started", "finished"]
