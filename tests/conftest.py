@@ -67,4 +67,17 @@ def hub(db_url):
     """A sync hub on a fresh SQLite file, closed (cancelling leftovers) after the test."""
     h = dsn.connect(db_url)
     yield h
+    if not h.closed and not h.running():
+        # Every upload and every read has closed its session: no connection is still checked out.
+        checked_out = h._portal.run(_checked_out(h))
+        assert checked_out == 0, f"{checked_out} database connection(s) left checked out"
     h.close(cancel=True)
+
+
+async def _checked_out(hub) -> int:
+    # A just-finished task may still be returning its connection; give it a few turns of the loop.
+    for _ in range(100):
+        if hub._async.engine.pool.checkedout() == 0:
+            return 0
+        await asyncio.sleep(0.01)
+    return hub._async.engine.pool.checkedout()
