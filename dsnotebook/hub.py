@@ -124,9 +124,9 @@ class AsyncHub:
         try:
             async with engine.execution_options(dsn_write=True).begin() as conn:
                 await ensure_schema(conn)
-            write_engine = engine.execution_options(dsn_write=True)
-            self.task_service = BackgroundTaskService(async_sessionmaker(write_engine, expire_on_commit=False), concurrency=self._concurrency)
-            write_sessions = async_sessionmaker(write_engine, expire_on_commit=False)
+            # Sessions that write start with BEGIN IMMEDIATE on SQLite (see store.engine).
+            write_sessions = async_sessionmaker(engine.execution_options(dsn_write=True), expire_on_commit=False)
+            self.task_service = BackgroundTaskService(write_sessions, concurrency=self._concurrency)
             self._repo = Repository(async_sessionmaker(engine, expire_on_commit=False), write_sessions)
             kwargs: dict[str, Any] = {}
             if self._chunk_size is not None:
