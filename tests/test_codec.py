@@ -1048,3 +1048,12 @@ def test_schema_diff_lets_an_all_missing_object_column_take_any_kind():
     assert schema_diff(empty, decimals) == ([], [], [])
     assert schema_diff(decimals, empty) == ([], [], [])
     assert schema_diff(decimals, strings)[2] == [("o", "object (decimal values)", "object (str values)")]
+
+
+def test_iter_rows_yields_what_rows_returns():
+    df = pd.DataFrame({"a": [1, 2, 3], "s": ["x", None, "z"], "f": pd.array([1.5, None, np.nan], dtype="Float64")})
+    enc = encode(df)
+    for start, stop in [(0, 3), (1, 2), (2, 9), (3, 3), (-1, 1)]:
+        lazy = enc.iter_rows(start, stop)
+        assert not isinstance(lazy, list)
+        assert list(lazy) == enc.rows(start, stop)

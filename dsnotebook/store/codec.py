@@ -80,7 +80,7 @@ import itertools
 import json
 import math
 import zoneinfo
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,11 +223,20 @@ class EncodedFrame:
         requested rows are converted, so writing in chunks keeps memory flat. Bounds are
         clipped to ``[0, nrows]``.
         """
+        return list(self.iter_rows(start, stop))
+
+    def iter_rows(self, start: int, stop: int) -> Iterator[tuple]:
+        """Like :meth:`rows`, but each tuple is made only when the consumer takes it.
+
+        The columns of the chunk are converted at once; a driver's ``executemany`` then
+        builds and drops the tuples one by one, which is faster and holds less memory than
+        a list of them.
+        """
         start = max(0, start)
         stop = min(self.nrows, stop)
         if start >= stop:
-            return []
-        return list(zip(*[produce(start, stop) for produce in self._producers]))
+            return iter(())
+        return zip(*[produce(start, stop) for produce in self._producers])
 
     def content_hash(self) -> str:
         """Return a sha256 hex digest of the manifest and all values.
