@@ -6,6 +6,7 @@ Every command takes ``--url`` (default: ``DSNOTEBOOK_URL``, else ``~/.dsnotebook
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -260,8 +261,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     url = args.url
     if url is None and getattr(args, "demo", False):
-        import os
-
         if not os.environ.get("DSNOTEBOOK_URL"):
             url = f"sqlite+aiosqlite:///{(DEFAULT_PATH.expanduser().parent / 'demo.db')}"
     try:

@@ -52,7 +52,7 @@ from .store.append import plan_append
 from .store.catalog import datasets, stage_table_name, tasks, utcnow, version_table_name, versions, view_name
 from .store.engine import translate
 from .store.repository import ROW_ID, drop_table, find_dataset, find_version, point_latest, quote, to_version
-from .tasks import BackgroundTaskService, RetryPolicy, release_cancelled_frames, run_to_completion
+from .tasks import TERMINAL_STATUSES, BackgroundTaskService, RetryPolicy, release_cancelled_frames, run_to_completion
 
 __all__ = ["IF_EXISTS", "DatasetUploadService", "UploadTask", "owner", "validate_name"]
 
@@ -214,7 +214,8 @@ class UploadTask:
         return self._task
 
     def done(self) -> bool:
-        return self.status in ("succeeded", "failed", "cancelled", "interrupted")
+        """Whether the upload has ended (succeeded, failed, cancelled or interrupted)."""
+        return self.status in TERMINAL_STATUSES
 
     def snapshot(self) -> Progress:
         """The current state as an immutable :class:`~dsnotebook.progress.Progress`."""
@@ -309,7 +310,7 @@ class UploadTask:
         """
         if self._task is not None and self._task.done():
             return self._outcome()
-        if self._on_own_loop_thread() or getattr(self._loop, "_thread_id", None) == threading.get_ident():
+        if self._on_own_loop_thread():
             raise UsageError(
                 "wait() was called on the event loop that runs this upload, where it would deadlock; "
                 "use 'await task' instead"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from pathlib import Path
 from urllib.parse import quote
@@ -80,8 +81,6 @@ def resolve_url(url: str | URL | None) -> URL:
 
 def _mask_text(text: str) -> str:
     """Mask ``user:password@`` in text that SQLAlchemy cannot parse."""
-    import re
-
     return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", text)
 
 
