@@ -52,6 +52,17 @@ class _CallableTasksModule(types.ModuleType):
 _tasks_module.__class__ = _CallableTasksModule
 tasks = sys.modules[__name__ + ".tasks"]
 
+
+def __getattr__(name: str):
+    # The widgets import ipywidgets, so they load on first use only: ``import dsnotebook`` works
+    # (and pushes data) without ipywidgets installed. For the same reason they are not in
+    # ``__all__``, and ``from dsnotebook import *`` never needs ipywidgets.
+    if name in ("UploadPanel", "TaskProgress"):
+        from . import widgets
+
+        return getattr(widgets, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "AsyncHub",
     "BackgroundTaskService",

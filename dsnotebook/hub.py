@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import weakref
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 import pandas as pd
@@ -279,9 +279,48 @@ class AsyncHub:
         await self._ready()
         return await self._guard(self._repo.prune(name, keep=keep))
 
+    async def retry(self, task: UploadTask) -> UploadTask:
+        """Start a failed, cancelled or interrupted upload again, with the same frame and options.
+
+        Returns the new upload's handle; the old handle stays as it ended.
+
+        Raises:
+            UsageError: the upload succeeded, is still running, or was started by another hub.
+            ValidationError, VersionConflict, SchemaMismatch: as for :meth:`push`.
+        """
+        await self._ready()
+        if not isinstance(task, UploadTask):
+            raise ValidationError(f"task: expected an UploadTask handle, got {type(task).__name__}")
+        if task._owner is not self._uploads:
+            raise UsageError(f"the upload {task.id} of {task.dataset!r} was not started by {self!r}; retry it there")
+        if not task.can_retry:
+            raise UsageError(
+                f"the upload of {task.dataset!r} is {task.status}; only a failed, cancelled or interrupted "
+                "upload can be retried"
+            )
+        return await task._resubmit()
+
     def running(self) -> list[UploadTask]:
         """Handles of this hub's uploads that have not ended, oldest first."""
         return [] if self._uploads is None else self._uploads.handles()
+
+    def uploads(self) -> list[UploadTask]:
+        """Handles of the most recent uploads this hub started in this process, newest first.
+
+        Ended uploads stay listed (up to the last 100), so a panel can show how they ended;
+        :meth:`tasks` lists the uploads of every process from the database.
+        """
+        return [] if self._uploads is None else self._uploads.history()
+
+    def on_upload(self, listener: Callable[[UploadTask], None]) -> Callable[[], None]:
+        """Call ``listener(handle)`` on the uploads' loop whenever this hub starts an upload.
+
+        Returns a function that unsubscribes.
+        """
+        self._check_open()
+        if self._uploads is None:
+            raise UsageError(f"{self!r} is not open yet; await hub.open() first")
+        return self._uploads.on_submit(listener)
 
     async def _guard(self, coro: Coroutine[Any, Any, T]) -> T:
         try:
@@ -402,8 +441,42 @@ class Hub:
         """Keep only the newest ``keep`` versions; returns the removed versions."""
         return self._run(self._async.prune(name, keep=keep))
 
+    def retry(self, task: UploadTask) -> UploadTask:
+        """Start a failed, cancelled or interrupted upload again with the same frame and options.
+
+        Returns the new upload's handle. Raises :class:`UsageError` for an upload that succeeded or
+        still runs.
+        """
+        return self._run(self._async.retry(task))
+
     def running(self) -> list[UploadTask]:
+        """Handles of this hub's uploads that have not ended, oldest first."""
         return self._async.running()
+
+    def uploads(self) -> list[UploadTask]:
+        """Handles of the most recent uploads this hub started in this process (up to 100), newest first."""
+        return self._async.uploads()
+
+    def on_upload(self, listener: Callable[[UploadTask], None]) -> Callable[[], None]:
+        """Call ``listener(handle)`` whenever this hub starts an upload; returns a function that unsubscribes.
+
+        The listener runs on the library's portal thread and must be quick.
+        """
+        return self._async.on_upload(listener)
+
+    def panel(self, namespace: Mapping[str, Any] | None = None):
+        """The interactive :class:`~dsnotebook.widgets.UploadPanel` on this hub.
+
+        Args:
+            namespace: where to look for DataFrames to upload; by default the notebook's
+                variables (IPython's ``user_ns``).
+
+        Raises:
+            ImportError: ipywidgets is not installed.
+        """
+        from .widgets import UploadPanel
+
+        return UploadPanel(self, namespace=namespace)
 
 
 _OPEN_HUBS: weakref.WeakSet[Hub] = weakref.WeakSet()

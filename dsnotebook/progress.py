@@ -6,11 +6,13 @@ widgets only render them.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["Progress", "ProgressListener", "format_count", "format_duration", "format_status"]
+__all__ = ["Progress", "ProgressListener", "Throttle", "format_count", "format_duration", "format_status"]
 
 
 @dataclass(frozen=True)
@@ -83,3 +85,64 @@ def format_status(p: Progress, *, timing: bool = True) -> str:
     if p.error:
         parts.append(f"error: {p.error}")
     return " · ".join(parts)
+
+
+class Throttle:
+    """Coalesce a stream of snapshots into at most one render per ``interval`` seconds.
+
+    ``update(p)`` is called on every change, on the thread of a running event loop (where
+    listeners run). A snapshot that arrives too soon after the last render is kept and
+    rendered when the interval has passed, unless a newer one replaces it first. A terminal
+    snapshot (``final=True``) is rendered at once, and always.
+    """
+
+    def __init__(self, render: Callable[[Progress], None], *, interval: float = 0.1, clock: Callable[[], float] | None = None) -> None:
+        self._render = render
+        self._interval = interval
+        self._clock = clock or time.monotonic
+        self._last = float("-inf")
+        self._pending: Progress | None = None
+        self._timer: Any = None
+        self._closed = False
+        self.renders = 0
+
+    def update(self, progress: Progress, *, final: bool = False) -> None:
+        if self._closed:
+            return
+        now = self._clock()
+        if final or now - self._last >= self._interval:
+            self._cancel_timer()
+            self._pending = None
+            self._emit(progress, now)
+            if final:
+                self._closed = True
+            return
+        self._pending = progress
+        if self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # no loop to wait on: the next update or the final one renders it
+            self._timer = loop.call_later(self._last + self._interval - now, self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        if self._pending is not None and not self._closed:
+            pending, self._pending = self._pending, None
+            self._emit(pending, self._clock())
+
+    def _emit(self, progress: Progress, now: float) -> None:
+        self._last = now
+        self.renders += 1
+        self._render(progress)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def close(self) -> None:
+        """Stop rendering; a pending snapshot is dropped."""
+        self._closed = True
+        self._cancel_timer()
+        self._pending = None

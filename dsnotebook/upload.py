@@ -26,6 +26,7 @@ import threading
 import time
 import unicodedata
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,7 +55,7 @@ from .store.engine import translate
 from .store.repository import ROW_ID, drop_table, find_dataset, find_version, point_latest, quote, to_version
 from .tasks import TERMINAL_STATUSES, BackgroundTaskService, RetryPolicy, release_cancelled_frames, run_to_completion
 
-__all__ = ["IF_EXISTS", "DatasetUploadService", "UploadTask", "owner", "validate_name"]
+__all__ = ["IF_EXISTS", "DatasetUploadService", "UploadTask", "owner", "validate_name", "validate_options"]
 
 log = logging.getLogger("dsnotebook")
 T = TypeVar("T")
@@ -66,6 +67,10 @@ IF_EXISTS: tuple[str, ...] = ("replace", "append", "fail")
 #: and the event loop responsive (about 30 ms of driver work per chunk at this size).
 DEFAULT_CHUNK_SIZE = 50_000
 MAX_NAME_LENGTH = 255
+#: How many of its most recent uploads a hub remembers for ``Hub.uploads()`` and the panel.
+HISTORY_LENGTH = 100
+#: Statuses from which an upload can be started again with the same frame and options.
+RETRYABLE_STATUSES = frozenset({"failed", "cancelled", "interrupted"})
 
 _SQL_TYPES = {
     "INTEGER": lambda: BigInteger(),
@@ -142,7 +147,12 @@ class _Request:
     chunk_size: int
 
 
-def _validate_options(*, description, tags, if_exists, priority, chunk_size) -> None:
+def validate_options(*, description=None, tags=None, if_exists="replace", priority=0, chunk_size=None) -> None:
+    """Check ``push``'s keyword options.
+
+    Raises:
+        ValidationError: naming the option and what would be accepted.
+    """
     if if_exists not in IF_EXISTS:
         raise ValidationError(f"if_exists: {if_exists!r} is not allowed; use one of {', '.join(map(repr, IF_EXISTS))}")
     if description is not None and not isinstance(description, str):
@@ -185,6 +195,9 @@ class UploadTask:
         self._listeners: list[ProgressListener] = []
         self._listeners_lock = threading.Lock()
         self._interrupting = False
+        # Starts the same upload again; kept (with the frame) only while a retry makes sense.
+        self._resubmit: Callable[[], Awaitable[UploadTask]] | None = None
+        self._owner: DatasetUploadService | None = None
 
     # -- numbers -----------------------------------------------------------------------------
 
@@ -216,6 +229,15 @@ class UploadTask:
     def done(self) -> bool:
         """Whether the upload has ended (succeeded, failed, cancelled or interrupted)."""
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def can_retry(self) -> bool:
+        """Whether ``hub.retry(task)`` can start this upload again: it failed, was cancelled or interrupted.
+
+        Until then the handle keeps the frame it was given (a shallow, copy-on-write snapshot);
+        a successful upload lets go of it.
+        """
+        return self.status in RETRYABLE_STATUSES and self._resubmit is not None
 
     def snapshot(self) -> Progress:
         """The current state as an immutable :class:`~dsnotebook.progress.Progress`."""
@@ -352,6 +374,15 @@ class UploadTask:
     def __repr__(self) -> str:
         return f"<UploadTask {format_status(self.snapshot())}>"
 
+    def _ipython_display_(self) -> None:
+        # The one place the engine reaches for the widgets: lazily, and only when IPython asks.
+        try:
+            from .widgets.progress import display_task
+        except ImportError:
+            print(repr(self))
+            return
+        display_task(self)
+
 
 class DatasetUploadService:
     """Validates pushes and runs them as background tasks with sessions of their own."""
@@ -373,10 +404,33 @@ class DatasetUploadService:
         self._retry = retry or RetryPolicy()
         self._chunk_size = chunk_size
         self._handles: dict[str, UploadTask] = {}
+        self._history: deque[UploadTask] = deque(maxlen=HISTORY_LENGTH)
+        self._submit_listeners: list[Callable[[UploadTask], None]] = []
+        self._submit_lock = threading.Lock()
 
     def handles(self) -> list[UploadTask]:
         """Handles of the uploads started by this service that have not ended, oldest first."""
         return list(self._handles.values())
+
+    def history(self) -> list[UploadTask]:
+        """The most recent uploads started by this service (ended or not), newest first."""
+        return list(reversed(self._history))
+
+    def on_submit(self, listener: Callable[[UploadTask], None]) -> Callable[[], None]:
+        """Call ``listener(handle)`` whenever an upload is started; returns a function that unsubscribes.
+
+        The listener runs on the loop that runs the uploads and must be quick; an exception in it
+        is logged and does not affect the upload.
+        """
+        with self._submit_lock:
+            self._submit_listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._submit_lock:
+                if listener in self._submit_listeners:
+                    self._submit_listeners.remove(listener)
+
+        return unsubscribe
 
     async def submit(
         self,
@@ -397,9 +451,10 @@ class DatasetUploadService:
             SchemaMismatch: ``if_exists="append"`` with a schema other than the latest version's.
         """
         validate_name(name)
-        _validate_options(description=description, tags=tags, if_exists=if_exists, priority=priority, chunk_size=chunk_size)
+        validate_options(description=description, tags=tags, if_exists=if_exists, priority=priority, chunk_size=chunk_size)
         # pandas' copy-on-write makes this snapshot free until the caller mutates the frame.
-        encoded = codec.encode(obj.copy(deep=False) if isinstance(obj, (pd.DataFrame, pd.Series)) else obj)
+        snapshot = obj.copy(deep=False) if isinstance(obj, (pd.DataFrame, pd.Series)) else obj
+        encoded = codec.encode(snapshot)
         if self._max_columns is not None and len(encoded.columns) + 1 > self._max_columns:
             raise ValidationError(
                 f"the frame needs {len(encoded.columns)} SQL columns (its columns, index levels and "
@@ -458,7 +513,26 @@ class DatasetUploadService:
             self._run, handle, encoded, request, task_name=f"push {name!r} [{task_id[:8]}]", priority=priority
         )
         handle._task = task
+        handle._owner = self
+        handle._resubmit = functools.partial(
+            self.submit,
+            snapshot,
+            name,
+            description=description,
+            tags=request.tags,
+            if_exists=if_exists,
+            priority=priority,
+            chunk_size=chunk_size,
+        )
         task.add_done_callback(lambda _t: self._handles.pop(task_id, None))
+        self._history.append(handle)
+        with self._submit_lock:
+            listeners = list(self._submit_listeners)
+        for listener in listeners:
+            try:
+                listener(handle)
+            except Exception:  # noqa: BLE001 - a display problem must never break an upload
+                log.exception("upload listener failed for task %s", task_id)
         return handle
 
     # -- the task ---------------------------------------------------------------------------
@@ -683,6 +757,7 @@ class DatasetUploadService:
 
     def _succeed(self, handle: UploadTask, version: DatasetVersion) -> DatasetVersion:
         handle.version = version
+        handle._resubmit = None
         handle._set(status="succeeded")
         return version
 

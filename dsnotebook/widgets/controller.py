@@ -1,0 +1,482 @@
+"""The UploadPanel's behaviour, with no widgets in it.
+
+:class:`PanelController` holds the panel's state (the frames on offer, the upload form, the
+uploads of this process, the stored datasets) and every action on it. The widgets in
+:mod:`dsnotebook.widgets.panel` only bind to it, and notebooks or tests can drive it directly.
+This module imports neither ipywidgets nor IPython.
+
+Threads: actions run on the caller's thread (the kernel's, for widget callbacks). Uploads start
+and end on the library's portal thread, so the ``tasks`` and ``datasets`` events may arrive
+there; a listener must not call the sync :class:`~dsnotebook.hub.Hub` from such an event.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pandas as pd
+
+from ..errors import DatasetNotFound, ValidationError
+from ..store import codec
+from ..tasks import TERMINAL_STATUSES
+from ..upload import UploadTask, validate_name, validate_options
+
+__all__ = ["FrameChoice", "Message", "PanelController"]
+
+log = logging.getLogger("dsnotebook")
+
+Event = Literal["frames", "form", "tasks", "history", "datasets", "selection", "status"]
+Listener = Callable[[str], None]
+
+#: Columns of ``hub.tasks()`` shown for uploads of earlier sessions and other processes.
+HISTORY_COLUMNS = ["dataset", "status", "rows_done", "rows_total", "attempts", "queued_at", "finished_at", "error"]
+#: Columns of ``hub.datasets()`` shown in the datasets table.
+DATASET_COLUMNS = ["name", "latest_version", "rows", "columns", "updated_at", "description"]
+
+
+@dataclass(frozen=True)
+class FrameChoice:
+    """A DataFrame (or Series) variable that can be uploaded."""
+
+    variable: str
+    rows: int
+    columns: int
+    kind: str
+
+    @property
+    def label(self) -> str:
+        """``'sales (25,000 × 4)'``, as the dropdown shows it."""
+        return f"{self.variable} ({self.rows:,} × {self.columns:,})"
+
+
+@dataclass(frozen=True)
+class Message:
+    """A line for the panel's status area or the form's inline message."""
+
+    text: str
+    level: Literal["info", "success", "error"] = "info"
+
+
+def _choice(variable: str, value: Any) -> FrameChoice | None:
+    if variable.startswith("_"):
+        return None  # IPython's output history (_, __, _1, ...) and private names
+    if isinstance(value, pd.DataFrame):
+        return FrameChoice(variable, len(value), value.shape[1], "DataFrame")
+    if isinstance(value, pd.Series):
+        return FrameChoice(variable, len(value), 1, "Series")
+    return None
+
+
+class PanelController:
+    """State and actions of an :class:`~dsnotebook.widgets.UploadPanel`.
+
+    Args:
+        hub: the sync :class:`~dsnotebook.hub.Hub` to upload to and browse.
+        namespace: where to look for DataFrames, for example IPython's ``user_ns``; a mapping
+            that is read again on every :meth:`refresh_frames`.
+        preview_rows: rows shown in a dataset's preview.
+
+    Listeners registered with :meth:`observe` are called with the name of what changed:
+    ``"frames"``, ``"form"``, ``"tasks"``, ``"history"``, ``"datasets"``, ``"selection"`` or
+    ``"status"``.
+    """
+
+    def __init__(self, hub: Any, namespace: Mapping[str, Any] | None = None, *, preview_rows: int = 10) -> None:
+        self.hub = hub
+        self.namespace: Mapping[str, Any] = {} if namespace is None else namespace
+        self.preview_rows = preview_rows
+        self._lock = threading.RLock()
+        self._listeners: list[Listener] = []
+        self._closed = False
+        # -- the upload form
+        self.frames: list[FrameChoice] = []
+        self.frame: str | None = None
+        self.name = ""
+        self.description = ""
+        self.if_exists: str = "replace"
+        self.problem: str | None = None
+        self._auto_name: str | None = None
+        self._frame_verdict: tuple[tuple[str | None, int], Any, str | None] | None = None
+        # -- uploads of this process, newest first, and those of earlier sessions
+        self.tasks: list[UploadTask] = []
+        self.history = pd.DataFrame(columns=HISTORY_COLUMNS)
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._pending: set[concurrent.futures.Future] = set()
+        # -- the stored datasets
+        self.datasets = pd.DataFrame(columns=DATASET_COLUMNS)
+        self.selected: str | None = None
+        self.versions = pd.DataFrame()
+        self.schema = pd.DataFrame(columns=["column", "dtype"])
+        self.preview = pd.DataFrame()
+        self.selected_version: int | None = None
+        self.pending_delete: tuple[str, int | None] | None = None
+        self.status: Message | None = None
+
+        for task in reversed(hub.uploads()):
+            self._add_task(task, notify=False)
+        self._unsubscribe.append(hub.on_upload(self._on_upload))
+        self.refresh_frames()
+        self.refresh_datasets()
+        self.refresh_history()
+
+    # -- listeners ---------------------------------------------------------------------------
+
+    def observe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(event)`` after every change; returns a function that unsubscribes."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _notify(self, event: Event) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(event)
+            except Exception as exc:  # noqa: BLE001 - shown in the status area, not lost in a log
+                if event == "status":
+                    log.exception("the panel's status listener failed")
+                else:
+                    self.report_error(f"showing {event}", exc)
+
+    def close(self) -> None:
+        """Stop following uploads; the panel no longer changes."""
+        with self._lock:
+            self._closed = True
+            unsubscribe, self._unsubscribe = self._unsubscribe, []
+            self._listeners.clear()
+        for fn in unsubscribe:
+            fn()
+
+    # -- errors and messages -----------------------------------------------------------------
+
+    def report_error(self, action: str, exc: BaseException) -> None:
+        """Log a failed action on the ``dsnotebook`` logger and show it in the status area."""
+        log.error("panel: %s failed: %s", action, exc, exc_info=(type(exc), exc, exc.__traceback__))
+        self._set_status(Message(f"{action} failed: {exc}", "error"))
+
+    def run(self, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call ``fn(*args, **kwargs)``; an exception is reported (logged and shown), not raised.
+
+        This is how widget callbacks call the controller, so that no error vanishes into the
+        kernel's log. Returns ``fn``'s result, or None when it raised.
+        """
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - reported where the user is looking
+            self.report_error(action, exc)
+            return None
+
+    def _set_status(self, message: Message | None) -> None:
+        self.status = message
+        self._notify("status")
+
+    # -- the frames on offer -----------------------------------------------------------------
+
+    def refresh_frames(self) -> list[FrameChoice]:
+        """Read the namespace again: its DataFrames and Series, sorted by name."""
+        self._frame_verdict = None
+        choices = [c for name, value in list(self.namespace.items()) if (c := _choice(str(name), value)) is not None]
+        self.frames = sorted(choices, key=lambda c: c.variable.lower())
+        if self.frame is not None and self.frame not in {c.variable for c in self.frames}:
+            self.frame = None
+        self._notify("frames")
+        self.validate()
+        return self.frames
+
+    def select_frame(self, variable: str | None) -> None:
+        """Choose the variable to upload; the name follows it unless the user typed another one."""
+        self.frame = variable
+        if variable is not None and (not self.name or self.name == self._auto_name):
+            self.name = self._auto_name = variable
+        self.validate()
+
+    def set_name(self, name: str) -> None:
+        self.name = name
+        self.validate()
+
+    def set_description(self, description: str) -> None:
+        self.description = description
+        self.validate()
+
+    def set_if_exists(self, if_exists: str) -> None:
+        self.if_exists = if_exists
+        self.validate()
+
+    def _frame_object(self) -> pd.DataFrame | pd.Series:
+        if self.frame is None:
+            raise ValidationError("no DataFrame chosen; choose one of the notebook's DataFrames to upload")
+        try:
+            value = self.namespace[self.frame]
+        except KeyError:
+            raise ValidationError(f"the variable {self.frame!r} no longer exists; click Refresh and choose again") from None
+        if not isinstance(value, (pd.DataFrame, pd.Series)):
+            raise ValidationError(
+                f"the variable {self.frame!r} is now a {type(value).__name__}, not a DataFrame; click Refresh"
+            )
+        return value
+
+    def _check(self) -> None:
+        """The engine's own checks, in the order a user fixes them; raises the first problem."""
+        frame = self._frame_object()
+        validate_name(self.name)
+        validate_options(description=self.description or None, if_exists=self.if_exists)
+        if self.if_exists == "fail" and self.name in set(self.datasets["name"]):
+            raise ValidationError(
+                f"dataset {self.name!r} already exists and if_exists is 'fail'; choose another name, "
+                "or 'replace' or 'append'"
+            )
+        self._check_frame(frame)
+
+    def _check_frame(self, frame: pd.DataFrame | pd.Series) -> None:
+        # Checking a frame scans its object columns, so the verdict is kept until the variable is
+        # rebound or Refresh is clicked; push checks again in any case.
+        key = (self.frame, id(frame))
+        if self._frame_verdict is None or self._frame_verdict[0] != key or self._frame_verdict[1] is not frame:
+            try:
+                codec.encode(frame)
+                problem = None
+            except ValidationError as exc:
+                problem = str(exc)
+            self._frame_verdict = (key, frame, problem)
+        problem = self._frame_verdict[2]
+        if problem is not None:
+            raise ValidationError(f"{self.frame}: {problem}")
+
+    def validate(self) -> str | None:
+        """Check the form; returns the problem (also in :attr:`problem`), or None when it can be uploaded."""
+        try:
+            self._check()
+            problem = None
+        except ValidationError as exc:
+            problem = str(exc)
+        self.problem = problem
+        self._notify("form")
+        return problem
+
+    @property
+    def can_upload(self) -> bool:
+        return self.problem is None
+
+    # -- uploads -----------------------------------------------------------------------------
+
+    def upload(self) -> UploadTask:
+        """Start uploading the chosen frame with the form's options.
+
+        Returns the new upload's handle, which also appears first in :attr:`tasks`.
+
+        Raises:
+            ValidationError: the form is not valid (the message says why); nothing was started.
+            VersionConflict, SchemaMismatch: as for :meth:`Hub.push`.
+        """
+        problem = self.validate()
+        if problem is not None:
+            raise ValidationError(problem)
+        frame = self._frame_object()
+        task = self.hub.push(frame, self.name, description=self.description or None, if_exists=self.if_exists)
+        self._add_task(task)  # the hub's listener usually got there first; adding is idempotent
+        self._set_status(Message(f"Started the upload of {task.dataset!r} ({task.rows_total:,} rows).", "info"))
+        return task
+
+    def cancel(self, task: UploadTask) -> bool:
+        """Ask an upload to stop; returns False if it had already ended."""
+        cancelled = task.cancel()
+        if cancelled:
+            self._set_status(Message(f"Cancelling the upload of {task.dataset!r}.", "info"))
+        return cancelled
+
+    def retry(self, task: UploadTask) -> UploadTask:
+        """Start a failed, cancelled or interrupted upload again; returns the new handle."""
+        new = self.hub.retry(task)
+        self._add_task(new)
+        self._set_status(Message(f"Retrying the upload of {task.dataset!r}.", "info"))
+        return new
+
+    def _on_upload(self, task: UploadTask) -> None:
+        # On the portal thread, whenever the hub starts an upload (from this panel or from code).
+        self._add_task(task)
+
+    def _add_task(self, task: UploadTask, *, notify: bool = True) -> None:
+        with self._lock:
+            if self._closed or any(t is task for t in self.tasks):
+                return
+            self.tasks.insert(0, task)
+            if not task.done():
+                self._unsubscribe.append(task.subscribe(self._on_progress))
+        if notify:
+            self._notify("tasks")
+
+    def _on_progress(self, progress: Any) -> None:
+        # On the uploads' loop thread: once an upload ends, the catalog has changed.
+        if progress.status in TERMINAL_STATUSES:
+            self._refresh_in_background()
+
+    def _refresh_in_background(self) -> None:
+        """Reload what an ended upload changed, without blocking the uploads' loop thread.
+
+        The reads run as coroutines on that loop; their results are applied when they arrive.
+        """
+        if self._closed or self.hub.closed:
+            return
+        ahub = self.hub._async
+        loads: list[tuple[str, Any, Callable[[Any], None]]] = [
+            ("the datasets", ahub.datasets(), self._apply_datasets),
+            ("the task history", ahub.tasks(), self._apply_history),
+        ]
+        if self.selected is not None:
+            loads.append((f"the dataset {self.selected!r}", self._load_selection(self.selected, self.selected_version), self._apply_selection))
+        for what, coro, update in loads:
+            fut = self.hub._portal.submit(coro)
+            with self._lock:
+                self._pending.add(fut)  # strongly held until it is done
+            fut.add_done_callback(self._when_loaded(what, update))
+
+    def _when_loaded(self, what: str, update: Callable[[Any], None]) -> Callable[[concurrent.futures.Future], None]:
+        def done(fut: concurrent.futures.Future) -> None:
+            with self._lock:
+                self._pending.discard(fut)
+            if fut.cancelled() or self._closed:
+                return
+            exc = fut.exception()
+            if exc is not None:
+                self.report_error(f"refreshing {what}", exc)
+                return
+            try:
+                update(fut.result())
+            except Exception as exc:  # noqa: BLE001 - shown in the status area
+                self.report_error(f"showing {what}", exc)
+
+        return done
+
+    def _run_sync(self, coro: Any) -> Any:
+        return self.hub._run(coro)
+
+    def refresh_history(self) -> pd.DataFrame:
+        """Reload the uploads of earlier sessions and other processes from ``hub.tasks()``."""
+        self._apply_history(self._run_sync(self.hub._async.tasks()))
+        return self.history
+
+    def _apply_history(self, frame: pd.DataFrame) -> None:
+        with self._lock:
+            live = {t.id for t in self.tasks}
+        earlier = frame[~frame["id"].isin(live)] if len(frame) else frame
+        self.history = earlier.reindex(columns=HISTORY_COLUMNS).reset_index(drop=True)
+        self._notify("history")
+
+    # -- datasets ----------------------------------------------------------------------------
+
+    def refresh_datasets(self) -> pd.DataFrame:
+        """Reload the table of datasets, and the selected one's details."""
+        self._apply_datasets(self._run_sync(self.hub._async.datasets()))
+        if self.selected is not None:
+            self.select_dataset(self.selected, self.selected_version)
+        return self.datasets
+
+    def _apply_datasets(self, frame: pd.DataFrame) -> None:
+        self.datasets = frame.reindex(columns=DATASET_COLUMNS).reset_index(drop=True)
+        self._notify("datasets")
+        if self.if_exists == "fail":
+            self.validate()  # whether the name is taken may have changed
+
+    async def _load_selection(self, name: str | None, version: int | None) -> tuple[str | None, pd.DataFrame, int | None, pd.DataFrame]:
+        if name is None:
+            return None, pd.DataFrame(), None, pd.DataFrame()
+        ahub = self.hub._async
+        try:
+            versions = await ahub.versions(name)
+        except DatasetNotFound:  # deleted meanwhile, perhaps by another process
+            return None, pd.DataFrame(), None, pd.DataFrame()
+        if versions.empty:
+            return name, versions, None, pd.DataFrame()
+        if version not in set(versions["version"]):
+            latest = versions.loc[versions["latest"].astype(bool), "version"]
+            version = int(latest.iloc[0] if len(latest) else versions["version"].max())
+        preview = await ahub.pull(name, version, limit=self.preview_rows)
+        return name, versions, version, preview
+
+    def _apply_selection(self, loaded: tuple[str | None, pd.DataFrame, int | None, pd.DataFrame]) -> None:
+        name, versions, version, preview = loaded
+        self.selected, self.versions, self.selected_version, self.preview = name, versions, version, preview
+        self.schema = pd.DataFrame(
+            [(str(label), str(dtype)) for label, dtype in preview.dtypes.items()], columns=["column", "dtype"]
+        )
+        self._notify("selection")
+
+    def select_dataset(self, name: str | None, version: int | None = None) -> None:
+        """Show ``name``'s versions, and the schema and first rows of ``version`` (default: the latest).
+
+        None clears the selection.
+
+        Raises:
+            DatasetNotFound: no dataset of that name.
+        """
+        self.pending_delete = None
+        if name is not None and name not in set(self.datasets["name"]):
+            self._apply_datasets(self._run_sync(self.hub._async.datasets()))
+            if name not in set(self.datasets["name"]):
+                raise ValidationError(f"no dataset named {name!r}; choose one of those listed")
+        self._apply_selection(self._run_sync(self._load_selection(name, version)))
+
+    def select_version(self, version: int | None) -> None:
+        """Show ``version`` of the selected dataset; Delete acts on it (None: the whole dataset)."""
+        if self.selected is None:
+            raise ValidationError("no dataset selected; select a dataset first")
+        if version is None:
+            self.selected_version = None
+            self.pending_delete = None
+            self._notify("selection")
+            return
+        self.select_dataset(self.selected, version)
+
+    def request_delete(self) -> str:
+        """Ask before deleting the selected version (or, with no version selected, the whole dataset).
+
+        Returns the question to show; nothing is deleted until :meth:`confirm_delete`.
+        """
+        if self.selected is None:
+            raise ValidationError("no dataset selected; select a dataset to delete")
+        self.pending_delete = (self.selected, self.selected_version)
+        self._notify("selection")
+        return self.delete_question()
+
+    def delete_question(self) -> str:
+        if self.pending_delete is None:
+            return ""
+        name, version = self.pending_delete
+        if version is None:
+            return f"Delete the dataset {name!r} and all its versions? This cannot be undone."
+        return f"Delete version {version} of {name!r}? This cannot be undone."
+
+    def confirm_delete(self) -> list[int]:
+        """Carry out the pending deletion; returns the removed version numbers."""
+        if self.pending_delete is None:
+            raise ValidationError("nothing to delete; choose Delete first")
+        name, version = self.pending_delete
+        self.pending_delete = None
+        removed = self.hub.delete(name, version)
+        what = f"version {version} of {name!r}" if version is not None else f"the dataset {name!r}"
+        self._apply_datasets(self._run_sync(self.hub._async.datasets()))
+        self._apply_selection(self._run_sync(self._load_selection(name, None)))
+        self._set_status(Message(f"Deleted {what}.", "success"))
+        return removed
+
+    def abort_delete(self) -> None:
+        self.pending_delete = None
+        self._notify("selection")
+
+    def refresh(self) -> None:
+        """Reload everything: frames, datasets, the selection and the task history."""
+        self.refresh_frames()
+        self.refresh_datasets()
+        self.refresh_history()
