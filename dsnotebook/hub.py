@@ -194,6 +194,7 @@ class AsyncHub:
             for handle in self._uploads.handles():
                 handle._interrupting = True
         await self.task_service.shutdown(cancel=cancel, timeout=timeout)
+        await self._uploads.drain()
         await self._engine.dispose()
 
     def _check_open(self) -> None:

@@ -407,6 +407,7 @@ class DatasetUploadService:
         self._history: deque[UploadTask] = deque(maxlen=HISTORY_LENGTH)
         self._submit_listeners: list[Callable[[UploadTask], None]] = []
         self._submit_lock = threading.Lock()
+        self._recording: set[asyncio.Task] = set()
 
     def handles(self) -> list[UploadTask]:
         """Handles of the uploads started by this service that have not ended, oldest first."""
@@ -524,7 +525,7 @@ class DatasetUploadService:
             priority=priority,
             chunk_size=chunk_size,
         )
-        task.add_done_callback(lambda _t: self._handles.pop(task_id, None))
+        task.add_done_callback(functools.partial(self._ended, handle))
         self._history.append(handle)
         with self._submit_lock:
             listeners = list(self._submit_listeners)
@@ -534,6 +535,28 @@ class DatasetUploadService:
             except Exception:  # noqa: BLE001 - a display problem must never break an upload
                 log.exception("upload listener failed for task %s", task_id)
         return handle
+
+    def _ended(self, handle: UploadTask, task: asyncio.Task) -> None:
+        self._handles.pop(handle.id, None)
+        if handle.status == "queued":
+            # It ended before it started (cancelled while waiting for a slot), so the upload
+            # itself never ran to record its end.
+            if task.cancelled():
+                status, error = ("interrupted" if handle._interrupting else "cancelled"), None
+            else:
+                status, error = "failed", task.exception()
+            handle.error = error
+            handle._set(status=status)
+            recording = asyncio.get_running_loop().create_task(
+                self._cleanup(handle, None, status, error), name=f"record the end of upload {handle.id}"
+            )
+            self._recording.add(recording)  # strongly held until done; drain() waits for it
+            recording.add_done_callback(self._recording.discard)
+
+    async def drain(self) -> None:
+        """Wait until the ends of cancelled uploads are recorded; a hub calls this before closing."""
+        while self._recording:
+            await asyncio.gather(*self._recording, return_exceptions=True)
 
     # -- the task ---------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from frametools import assert_identical, frames
+from hubtools import occupy_the_slot, sqlite_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -43,10 +44,6 @@ def frame(n: int = 100, seed: int = 0) -> pd.DataFrame:
 
 def assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(a, b, check_exact=True, check_index_type=True, check_column_type=True)
-
-
-def sqlite_path(hub) -> str:
-    return hub.url.database
 
 
 # -- the happy path -------------------------------------------------------------------------------
@@ -375,28 +372,6 @@ def _until(predicate, timeout: float = 30) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.01)
-
-
-def occupy_the_slot(hub):
-    """Start a task that holds the hub's only upload slot until the returned function is called."""
-
-    async def start():
-        event = asyncio.Event()
-
-        async def hold(_session):
-            await event.wait()
-
-        task = hub.task_service.create_task_with_session(hold, task_name="hold the slot")
-        while hub.task_service.record(task).started_at is None:
-            await asyncio.sleep(0.001)
-        return event, task
-
-    event, task = hub._portal.run(start())
-
-    def release():
-        hub._portal.loop.call_soon_threadsafe(event.set)
-
-    return release
 
 
 def test_wait_timeout_leaves_the_task_running(hub):

@@ -57,7 +57,7 @@ def _message(message: Message | None) -> str:
     if message is None:
         return ""
     color = _LEVEL_COLORS.get(message.level, "")
-    return f'<span style="color:{color}">{html.escape(message.text)}</span>'
+    return f'<span style="color:{color}">{html.escape(message.text, quote=False)}</span>'
 
 
 class UploadPanel(w.VBox):
@@ -271,7 +271,7 @@ class UploadPanel(w.VBox):
         self.preview.value = (
             _TABLE_STYLE + c.preview.to_html(border=0, classes="dsn-table", max_cols=30, escape=True) if selected and not c.preview.empty else ""
         )
-        self.confirm_question.value = html.escape(c.delete_question())
+        self.confirm_question.value = html.escape(c.delete_question(), quote=False)
         self.confirm_box.layout.display = None if c.pending_delete is not None else "none"
 
     def _render_status(self) -> None:

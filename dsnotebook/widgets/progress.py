@@ -160,7 +160,7 @@ class TaskProgress(w.VBox):
             retry = ended and self._on_retry is not None and self.task.can_retry
             self.retry_button.layout.display = None if retry else "none"
             if p.error:
-                self.error.value = f'<span style="color:#c62828">{html.escape(p.error)}</span>'
+                self.error.value = f'<span style="color:#c62828">{html.escape(p.error, quote=False)}</span>'
                 self.error.layout.display = None
             else:
                 self.error.value = ""
@@ -181,7 +181,7 @@ class TaskProgress(w.VBox):
                 return
             log.error("%s the upload of %r failed: %s", action, self.task.dataset, exc, exc_info=True)
             with self._lock:
-                self.error.value = f'<span style="color:#c62828">{html.escape(f"{action} failed: {exc}")}</span>'
+                self.error.value = f'<span style="color:#c62828">{html.escape(f"{action} failed: {exc}", quote=False)}</span>'
                 self.error.layout.display = None
 
 

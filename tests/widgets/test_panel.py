@@ -1,0 +1,367 @@
+"""The UploadPanel and its rows, driven through the real ipywidgets objects against a real SQLite hub.
+
+No kernel is involved: ``Button.click()`` runs the handlers, and setting a widget's value fires
+its observers, as a click or an edit in the browser would.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from hubtools import occupy_the_slot, refuse_progress_beyond, sqlite_path, wait_until
+
+import dsnotebook as dsn
+from dsnotebook.widgets import TaskProgress, UploadPanel
+from dsnotebook.widgets.panel import DATASETS_TAB, TASKS_TAB
+
+
+def sales_frame(n: int = 2_000, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "region": pd.Series(rng.choice(["north", "south", "east"], n), dtype="category"),
+            "units": pd.array(rng.integers(0, 100, n), dtype="Int64"),
+            "price": rng.random(n),
+            "day": pd.date_range("2026-01-01", periods=n, freq="h", tz="Europe/Paris"),
+        }
+    )
+
+
+@pytest.fixture
+def namespace():
+    return {"sales": sales_frame(), "costs": sales_frame(50, seed=1), "answer": 42, "_": sales_frame(3)}
+
+
+@pytest.fixture
+def panel(hub, namespace):
+    p = hub.panel(namespace=namespace)
+    yield p
+    p.close()
+
+
+def row_of(panel: UploadPanel, task) -> TaskProgress:
+    return next(row for row in panel.task_list.children if row.task is task)
+
+
+def ended(task) -> bool:
+    return task.done()
+
+
+# -- uploading -----------------------------------------------------------------------------------
+
+
+def test_upload_from_the_panel_ends_with_a_green_full_bar(hub, panel, namespace):
+    assert panel.frame_dropdown.options == (("costs (50 × 4)", "costs"), ("sales (2,000 × 4)", "sales"))
+    assert panel.upload_button.disabled  # nothing chosen yet
+
+    panel.frame_dropdown.value = "sales"
+    assert panel.name_text.value == "sales"  # prefilled with the variable's name
+    panel.name_text.value = "q3 sales"
+    panel.description_text.value = "third quarter"
+    assert not panel.upload_button.disabled
+    assert "Ready to upload 2,000 rows as 'q3 sales'" in panel.message.value
+
+    panel.upload_button.click()
+    assert panel.tabs.selected_index == TASKS_TAB
+    task = panel.controller.tasks[0]
+    assert task.dataset == "q3 sales"
+    task.wait(timeout=30)
+
+    row = row_of(panel, task)
+    assert row is panel.task_list.children[0]
+    assert (row.bar.value, row.bar.bar_style, row.percent.value) == (1.0, "success", "100%")
+    assert row.status_badge.value == "succeeded" and row.status_badge.style.text_color == "#2e7d32"
+    assert row.title.value == "q3 sales v1"
+    assert row.rows.value == "2,000 / 2,000 rows"
+    assert row.cancel_button.disabled and row.cancel_button.layout.display == "none"
+    assert row.retry_button.layout.display == "none" and row.error.layout.display == "none"
+
+    # The catalog holds exactly what the panel says.
+    info = hub.info("q3 sales")
+    assert (info.latest.version, info.latest.rows, info.description) == (1, 2_000, "third quarter")
+    pd.testing.assert_frame_equal(hub.pull("q3 sales"), namespace["sales"])
+    assert hub.tasks().iloc[0][["dataset", "status", "rows_done"]].tolist() == ["q3 sales", "succeeded", 2_000]
+    # The datasets tab catches up by itself once the upload has ended.
+    wait_until(lambda: "q3 sales" in panel.datasets_table.value, what="the datasets table to list the upload")
+    assert "third quarter" in panel.datasets_table.value
+
+
+def test_the_name_follows_the_frame_until_the_user_types_one(panel):
+    panel.frame_dropdown.value = "sales"
+    panel.frame_dropdown.value = "costs"
+    assert panel.name_text.value == "costs"
+    panel.name_text.value = "my name"
+    panel.frame_dropdown.value = "sales"
+    assert panel.name_text.value == "my name"
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        pytest.param({}, "no DataFrame chosen", id="no-frame"),
+        pytest.param({"name": "   "}, "is empty or whitespace only", id="blank-name"),
+        pytest.param({"name": "bell\x07"}, "control character '\\x07'", id="control-character"),
+        pytest.param({"name": "x" * 256}, "256 characters is too long; at most 255", id="long-name"),
+        pytest.param({"name": "taken", "if_exists": "fail"}, "'taken' already exists and if_exists is 'fail'", id="fail-exists"),
+        pytest.param({"frame": "bad"}, "bad: column 'z'", id="unstorable-column"),
+    ],
+)
+def test_invalid_input_disables_upload_and_names_the_problem(hub, namespace, edit, expected):
+    hub.push(sales_frame(10), "taken").wait(timeout=30)
+    namespace["bad"] = pd.DataFrame({"z": [1 + 2j, 3j]})
+    panel = hub.panel(namespace=namespace)
+    try:
+        if "frame" in edit or edit:
+            panel.frame_dropdown.value = edit.get("frame", "sales")
+        if "name" in edit:
+            panel.name_text.value = edit["name"]
+        if "if_exists" in edit:
+            panel.if_exists_dropdown.value = edit["if_exists"]
+        assert panel.upload_button.disabled
+        assert expected in panel.controller.problem
+        assert panel.message.value.startswith('<span style="color:#c62828">')
+        assert expected in panel.message.value
+        # Fixing it enables the button.
+        panel.frame_dropdown.value = "sales"
+        panel.name_text.value = "fresh"
+        panel.if_exists_dropdown.value = "replace"
+        assert not panel.upload_button.disabled and panel.controller.problem is None
+    finally:
+        panel.close()
+
+
+def test_an_unstorable_value_is_named_with_its_column(hub, namespace):
+    namespace["objects"] = pd.DataFrame({"ok": [1, 2], "things": [object(), object()]})
+    panel = hub.panel(namespace=namespace)
+    try:
+        panel.frame_dropdown.value = "objects"
+        assert panel.upload_button.disabled
+        assert "column 'things'" in panel.controller.problem
+        # Clicking anyway (e.g. a stale button in the browser) starts nothing and says why.
+        panel.upload_button.click()
+        assert panel.controller.tasks == [] and hub.tasks().empty
+        assert "starting the upload failed" in panel.status.value and "things" in panel.status.value
+    finally:
+        panel.close()
+
+
+def test_refresh_finds_new_frames_and_forgets_deleted_ones(panel, namespace):
+    panel.frame_dropdown.value = "costs"
+    namespace["fresh"] = sales_frame(7)
+    del namespace["costs"]
+    # Nothing changes until Refresh is clicked...
+    assert [value for _, value in panel.frame_dropdown.options] == ["costs", "sales"]
+    panel.refresh_frames_button.click()
+    assert panel.frame_dropdown.options == (("fresh (7 × 4)", "fresh"), ("sales (2,000 × 4)", "sales"))
+    # ...and a frame that is gone is no longer chosen.
+    assert panel.frame_dropdown.value is None and panel.upload_button.disabled
+    assert "no DataFrame chosen" in panel.message.value
+
+
+def test_a_variable_rebound_to_something_else_is_refused(panel, namespace):
+    panel.frame_dropdown.value = "sales"
+    namespace["sales"] = "not a frame any more"
+    panel.upload_button.click()
+    assert panel.controller.tasks == []
+    assert "'sales' is now a str, not a DataFrame" in panel.status.value
+
+
+def test_cancel_a_queued_upload_from_its_row(hub, panel):
+    release = occupy_the_slot(hub)
+    try:
+        panel.frame_dropdown.value = "sales"
+        panel.upload_button.click()
+        task = panel.controller.tasks[0]
+        row = row_of(panel, task)
+        assert row.status_badge.value == "queued" and not row.cancel_button.disabled
+        row.cancel_button.click()
+        wait_until(lambda: ended(task), what="the cancel")
+    finally:
+        release()
+    assert task.status == "cancelled"
+    wait_until(lambda: row.status_badge.value == "cancelled", what="the final render")
+    assert row.bar.bar_style == "warning" and row.cancel_button.disabled
+    assert row.retry_button.layout.display is None  # a cancelled upload can be started again
+    # Nothing was published, and the catalog says why.
+    assert hub.datasets().empty
+    assert hub.tasks().iloc[0]["status"] == "cancelled"
+
+
+def test_a_failed_upload_turns_red_and_retry_publishes_it(hub, panel, namespace):
+    undo = refuse_progress_beyond(hub, 1_000)
+    hub_chunk = dict(chunk_size=500)
+    task = hub.push(namespace["sales"], "sales", **hub_chunk)
+    with pytest.raises(dsn.UploadError):
+        task.wait(timeout=30)
+    wait_until(lambda: panel.task_list.children and panel.task_list.children[0].task is task, what="the row")
+    row = row_of(panel, task)
+    wait_until(lambda: row.status_badge.value == "failed", what="the final render")
+    assert row.bar.bar_style == "danger" and row.status_badge.style.text_color == "#c62828"
+    assert row.error.layout.display is None and "simulated storage failure" in row.error.value
+    assert row.bar.value == pytest.approx(500 / 2_000)
+    assert row.retry_button.layout.display is None
+
+    undo()
+    row.retry_button.click()
+    new = panel.controller.tasks[0]
+    assert new is not task and new.dataset == "sales"
+    assert new.wait(timeout=30).version == 1
+    assert [r.task for r in panel.task_list.children] == [new, task]
+    assert row.status_badge.value == "failed"  # the old row stays as it ended
+    pd.testing.assert_frame_equal(hub.pull("sales"), namespace["sales"])
+    assert hub.tasks()["status"].tolist() == ["succeeded", "failed"]
+
+
+def test_retrying_a_succeeded_upload_is_refused_in_the_status_area(hub, panel, namespace):
+    task = hub.push(namespace["costs"], "costs")
+    task.wait(timeout=30)
+    assert not task.can_retry
+    panel.controller.run("retrying the upload", panel.controller.retry, task)
+    assert "only a failed, cancelled or interrupted upload can be retried" in panel.status.value
+
+
+def test_uploads_started_in_code_are_listed_newest_first(hub, namespace):
+    before = hub.push(namespace["costs"], "early")
+    before.wait(timeout=30)
+    panel = hub.panel(namespace=namespace)
+    try:
+        after = hub.push(namespace["sales"], "late")
+        after.wait(timeout=30)
+        wait_until(lambda: len(panel.task_list.children) == 2, what="the second row")
+        assert [row.task for row in panel.task_list.children] == [after, before]
+        # Displaying a task and the panel's row are the same widget, so they never disagree.
+        assert TaskProgress.for_task(after) is panel.task_list.children[0]
+    finally:
+        panel.close()
+
+
+def test_uploads_of_earlier_sessions_are_listed_from_the_catalog(db_url, tmp_path, namespace):
+    with dsn.connect(db_url) as earlier:
+        earlier.push(namespace["costs"], "from before").wait(timeout=30)
+    # An upload whose process died: recorded as running by a pid that no longer exists.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    con = sqlite3.connect(db_url.split("///", 1)[1])
+    con.execute(
+        "INSERT INTO dsn_tasks (id, name, dataset, status, if_exists, priority, rows_total, rows_done, attempts, "
+        "deduplicated, queued_at, owner_host, owner_pid) SELECT 'deadbeef', 'push crashed', 'crashed', 'running', "
+        "'replace', 0, 100, 40, 1, 0, queued_at, owner_host, ? FROM dsn_tasks LIMIT 1",
+        (int(dead.stdout),),
+    )
+    con.commit()
+    con.close()
+    with dsn.connect(db_url) as hub:
+        panel = hub.panel(namespace=namespace)
+        try:
+            history = panel.controller.history
+            assert sorted(zip(history["dataset"], history["status"])) == [("crashed", "interrupted"), ("from before", "succeeded")]
+            assert "interrupted" in panel.history_table.value and "from before" in panel.history_table.value
+            # This session's own uploads are rows above, not history.
+            task = hub.push(namespace["sales"], "now")
+            task.wait(timeout=30)
+            panel.refresh_history_button.click()
+            assert "now" not in set(panel.controller.history["dataset"])
+        finally:
+            panel.close()
+
+
+# -- browsing and deleting -------------------------------------------------------------------------
+
+
+def test_browse_datasets_versions_schema_and_preview(hub, namespace):
+    hub.push(sales_frame(10, seed=1), "sales", description="first").wait(timeout=30)
+    hub.push(sales_frame(20, seed=2), "sales", description="second").wait(timeout=30)
+    hub.push(namespace["costs"], "costs").wait(timeout=30)
+    panel = UploadPanel(hub, namespace=namespace, preview_rows=3)
+    try:
+        panel.tabs.selected_index = DATASETS_TAB
+        table = panel.controller.datasets
+        assert table[["name", "latest_version", "rows", "columns", "description"]].values.tolist() == [
+            ["costs", 1, 50, 4, ""], ["sales", 2, 20, 4, "second"]
+        ]
+        html = panel.datasets_table.value
+        assert html.count("<tr>") == 2 and "<td>sales</td>" in html and "<td>second</td>" in html
+        assert [value for _, value in panel.dataset_dropdown.options] == [None, "costs", "sales"]
+
+        panel.dataset_dropdown.value = "sales"
+        assert [value for _, value in panel.version_dropdown.options] == [None, 1, 2]
+        assert panel.version_dropdown.value == 2
+        schema = panel.controller.schema
+        assert schema.values.tolist() == [
+            ["region", "category"], ["units", "Int64"], ["price", "float64"], ["day", "datetime64[ns, Europe/Paris]"]
+        ]
+        assert "datetime64[ns, Europe/Paris]" in panel.schema_table.value
+        pd.testing.assert_frame_equal(panel.controller.preview, sales_frame(20, seed=2).head(3))
+        assert panel.preview.value.count("<tr") == 4  # a header and three rows
+
+        panel.version_dropdown.value = 1
+        pd.testing.assert_frame_equal(panel.controller.preview, sales_frame(10, seed=1).head(3))
+    finally:
+        panel.close()
+
+
+def test_deleting_a_version_asks_first(hub, namespace):
+    for seed in (1, 2, 3):
+        hub.push(sales_frame(10, seed=seed), "sales").wait(timeout=30)
+    panel = hub.panel(namespace=namespace)
+    try:
+        panel.dataset_dropdown.value = "sales"
+        panel.version_dropdown.value = 2
+        panel.delete_button.click()
+        assert panel.confirm_box.layout.display is None
+        assert panel.confirm_question.value == "Delete version 2 of 'sales'? This cannot be undone."
+        assert hub.versions("sales")["version"].tolist() == [3, 2, 1] or sorted(hub.versions("sales")["version"]) == [1, 2, 3]
+
+        panel.confirm_no.click()  # changing one's mind deletes nothing
+        assert panel.confirm_box.layout.display == "none"
+        assert sorted(hub.versions("sales")["version"]) == [1, 2, 3]
+
+        panel.delete_button.click()
+        panel.confirm_yes.click()
+        assert sorted(hub.versions("sales")["version"]) == [1, 3]
+        assert "Deleted version 2 of 'sales'." in panel.status.value
+        assert [value for _, value in panel.version_dropdown.options] == [None, 1, 3]
+        pd.testing.assert_frame_equal(hub.pull("sales", version=1), sales_frame(10, seed=1))
+
+        # With no version chosen, Delete removes the whole dataset, again after asking.
+        panel.version_dropdown.value = None
+        assert panel.delete_button.description == "Delete dataset"
+        panel.delete_button.click()
+        assert "Delete the dataset 'sales' and all its versions?" in panel.confirm_question.value
+        panel.confirm_yes.click()
+        assert hub.datasets().empty
+        assert panel.dataset_dropdown.value is None and "No datasets yet." in panel.datasets_table.value
+    finally:
+        panel.close()
+
+
+# -- errors are shown, never swallowed -------------------------------------------------------------
+
+
+def test_a_failing_callback_shows_in_the_status_area_and_is_logged(hub, namespace, caplog):
+    hub.push(sales_frame(10), "sales").wait(timeout=30)
+    panel = hub.panel(namespace=namespace)
+    # The database loses its catalog underneath the panel.
+    con = sqlite3.connect(sqlite_path(hub))
+    con.execute("DROP TABLE dsn_versions")
+    con.commit()
+    con.close()
+    with caplog.at_level(logging.ERROR, logger="dsnotebook"):
+        panel.refresh_datasets_button.click()
+    assert panel.status.value.startswith('<span style="color:#c62828">refreshing the datasets failed:')
+    assert "dsn_versions" in panel.status.value
+    [record] = [r for r in caplog.records if r.name == "dsnotebook"]
+    assert record.levelno == logging.ERROR and "refreshing the datasets failed" in record.getMessage()
+    assert record.exc_info is not None
+    panel.close()
+
+
+def test_a_closed_hub_is_reported_not_raised(hub, panel):
+    hub.close()
+    panel.refresh_datasets_button.click()
+    assert "refreshing the datasets failed" in panel.status.value and "is closed" in panel.status.value
