@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from frametools import assert_identical, frames
-from hubtools import occupy_the_slot, sqlite_path
+from hubtools import occupy_the_slot, refuse_progress_beyond, sqlite_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -408,14 +408,8 @@ def test_cancel_leaves_no_partial_version_and_the_previous_one_intact(hub):
 def test_a_failed_upload_says_why_and_keeps_the_previous_version(hub):
     previous = frame(10, seed=1)
     hub.push(previous, "d").wait(timeout=30)
-    # A trigger makes the database itself refuse the third chunk, as a constraint or a full disk would.
-    con = sqlite3.connect(sqlite_path(hub))
-    con.execute(
-        "CREATE TRIGGER fail_mid BEFORE UPDATE OF rows_done ON dsn_tasks WHEN NEW.rows_done >= 3000 "
-        "BEGIN SELECT RAISE(ABORT, 'simulated storage failure'); END"
-    )
-    con.commit()
-    con.close()
+    # The database itself refuses the third chunk, as a constraint or a full disk would.
+    refuse_progress_beyond(hub, 3000)
     task = hub.push(frame(10_000, seed=2), "d", chunk_size=1000)
     with pytest.raises(UploadError) as err:
         task.wait(timeout=30)
@@ -741,3 +735,83 @@ def test_partial_pull_of_tuple_labels_and_of_no_columns(hub):
     assert_same(hub.pull("tuples", columns=[("a", 1)], limit=2), df[[("a", 1)]].head(2))
     assert_same(hub.pull("tuples", columns=[]), df[[]])
     assert_same(hub.pull("tuples", columns=[], limit=1), df[[]].head(1))
+
+
+# -- retry, and the uploads of this process -----------------------------------------------------
+
+
+def test_a_cancel_while_queued_is_recorded(hub):
+    release = occupy_the_slot(hub)
+    try:
+        task = hub.push(frame(10), "q")
+        assert task.cancel()
+        with pytest.raises(UploadCancelled):
+            task.wait(timeout=30)
+    finally:
+        release()
+    assert task.status == "cancelled" and task.finished_at is not None
+    hub._portal.run(hub._async._uploads.drain())
+    row = hub.tasks().iloc[0]
+    assert (row["status"], row["rows_done"]) == ("cancelled", 0)
+    assert hub.datasets().empty
+
+
+def test_close_with_cancel_records_queued_uploads_as_cancelled(db_url):
+    hub = dsn.connect(db_url)
+    release = occupy_the_slot(hub)
+    queued = [hub.push(frame(10, seed=i), f"q{i}") for i in range(3)]
+    hub.close(cancel=True)
+    release()
+    assert [t.status for t in queued] == ["cancelled"] * 3
+    with dsn.connect(db_url) as again:
+        assert sorted(again.tasks()["status"]) == ["cancelled"] * 3
+
+
+def test_retry_starts_the_same_upload_again(hub):
+    df = frame(3_000)
+    undo = refuse_progress_beyond(hub, 1_000)
+    failed = hub.push(df, "r", description="kept", tags={"k": 1}, chunk_size=1_000)
+    with pytest.raises(UploadError):
+        failed.wait(timeout=30)
+    assert failed.can_retry
+    undo()
+    again = hub.retry(failed)
+    assert again is not failed and again.id != failed.id
+    assert again.wait(timeout=30).version == 1
+    assert_same(hub.pull("r"), df)
+    info = hub.info("r")
+    assert (info.description, info.tags) == ("kept", {"k": 1})
+    assert not again.can_retry and again._resubmit is None  # a success lets go of the frame
+    assert hub.uploads()[:2] == [again, failed]
+
+
+def test_retry_is_refused_for_a_running_or_succeeded_upload_or_another_hubs(hub, db_url, tmp_path):
+    task = hub.push(frame(100_000), "big", chunk_size=1_000)
+    with pytest.raises(UsageError, match="is running|is queued"):
+        hub.retry(task)
+    task.wait(timeout=60)
+    with pytest.raises(UsageError, match="only a failed, cancelled or interrupted upload can be retried"):
+        hub.retry(task)
+    with dsn.connect(f"sqlite+aiosqlite:///{tmp_path / 'other.db'}") as other:
+        with pytest.raises(UsageError, match="was not started by"):
+            other.retry(task)
+        with pytest.raises(ValidationError, match="expected an UploadTask"):
+            other.retry("big")
+
+
+def test_uploads_lists_this_hubs_recent_uploads_newest_first(hub):
+    import dsnotebook.upload as upload_module
+
+    assert hub.uploads() == []
+    tasks = [hub.push(frame(3, seed=i), f"u{i}") for i in range(3)]
+    for t in tasks:
+        t.wait(timeout=30)
+    assert hub.uploads() == tasks[::-1]
+    seen = []
+    unsubscribe = hub.on_upload(seen.append)
+    new = hub.push(frame(3), "u3")
+    unsubscribe()
+    hub.push(frame(3), "u4").wait(timeout=30)
+    new.wait(timeout=30)
+    assert seen == [new]
+    assert len(hub.uploads()) == 5 <= upload_module.HISTORY_LENGTH

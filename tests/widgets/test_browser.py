@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pandas as pd
 import pytest
@@ -58,6 +57,8 @@ ROWS = 25_000
 SERVER_START_TIMEOUT = 60.0
 SERVER_STOP_TIMEOUT = 10.0
 UPLOAD_TIMEOUT_MS = 60_000
+#: For every other wait on the page (the default of 5 s is tight on a busy CI machine).
+PAGE_TIMEOUT_MS = 30_000
 
 # Runs in the kernel and in the test, so that both build the very same frame.
 FRAME_SOURCE = f"""\
@@ -290,6 +291,8 @@ RENDERED_OR_ERROR = """([path, selector]) => {
 
 
 def write_notebook(root: Path, cells: list[str]) -> Path:
+    import nbformat
+
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
@@ -303,19 +306,16 @@ def kernel_check_cell() -> str:
 
 
 @pytest.fixture
-def artifacts(tmp_path) -> Iterator[list[Path]]:
-    """Screenshot paths; printed, and copied to $DSNOTEBOOK_ARTIFACTS when it is set."""
+def artifacts(request) -> Iterator[list[Path]]:
+    """Screenshot paths (under tmp_path); at the end, also copied to $DSNOTEBOOK_ARTIFACTS if set."""
     shots: list[Path] = []
     yield shots
     target = os.environ.get("DSNOTEBOOK_ARTIFACTS")
-    for shot in shots:
-        if not shot.exists():
-            continue
-        if target:
-            Path(target).mkdir(parents=True, exist_ok=True)
-            print(f"screenshot: {shutil.copy2(shot, Path(target) / shot.name)}")
-        else:
-            print(f"screenshot: {shot}")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        for shot in shots:
+            if shot.exists():
+                print(f"screenshot copied to {shutil.copy2(shot, Path(target) / f'{request.node.name}-{shot.name}')}")
 
 
 class Browser:
@@ -326,13 +326,14 @@ class Browser:
         self.log = PageLog()
 
     def __enter__(self):
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import expect, sync_playwright
 
         self._playwright = sync_playwright().start()
         try:
             self._browser = self._playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             self.page = self._browser.new_page(viewport={"width": 1280, "height": 900})
-            self.page.set_default_timeout(30_000)
+            self.page.set_default_timeout(PAGE_TIMEOUT_MS)
+            expect.set_options(timeout=PAGE_TIMEOUT_MS)
             self.log.attach(self.page)
         except BaseException:
             self._playwright.stop()
@@ -360,6 +361,7 @@ class Browser:
         else:
             self.page.screenshot(path=path, full_page=full_page)
         self.shots.append(path)
+        print(f"screenshot: {path}")
         return path
 
     def open_and_run(self, selector: str, timeout_ms: int = 60_000) -> None:

@@ -204,8 +204,12 @@ def alive(pid: int) -> bool:
         return True
 
 
-async def run_notebook(nb, cwd: Path) -> tuple[IOPubRecorder, list[int]]:
+async def run_notebook(nb, cwd: Path, connection_file: Path) -> tuple[IOPubRecorder, list[int]]:
     client = NotebookClient(nb, kernel_name="python3", timeout=150, startup_timeout=60)
+    # The client still owns (and so shuts down) this manager; without a name set here,
+    # jupyter_client would write the connection file to the system's temporary directory.
+    client.km = client.create_kernel_manager()
+    client.km.connection_file = str(connection_file)
     recorder: IOPubRecorder | None = None
     kernel_pids: list[int] = []
     async with client.async_setup_kernel(cwd=str(cwd)):
@@ -245,7 +249,8 @@ def test_upload_progresses_while_the_kernels_main_thread_sleeps(tmp_path, monkey
     monkeypatch.delenv("JUPYTER_CONFIG_PATH", raising=False)
 
     nb = new_notebook(cells=[new_code_cell(src) for src in notebook_cells(f"sqlite+aiosqlite:///{tmp_path / 'k.db'}")])
-    recorder, kernel_pids = asyncio.run(run_notebook(nb, cwd=tmp_path))
+    connection_file = env["JUPYTER_RUNTIME_DIR"] / "kernel-under-test.json"
+    recorder, kernel_pids = asyncio.run(run_notebook(nb, cwd=tmp_path, connection_file=connection_file))
 
     setup, busy, finish = (stdout_json(cell) for cell in nb.cells)
     timings = {"total_s": round(time.monotonic() - t0, 2), "upload_s": round(finish["elapsed"], 2)}
@@ -257,7 +262,8 @@ def test_upload_progresses_while_the_kernels_main_thread_sleeps(tmp_path, monkey
     assert setup["env"]["DSNOTEBOOK_URL"] == os.environ["DSNOTEBOOK_URL"]
     for key, path in env.items():
         assert setup["env"][key] == str(path)
-    for path in (setup["ipython_dir"], setup["connection_file"], setup["cwd"]):
+    assert setup["connection_file"] == str(connection_file)
+    for path in (setup["ipython_dir"], setup["cwd"]):
         assert Path(path).is_relative_to(tmp_path), path
     # The row displayed by the cell is a live widget: the same one TaskProgress.for_task returns.
     views = [o["data"][WIDGET_VIEW] for o in nb.cells[0].outputs if WIDGET_VIEW in o.get("data", {})]
@@ -293,3 +299,4 @@ def test_upload_progresses_while_the_kernels_main_thread_sleeps(tmp_path, monkey
     # The kernel and anything it started are gone.
     lingering = [pid for pid in kernel_pids if alive(pid)]
     assert not lingering, f"kernel processes still running: {lingering}"
+    assert not connection_file.exists()
