@@ -472,18 +472,25 @@ def test_wait_on_the_portal_thread_is_a_usage_error(hub):
     assert done.wait(5) and isinstance(outcome["error"], UsageError)
 
 
-def test_a_dropped_handle_still_completes(hub):
+def test_a_dropped_handle_still_completes(db_url, monkeypatch):
     import gc
     import weakref
 
-    task = hub.push(frame(5000), "dropped", chunk_size=100)
-    handle = weakref.ref(task)
-    del task
-    gc.collect()
-    _until(lambda: hub.tasks(dataset="dropped")["status"].tolist() == ["succeeded"])
-    assert_same(hub.pull("dropped"), frame(5000))
-    gc.collect()
-    assert handle() is None  # nothing keeps finished uploads alive
+    import dsnotebook.upload as upload_module
+
+    monkeypatch.setattr(upload_module, "HISTORY_LENGTH", 1)
+    with dsn.connect(db_url) as hub:
+        task = hub.push(frame(5000), "dropped", chunk_size=100)
+        handle = weakref.ref(task)
+        del task
+        gc.collect()
+        _until(lambda: hub.tasks(dataset="dropped")["status"].tolist() == ["succeeded"])
+        assert_same(hub.pull("dropped"), frame(5000))
+        assert handle()._resubmit is None  # a finished upload lets go of its frame at once
+        # Past the hub's short memory of recent uploads, nothing keeps the handle alive.
+        hub.push(frame(3), "next").wait(timeout=30)
+        gc.collect()
+        assert handle() is None
 
 
 def test_priorities_order_queued_uploads(hub):
