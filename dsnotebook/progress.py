@@ -7,12 +7,13 @@ widgets only render them.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
-__all__ = ["Progress", "ProgressListener", "Throttle", "format_count", "format_duration", "format_status"]
+__all__ = ["Listeners", "Progress", "ProgressListener", "Throttle", "format_count", "format_duration", "format_status"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,36 @@ class ProgressListener(Protocol):
 
 
 Unsubscribe = Callable[[], None]
+L = TypeVar("L", bound=Callable[..., Any])
+
+
+class Listeners(Generic[L]):
+    """A list of callbacks that threads can add to, remove from and call safely."""
+
+    def __init__(self) -> None:
+        self._items: list[L] = []
+        self._lock = threading.Lock()
+
+    def add(self, listener: L) -> Unsubscribe:
+        """Register ``listener``; returns a function that removes it again."""
+        with self._lock:
+            self._items.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._items:
+                    self._items.remove(listener)
+
+        return unsubscribe
+
+    def snapshot(self) -> list[L]:
+        """The listeners now, to call outside the lock (a listener may unsubscribe itself)."""
+        with self._lock:
+            return list(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
 
 
 def format_count(n: float) -> str:

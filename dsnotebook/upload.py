@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import socket
-import threading
 import time
 import unicodedata
 import uuid
@@ -47,7 +46,7 @@ from .errors import (
     WaitTimeout,
 )
 from .models import DatasetVersion
-from .progress import Progress, ProgressListener, format_status
+from .progress import Listeners, Progress, ProgressListener, format_status
 from .store import codec
 from .store.append import plan_append
 from .store.catalog import datasets, stage_table_name, tasks, utcnow, version_table_name, versions, view_name
@@ -192,8 +191,7 @@ class UploadTask:
         self._t1: float | None = None
         self._loop = loop
         self._task: asyncio.Task | None = None
-        self._listeners: list[ProgressListener] = []
-        self._listeners_lock = threading.Lock()
+        self._listeners: Listeners[ProgressListener] = Listeners()
         self._interrupting = False
         # Starts the same upload again; kept (with the frame) only while a retry makes sense.
         self._resubmit: Callable[[], Awaitable[UploadTask]] | None = None
@@ -260,19 +258,10 @@ class UploadTask:
         Listeners run on the upload's loop thread and must be quick; an exception in one is
         logged and does not affect the upload.
         """
-        with self._listeners_lock:
-            self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with self._listeners_lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._listeners.add(listener)
 
     def _emit(self) -> None:
-        with self._listeners_lock:
-            listeners = list(self._listeners)
+        listeners = self._listeners.snapshot()
         if not listeners:
             return
         snap = self.snapshot()
@@ -405,8 +394,7 @@ class DatasetUploadService:
         self._chunk_size = chunk_size
         self._handles: dict[str, UploadTask] = {}
         self._history: deque[UploadTask] = deque(maxlen=HISTORY_LENGTH)
-        self._submit_listeners: list[Callable[[UploadTask], None]] = []
-        self._submit_lock = threading.Lock()
+        self._submit_listeners: Listeners[Callable[[UploadTask], None]] = Listeners()
         self._recording: set[asyncio.Task] = set()
 
     def handles(self) -> list[UploadTask]:
@@ -423,15 +411,7 @@ class DatasetUploadService:
         The listener runs on the loop that runs the uploads and must be quick; an exception in it
         is logged and does not affect the upload.
         """
-        with self._submit_lock:
-            self._submit_listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with self._submit_lock:
-                if listener in self._submit_listeners:
-                    self._submit_listeners.remove(listener)
-
-        return unsubscribe
+        return self._submit_listeners.add(listener)
 
     async def submit(
         self,
@@ -527,9 +507,7 @@ class DatasetUploadService:
         )
         task.add_done_callback(functools.partial(self._ended, handle))
         self._history.append(handle)
-        with self._submit_lock:
-            listeners = list(self._submit_listeners)
-        for listener in listeners:
+        for listener in self._submit_listeners.snapshot():
             try:
                 listener(handle)
             except Exception:  # noqa: BLE001 - a display problem must never break an upload

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from ..errors import DatasetNotFound, ValidationError
+from ..progress import Listeners
 from ..store import codec
 from ..tasks import TERMINAL_STATUSES
 from ..upload import UploadTask, validate_name, validate_options
@@ -91,7 +92,7 @@ class PanelController:
         self.namespace: Mapping[str, Any] = {} if namespace is None else namespace
         self.preview_rows = preview_rows
         self._lock = threading.RLock()
-        self._listeners: list[Listener] = []
+        self._listeners: Listeners[Listener] = Listeners()
         self._closed = False
         # -- the upload form
         self.frames: list[FrameChoice] = []
@@ -128,20 +129,10 @@ class PanelController:
 
     def observe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(event)`` after every change; returns a function that unsubscribes."""
-        with self._lock:
-            self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._listeners.add(listener)
 
     def _notify(self, event: Event) -> None:
-        with self._lock:
-            listeners = list(self._listeners)
-        for listener in listeners:
+        for listener in self._listeners.snapshot():
             try:
                 listener(event)
             except Exception as exc:  # noqa: BLE001 - shown in the status area, not lost in a log
