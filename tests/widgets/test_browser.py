@@ -74,7 +74,7 @@ sales.shape"""
 
 def expected_frame() -> pd.DataFrame:
     namespace = {"np": np, "pd": pd}
-    exec(FRAME_SOURCE, namespace)
+    exec(FRAME_SOURCE, namespace)  # noqa: S102 - the test's own constant, also run in the kernel
     return namespace["sales"]
 
 
@@ -84,9 +84,9 @@ def expected_frame() -> pd.DataFrame:
 def _missing() -> str | None:
     if not CHROMIUM.exists():
         return f"{CHROMIUM} is missing (apt-get install chromium)"
-    for module, extra in (("playwright", "playwright"), ("jupyterlab", "jupyterlab")):
+    for module in ("playwright", "jupyterlab"):
         if importlib.util.find_spec(module) is None:
-            return f"the {module} package is missing (pip install -e '.[dev]' installs {extra})"
+            return f"the {module} package is missing (pip install -e '.[dev]' installs it)"
     return None
 
 
@@ -324,6 +324,12 @@ class Browser:
     def __init__(self, lab: Lab, tmp_path: Path, shots: list[Path]) -> None:
         self.lab, self.tmp_path, self.shots = lab, tmp_path, shots
         self.log = PageLog()
+        self._started = time.monotonic()
+        self.phases: list[str] = []
+
+    def mark(self, phase: str) -> None:
+        """Note how long the test took to get here (printed at the end, to tell slow steps apart)."""
+        self.phases.append(f"{time.monotonic() - self._started:5.1f} s  {phase}")
 
     def __enter__(self):
         from playwright.sync_api import expect, sync_playwright
@@ -335,17 +341,19 @@ class Browser:
             self.page.set_default_timeout(PAGE_TIMEOUT_MS)
             expect.set_options(timeout=PAGE_TIMEOUT_MS)
             self.log.attach(self.page)
+            self.mark("browser started")
         except BaseException:
             self._playwright.stop()
             raise
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        print("--- phases ---", *self.phases, sep="\n")
         try:
             if exc_type is not None:
                 try:
                     self.screenshot("failure", full_page=True)
-                except Exception as shot_error:  # the page may be gone
+                except Exception as shot_error:  # noqa: BLE001 - the page may be gone; report the real failure
                     print(f"no failure screenshot: {shot_error}")
                 print(self.log.report())
                 print(f"--- jupyter server log (tail) ---\n{self.lab.log_tail()}")
@@ -371,10 +379,13 @@ class Browser:
         page.wait_for_function("() => window.jupyterapp && window.jupyterapp.started !== undefined")
         page.evaluate("() => window.jupyterapp.started")
         page.evaluate("() => window.jupyterapp.restored")
+        self.mark("JupyterLab restored")
         kernel = page.evaluate(WAIT_FOR_KERNEL, NOTEBOOK)
         assert kernel["language"] == "python", kernel
+        self.mark("kernel answered")
         page.evaluate(RUN_ALL)
         state = page.wait_for_function(RENDERED_OR_ERROR, arg=[NOTEBOOK, selector], timeout=timeout_ms).json_value()
+        self.mark("cells ran")
         if state["errors"]:
             pytest.fail("a notebook cell failed:\n" + "\n\n".join(state["errors"]), pytrace=False)
 
@@ -425,6 +436,7 @@ def test_upload_a_frame_from_the_panel(lab, tmp_path, artifacts):
         expect(upload).to_be_enabled()
         browser.screenshot("1-before-upload", panel)
         upload.click()
+        browser.mark("upload clicked")
 
         # Tasks tab: the panel switches to it; the row reaches 100 % and "succeeded".
         expect(panel.locator(".lm-TabBar-tab.lm-mod-current")).to_have_text("Tasks")
@@ -433,9 +445,11 @@ def test_upload_a_frame_from_the_panel(lab, tmp_path, artifacts):
         expect(row.locator(".dsn-percent")).to_have_text("100%", timeout=UPLOAD_TIMEOUT_MS)
         expect(row.locator(".dsn-status")).to_have_text("succeeded", timeout=UPLOAD_TIMEOUT_MS)
         expect(row.locator(".dsn-title")).to_have_text(f"{DATASET} v1")
+        browser.mark("upload succeeded")
         browser.screenshot("2-after-upload", panel)
 
-    # What the panel stored is what the notebook built.
+    # What the panel stored is what the notebook built. Checked once the browser is closed: while
+    # Playwright's sync API is active, the main thread looks as if an event loop were running in it.
     expected = expected_frame()
     with dsn.connect(db_url) as hub:
         info = hub.info(DATASET)
