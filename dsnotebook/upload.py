@@ -581,8 +581,7 @@ class DatasetUploadService:
             await self._abandon(session, handle, stage if staged else None, status=status, error=None)
             raise
         except Exception as exc:
-            error = exc if isinstance(exc, DsnotebookError) else translate(exc, what=f"the upload of {req.name!r}")
-            failure = UploadError(f"the upload of {req.name!r} failed: {error}", task_id=handle.id, dataset=req.name)
+            failure = UploadError(_failure_message(req.name, exc), task_id=handle.id, dataset=req.name)
             failure.__cause__ = exc
             await self._abandon(session, handle, stage if staged else None, status="failed", error=failure)
             raise failure from exc
@@ -823,6 +822,17 @@ class _Checkpoints:
             await run_to_completion(self._running)
         except Exception:  # noqa: BLE001 - a missed checkpoint is retried by SQLite itself
             log.debug("a WAL checkpoint during an upload failed", exc_info=True)
+
+
+def _failure_message(name: str, exc: BaseException) -> str:
+    """``"the upload of 'x' failed: <why>"``, with a driver error put in users' words once."""
+    upload = f"the upload of {name!r}"
+    if not isinstance(exc, DsnotebookError):
+        translated = translate(exc, what=upload)
+        if isinstance(translated, UploadError):
+            return str(translated)  # it already names the upload
+        exc = translate(exc, what="the database")
+    return f"{upload} failed: {exc}"
 
 
 def _dataset_changes(req: _Request, dataset=None) -> dict[str, Any]:

@@ -413,7 +413,7 @@ def test_a_failed_upload_says_why_and_keeps_the_previous_version(hub):
     task = hub.push(frame(10_000, seed=2), "d", chunk_size=1000)
     with pytest.raises(UploadError) as err:
         task.wait(timeout=30)
-    assert "simulated storage failure" in str(err.value) and err.value.__cause__ is not None
+    assert str(err.value) == "the upload of 'd' failed: simulated storage failure" and err.value.__cause__ is not None
     assert task.status == "failed" and task.error is err.value and task.rows_done == 2000
     assert_same(hub.pull("d"), previous)
     assert list(hub.versions("d")["version"]) == [1]

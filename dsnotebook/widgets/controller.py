@@ -22,7 +22,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from ..errors import DatasetNotFound, ValidationError
-from ..progress import Listeners
+from ..progress import Listeners, Progress
 from ..store import codec
 from ..tasks import TERMINAL_STATUSES
 from ..upload import UploadTask, validate_name, validate_options
@@ -71,6 +71,19 @@ def _choice(variable: str, value: Any) -> FrameChoice | None:
     if isinstance(value, pd.Series):
         return FrameChoice(variable, len(value), 1, "Series")
     return None
+
+
+def _ending(p: Progress) -> Message:
+    """How an upload ended, for the status line."""
+    if p.status == "succeeded":
+        if p.deduplicated:
+            return Message(f"{p.dataset!r} is unchanged: the frame is identical to version {p.version}.", "success")
+        return Message(f"Stored {p.dataset!r} version {p.version}: {p.rows_done:,} rows.", "success")
+    if p.status == "failed":
+        # The error already reads "the upload of 'x' failed: <why>".
+        text = p.error or f"the upload of {p.dataset!r} failed"
+        return Message(text[:1].upper() + text[1:], "error")
+    return Message(f"The upload of {p.dataset!r} was {p.status}; nothing was published.", "info")
 
 
 class PanelController:
@@ -308,9 +321,10 @@ class PanelController:
         if notify:
             self._notify("tasks")
 
-    def _on_progress(self, progress: Any) -> None:
-        # On the uploads' loop thread: once an upload ends, the catalog has changed.
+    def _on_progress(self, progress: Progress) -> None:
+        # On the uploads' loop thread: once an upload ends, say how, and reload what it changed.
         if progress.status in TERMINAL_STATUSES:
+            self._set_status(_ending(progress))
             self._refresh_in_background()
 
     def _refresh_in_background(self) -> None:

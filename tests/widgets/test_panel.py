@@ -81,6 +81,7 @@ def test_upload_from_the_panel_ends_with_a_green_full_bar(hub, panel, namespace)
     assert row.rows.value == "2,000 / 2,000 rows"
     assert row.cancel_button.disabled and row.cancel_button.layout.display == "none"
     assert row.retry_button.layout.display == "none" and row.error.layout.display == "none"
+    wait_until(lambda: "Stored 'q3 sales' version 1: 2,000 rows." in panel.status.value, what="the status line")
 
     # The catalog holds exactly what the panel says.
     info = hub.info("q3 sales")
@@ -206,6 +207,8 @@ def test_a_failed_upload_turns_red_and_retry_publishes_it(hub, panel, namespace)
     assert row.error.layout.display is None and "simulated storage failure" in row.error.value
     assert row.bar.value == pytest.approx(500 / 2_000)
     assert row.retry_button.layout.display is None
+    assert "The upload of 'sales' failed: simulated storage failure" in panel.status.value
+    assert panel.status.value.startswith('<span style="color:#c62828">')
 
     undo()
     row.retry_button.click()
