@@ -424,15 +424,13 @@ def test_a_failed_upload_says_why_and_keeps_the_previous_version(hub):
     con.close()
 
 
-def test_transient_lock_is_retried_and_attempts_are_recorded(tmp_path, monkeypatch):
-    import dsnotebook.store.engine as engine_module
-
+def test_transient_lock_is_retried_and_attempts_are_recorded(tmp_path):
     # A short busy timeout makes "database is locked" surface quickly instead of after 5 s.
-    monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_S", 0.2)
-    url = f"sqlite+aiosqlite:///{tmp_path / 'locked.db'}"
+    url = f"sqlite+aiosqlite:///{tmp_path / 'locked.db'}?timeout=0.2"
     with dsn.connect(url, retry=dsn.RetryPolicy(attempts=100, base_delay=0.02, max_delay=0.05)) as hub:
         task = hub.push(frame(50_000), "d", chunk_size=500)
         blocker = sqlite3.connect(hub.url.database, isolation_level=None, check_same_thread=False)
+        assert hub._portal.run(_busy_timeout_ms(hub)) == 200
         release = threading.Timer(1.0, lambda: (blocker.execute("COMMIT"), blocker.close()))
         locked = threading.Event()
 
@@ -452,6 +450,17 @@ def test_transient_lock_is_retried_and_attempts_are_recorded(tmp_path, monkeypat
         assert locked.is_set()
         assert hub.tasks(dataset="d").iloc[0]["attempts"] == task.attempts
         assert_same(hub.pull("d"), frame(50_000))
+
+
+async def _busy_timeout_ms(hub) -> int:
+    async with hub._async.engine.connect() as conn:
+        return (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar()
+
+
+@pytest.mark.parametrize("timeout", ["soon", "-1"])
+def test_a_bad_busy_timeout_in_the_url_is_refused(tmp_path, timeout):
+    with pytest.raises(dsn.ConfigError, match=f"timeout='{timeout}' is not a number of seconds"):
+        dsn.connect(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}?timeout={timeout}")
 
 
 def test_wait_on_the_portal_thread_is_a_usage_error(hub):

@@ -120,14 +120,16 @@ async def open_engine(url: URL, *, create: bool = True) -> AsyncEngine:
     """
     connect_url = url
     kwargs: dict = {}
+    busy_timeout = SQLITE_BUSY_TIMEOUT_S
     if is_sqlite(url):
+        busy_timeout = _busy_timeout(url)
         path = _sqlite_file(url)
         if not path.exists():
             if not create:
                 raise ConfigError(f"the SQLite database {str(path)!r} does not exist")
             _create_sqlite_file(path)
         connect_url = url.set(database=f"file:{quote(str(path))}", query={"mode": "rw", "uri": "true"})
-        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
+        kwargs["connect_args"] = {"timeout": busy_timeout, "check_same_thread": False}
     try:
         engine = create_async_engine(connect_url, **kwargs)
     except (NoSuchModuleError, ImportError, ArgumentError) as exc:
@@ -138,7 +140,7 @@ async def open_engine(url: URL, *, create: bool = True) -> AsyncEngine:
     except SQLAlchemyError as exc:
         raise ConfigError(f"url: {mask_url(url)!r} cannot be used: {exc}") from exc
     if is_sqlite(url):
-        _install_sqlite_hooks(engine)
+        _install_sqlite_hooks(engine, busy_timeout)
     try:
         async with engine.connect() as conn:
             await conn.exec_driver_sql("SELECT 1")
@@ -148,7 +150,22 @@ async def open_engine(url: URL, *, create: bool = True) -> AsyncEngine:
     return engine
 
 
-def _install_sqlite_hooks(engine: AsyncEngine) -> None:
+def _busy_timeout(url: URL) -> float:
+    """Seconds a SQLite connection waits for another writer's lock: the URL's ``?timeout=``, as
+    with Python's ``sqlite3.connect``, or :data:`SQLITE_BUSY_TIMEOUT_S`."""
+    raw = url.query.get("timeout")
+    if raw is None:
+        return SQLITE_BUSY_TIMEOUT_S
+    try:
+        value = float(raw if isinstance(raw, str) else raw[-1])
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 86_400:
+        raise ConfigError(f"url: timeout={raw!r} is not a number of seconds; use for example ?timeout=5")
+    return value
+
+
+def _install_sqlite_hooks(engine: AsyncEngine, busy_timeout: float) -> None:
     """SQLite pragmas per connection, and explicit transaction control.
 
     The driver's own implicit transactions are switched off so that SQLAlchemy's ``begin``
@@ -161,7 +178,7 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
     def _on_connect(dbapi_connection, _record) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
