@@ -23,7 +23,7 @@ from ._portal import get_portal
 from .errors import DsnotebookError, HubClosed, UsageError, ValidationError
 from .models import DatasetInfo
 from .store.catalog import ensure_schema, tasks
-from .store.engine import is_sqlite, mask_url, open_engine, resolve_url, translate
+from .store.engine import WriteGate, is_sqlite, mask_url, open_engine, resolve_url, translate
 from .store.repository import Repository, drop_table
 from .tasks import BackgroundTaskService, RetryPolicy
 from .upload import DatasetUploadService, IfExists, UploadTask, owner
@@ -127,8 +127,9 @@ class AsyncHub:
             # Sessions that write start with BEGIN IMMEDIATE on SQLite (see store.engine).
             write_sessions = async_sessionmaker(engine.execution_options(dsn_write=True), expire_on_commit=False)
             self.task_service = BackgroundTaskService(write_sessions, concurrency=self._concurrency)
-            self._repo = Repository(async_sessionmaker(engine, expire_on_commit=False), write_sessions)
-            kwargs: dict[str, Any] = {}
+            gate = WriteGate(exclusive=is_sqlite(self.url))
+            self._repo = Repository(async_sessionmaker(engine, expire_on_commit=False), write_sessions, gate)
+            kwargs: dict[str, Any] = {"gate": gate}
             if self._chunk_size is not None:
                 kwargs["chunk_size"] = self._chunk_size
             if is_sqlite(self.url):

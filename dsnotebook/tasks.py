@@ -577,7 +577,10 @@ class BackgroundTaskService:
             return
         if cancel:
             for task in tasks:
-                task.cancel()
+                # A second cancel would interrupt the cleanup of the first: SQLAlchemy then stops
+                # the driver connection's thread while its graceful close still waits for it.
+                if not task.cancelling():
+                    task.cancel()
         _, pending = await asyncio.wait(tasks, timeout=timeout)
         if pending:
             self._logger.warning(

@@ -50,7 +50,7 @@ from .progress import Listeners, Progress, ProgressListener, format_status
 from .store import codec
 from .store.append import plan_append
 from .store.catalog import datasets, stage_table_name, tasks, utcnow, version_table_name, versions, view_name
-from .store.engine import translate
+from .store.engine import WriteGate, translate, write_transaction
 from .store.repository import ROW_ID, drop_table, find_dataset, find_version, point_latest, quote, to_version
 from .tasks import TERMINAL_STATUSES, BackgroundTaskService, RetryPolicy, release_cancelled_frames, run_to_completion
 
@@ -355,10 +355,15 @@ class UploadTask:
         if self.done() or self._task is None:
             return False
         if self._on_own_loop_thread():
-            self._task.cancel()
+            self._cancel_once()
         else:
-            self._loop.call_soon_threadsafe(self._task.cancel)
+            self._loop.call_soon_threadsafe(self._cancel_once)
         return True
+
+    def _cancel_once(self) -> None:
+        # A repeated cancel (a double click) must not interrupt the cleanup of the first one.
+        if not self._task.cancelling():
+            self._task.cancel()
 
     def __repr__(self) -> str:
         return f"<UploadTask {format_status(self.snapshot())}>"
@@ -385,8 +390,10 @@ class DatasetUploadService:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         checkpoint: Callable[[], Awaitable[None]] | None = None,
         max_columns: int | None = None,
+        gate: WriteGate | None = None,
     ) -> None:
         self._service = task_service
+        self._gate = gate or WriteGate(exclusive=False)
         self._max_columns = max_columns
         self._checkpoint = checkpoint
         self._write = write_sessions
@@ -453,7 +460,7 @@ class DatasetUploadService:
         host, pid = owner()
 
         async def record_queued() -> None:
-            async with self._write() as session, session.begin():
+            async with write_transaction(self._write, self._gate) as session:
                 dataset = await find_dataset(session, name)
                 if dataset is not None and dataset.latest_version is not None:
                     if if_exists == "fail":
@@ -590,13 +597,17 @@ class DatasetUploadService:
         """Run one transactional step of the task's session; retry transient errors."""
 
         async def attempt() -> T:
-            try:
-                result = await step()
-                await session.commit()
-                return result
-            except BaseException:
-                await run_to_completion(session.rollback())
-                raise
+            async with self._gate:
+                try:
+                    result = await step()
+                    await session.commit()
+                    return result
+                except BaseException as exc:
+                    # Free a cancelled statement's cursor before the gate opens: until then it keeps
+                    # SQLite's write lock, and the next writer would wait on it.
+                    release_cancelled_frames(exc)
+                    await run_to_completion(session.rollback())
+                    raise
 
         def count_retry() -> None:
             handle._set(attempts=handle.attempts + 1)
@@ -777,7 +788,7 @@ class DatasetUploadService:
 
     async def _cleanup(self, handle: UploadTask, stage: str | None, status: str, error: BaseException | None) -> None:
         try:
-            async with self._write() as cleanup, cleanup.begin():
+            async with write_transaction(self._write, self._gate) as cleanup:
                 if stage is not None:
                     await drop_table(cleanup, stage)
                 # A cancel that lands while the publish commits must not overwrite its success.

@@ -831,3 +831,35 @@ def test_uploads_lists_this_hubs_recent_uploads_newest_first(hub):
     new.wait(timeout=30)
     assert seen == [new]
     assert len(hub.uploads()) == 5 <= upload_module.HISTORY_LENGTH
+
+
+def test_a_push_waits_for_at_most_a_chunk_of_a_running_upload(hub):
+    """Writers of one hub take turns at SQLite's lock; a push is not starved by a running upload."""
+    big = hub.push(pd.DataFrame({"a": np.arange(2_000_000)}), "big", chunk_size=10_000)
+    _until(lambda: big.rows_done >= 10_000)
+    waited = []
+    for i in range(5):
+        before = big.rows_done
+        hub.push(frame(3, seed=i), f"small{i}")
+        waited.append(big.rows_done - before)
+    assert not big.done(), "the upload ended before the pushes could be measured against it"
+    # Each push recorded its task after at most the chunk in flight (and the one just granted).
+    assert max(waited) <= 2 * 10_000, waited
+    big.cancel()
+
+
+def test_cancelling_twice_then_closing_with_cancel_leaves_nothing_behind(db_url):
+    """A second cancel must not cut the first one's cleanup short (the leak check sees the rest)."""
+    hub = dsn.connect(db_url)
+    task = hub.push(pd.DataFrame({"a": np.arange(2_000_000)}), "big", chunk_size=10_000)
+    _until(lambda: task.rows_done >= 20_000)
+    assert task.cancel()
+    task.cancel()  # a double click
+    hub.close(cancel=True)
+    assert task.status == "cancelled"
+    con = sqlite3.connect(db_url.split("///", 1)[1])
+    try:
+        assert con.execute("select count(*) from sqlite_master where name like 'dsn_stage_%'").fetchone()[0] == 0
+        assert con.execute("select status from dsn_tasks").fetchall() == [("cancelled",)]
+    finally:
+        con.close()

@@ -17,6 +17,7 @@ from ..errors import DatasetNotFound, ValidationError
 from ..models import DatasetInfo, DatasetVersion
 from . import codec
 from .catalog import datasets, tasks, versions
+from .engine import WriteGate, write_transaction
 
 __all__ = [
     "DATASET_COLUMNS",
@@ -131,9 +132,10 @@ def _check_version_arg(version) -> None:
 class Repository:
     """Reads and deletes; each call uses a session of its own."""
 
-    def __init__(self, read_sessions: async_sessionmaker, write_sessions: async_sessionmaker) -> None:
+    def __init__(self, read_sessions: async_sessionmaker, write_sessions: async_sessionmaker, gate: WriteGate | None = None) -> None:
         self._read = read_sessions
         self._write = write_sessions
+        self._gate = gate or WriteGate(exclusive=False)
 
     async def pull(
         self,
@@ -264,7 +266,7 @@ class Repository:
         Removing the last remaining version removes the dataset. Returns the removed version numbers.
         """
         _check_version_arg(version)
-        async with self._write() as session, session.begin():
+        async with write_transaction(self._write, self._gate) as session:
             dataset = await require_dataset(session, name)
             if version is None:
                 doomed = (
@@ -278,7 +280,7 @@ class Repository:
         """Keep the newest ``keep`` versions of ``name``; returns the removed version numbers."""
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
             raise ValidationError(f"keep: expected a positive int (the number of newest versions to keep), got {keep!r}")
-        async with self._write() as session, session.begin():
+        async with write_transaction(self._write, self._gate) as session:
             dataset = await require_dataset(session, name)
             rows = (
                 await session.execute(
