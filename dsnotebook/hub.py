@@ -38,6 +38,8 @@ DEFAULT_CONCURRENCY = {"sqlite": 1}
 DEFAULT_CONCURRENCY_OTHER = 4
 #: Columns per table, by backend (SQLite's default build; PostgreSQL's hard limit).
 MAX_TABLE_COLUMNS = {"sqlite": 2000, "postgresql": 1600}
+#: Bytes of a row that must fit in one page (PostgreSQL's 8 kB pages; long values move out of line).
+MAX_ROW_BYTES = {"postgresql": 8160}
 #: At interpreter exit, how long running uploads get to stop before the process goes on exiting.
 EXIT_GRACE_S = 3.0
 
@@ -135,6 +137,7 @@ class AsyncHub:
             if is_sqlite(self.url):
                 kwargs["checkpoint"] = lambda: _wal_checkpoint(engine)
             kwargs["max_columns"] = MAX_TABLE_COLUMNS.get(self.url.get_backend_name())
+            kwargs["max_row_bytes"] = MAX_ROW_BYTES.get(self.url.get_backend_name())
             self._uploads = DatasetUploadService(
                 task_service=self.task_service, write_sessions=write_sessions, retry=self._retry, **kwargs
             )

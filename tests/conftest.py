@@ -1,4 +1,12 @@
-"""Shared fixtures: every test gets its own SQLite file under tmp_path and its own HOME.
+"""Shared fixtures: every test gets its own database and its own HOME.
+
+Tests that take the ``db_url`` or ``hub`` fixture run twice: on a SQLite file under tmp_path, and
+on PostgreSQL, where a server answers at ``DSNOTEBOOK_TEST_POSTGRES`` (default
+``postgresql://postgres@127.0.0.1:5432/test``). Each test run creates a database of its own on
+that server and drops it at the end, and each test starts with an empty schema. Where no server
+answers, the PostgreSQL cases skip with the reason; ``DSNOTEBOOK_REQUIRE_POSTGRES=1`` (set by CI)
+turns that into a failure. ``@pytest.mark.sqlite_only`` keeps a test to SQLite, for what only
+SQLite has (its file, pragmas and locks).
 
 Nothing here ever touches the user's real home or default database.
 """
@@ -6,6 +14,8 @@ Nothing here ever touches the user's real home or default database.
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 import threading
 import time
 
@@ -57,9 +67,71 @@ def _no_leaks():
         time.sleep(0.05)
 
 
+PG_SERVER = os.environ.get("DSNOTEBOOK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+BACKENDS = tuple(os.environ.get("DSNOTEBOOK_TEST_BACKENDS", "sqlite,postgresql").split(","))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite_only: the test is about SQLite itself; it does not run on PostgreSQL")
+
+
+def pytest_generate_tests(metafunc):
+    if "backend" in metafunc.fixturenames:
+        only_sqlite = metafunc.definition.get_closest_marker("sqlite_only") is not None
+        backends = [b for b in BACKENDS if b == "sqlite" or not only_sqlite]
+        metafunc.parametrize("backend", backends)
+
+
+async def _pg_execute(database: str | None, *statements: str) -> None:
+    import asyncpg
+
+    dsn = PG_SERVER if database is None else PG_SERVER.rsplit("/", 1)[0] + "/" + database
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_database():
+    """A database of this test run's own on the PostgreSQL server, dropped at the end."""
+    name = f"dsn_test_{os.getpid()}_{secrets.token_hex(4)}"
+    try:
+        asyncio.run(_pg_execute(None, f'CREATE DATABASE "{name}"'))
+    except (OSError, ImportError, asyncio.TimeoutError, Exception) as exc:  # noqa: BLE001 - any failure means "no server here"
+        reason = f"PostgreSQL does not answer at {PG_SERVER}: {type(exc).__name__}: {exc}"
+        if os.environ.get("DSNOTEBOOK_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"DSNOTEBOOK_REQUIRE_POSTGRES=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
+    yield name
+    asyncio.run(_pg_execute(None, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture
-def db_url(tmp_path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def db_url(backend, tmp_path, request) -> str:
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
+        return
+    database = request.getfixturevalue("pg_database")
+    server = PG_SERVER.split("://", 1)[1].rsplit("/", 1)[0]
+    yield f"postgresql+asyncpg://{server}/{database}"
+    # The next test starts from an empty schema; a connection the test left open must not block that.
+    asyncio.run(
+        _pg_execute(
+            database,
+            "SET lock_timeout = '10s'",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            "DROP SCHEMA public CASCADE",
+            "CREATE SCHEMA public",
+        )
+    )
 
 
 @pytest.fixture

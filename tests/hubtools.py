@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Callable
+
+import sqlalchemy as sa
 
 
 def sqlite_path(hub) -> str:
@@ -13,7 +14,10 @@ def sqlite_path(hub) -> str:
 
 
 def occupy_the_slot(hub) -> Callable[[], None]:
-    """Start a task that holds the hub's only upload slot until the returned function is called."""
+    """Start tasks that hold all of the hub's upload slots until the returned function is called.
+
+    Uploads pushed meanwhile stay queued, whatever the backend's concurrency.
+    """
 
     async def start():
         event = asyncio.Event()
@@ -21,12 +25,15 @@ def occupy_the_slot(hub) -> Callable[[], None]:
         async def hold(_session):
             await event.wait()
 
-        task = hub.task_service.create_task_with_session(hold, task_name="hold the slot")
-        while hub.task_service.record(task).started_at is None:
+        holders = [
+            hub.task_service.create_task_with_session(hold, task_name=f"hold slot {i}")
+            for i in range(hub._async._concurrency)
+        ]
+        while any(hub.task_service.record(task).started_at is None for task in holders):
             await asyncio.sleep(0.001)
-        return event, task
+        return event
 
-    event, task = hub._portal.run(start())
+    event = hub._portal.run(start())
 
     def release():
         hub._portal.loop.call_soon_threadsafe(event.set)
@@ -34,23 +41,56 @@ def occupy_the_slot(hub) -> Callable[[], None]:
     return release
 
 
+def execute(hub, *statements: str) -> list:
+    """Run SQL statements on the hub's own database, in one transaction; returns the last one's rows."""
+
+    async def run() -> list:
+        async with hub._async.engine.begin() as conn:
+            result = None
+            for statement in statements:
+                result = await conn.exec_driver_sql(statement)
+            return result.all() if result is not None and result.returns_rows else []
+
+    return hub._portal.run(run())
+
+
+def staging_tables(hub) -> list[str]:
+    """The staging tables left in the hub's database."""
+
+    async def run() -> list[str]:
+        async with hub._async.engine.connect() as conn:
+            names = await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names())
+        return [n for n in names if n.startswith("dsn_stage_")]
+
+    return hub._portal.run(run())
+
+
+def table_and_view_names(hub) -> set[str]:
+    """Every table and view in the hub's database."""
+
+    async def run() -> set[str]:
+        async with hub._async.engine.connect() as conn:
+            return await conn.run_sync(lambda sync: set(sa.inspect(sync).get_table_names()) | set(sa.inspect(sync).get_view_names()))
+
+    return hub._portal.run(run())
+
+
 def refuse_progress_beyond(hub, rows: int, message: str = "simulated storage failure") -> Callable[[], None]:
     """Make the database abort any upload once it reports ``rows`` rows done; returns the undo."""
-    con = sqlite3.connect(sqlite_path(hub))
-    con.execute(
-        f"CREATE TRIGGER refuse_progress BEFORE UPDATE OF rows_done ON dsn_tasks WHEN NEW.rows_done >= {int(rows)} "
-        f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
+    if hub.url.get_backend_name() == "sqlite":
+        execute(
+            hub,
+            f"CREATE TRIGGER refuse_progress BEFORE UPDATE OF rows_done ON dsn_tasks WHEN NEW.rows_done >= {int(rows)} "
+            f"BEGIN SELECT RAISE(ABORT, '{message}'); END",
+        )
+        return lambda: execute(hub, "DROP TRIGGER refuse_progress")
+    execute(
+        hub,
+        "CREATE FUNCTION refuse_progress() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"IF NEW.rows_done >= {int(rows)} THEN RAISE EXCEPTION '{message}'; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER refuse_progress BEFORE UPDATE OF rows_done ON dsn_tasks FOR EACH ROW EXECUTE FUNCTION refuse_progress()",
     )
-    con.commit()
-    con.close()
-
-    def undo() -> None:
-        con = sqlite3.connect(sqlite_path(hub))
-        con.execute("DROP TRIGGER refuse_progress")
-        con.commit()
-        con.close()
-
-    return undo
+    return lambda: execute(hub, "DROP TRIGGER refuse_progress ON dsn_tasks", "DROP FUNCTION refuse_progress()")
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 30, what: str = "the condition") -> None:

@@ -62,7 +62,10 @@ def plan_append(old: dict, new: dict, quote: Callable[[str], str]) -> AppendPlan
     combined_specs = _combined_specs(manifest)
     expressions: dict[str, str] = {}
     for (o, n, marks_name), combined in zip(_pairs(old, new), combined_specs, strict=True):
-        expressions[n["sql"]] = quote(o["sql"])
+        # A previous column without any value (object kind "none", stored untyped) contributes
+        # plain NULLs: typed databases refuse to copy its type into the staged column's.
+        old_is_empty = o.get("kind") == "object" and o.get("object") == "none"
+        expressions[n["sql"]] = "NULL" if old_is_empty and n.get("object") != "none" else quote(o["sql"])
         combined.pop("freq", None)  # a frequency rarely survives an append; pandas infers none
         if combined["kind"] == "object":
             combined["object"] = merged_object_kind(o, n)

@@ -198,7 +198,9 @@ def _install_sqlite_hooks(engine: AsyncEngine, busy_timeout: float) -> None:
 
 def _driver_message(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
-    return str(orig).strip() or type(orig).__name__
+    # SQLAlchemy's asyncpg adapter prefixes the driver's class: "<class 'asyncpg…'>: message".
+    message = re.sub(r"^<class '[^']+'>:\s*", "", str(orig).strip())
+    return message or type(orig).__name__
 
 
 def translate(exc: BaseException, *, what: str = "the database") -> DsnotebookError:

@@ -66,8 +66,17 @@ def to_version(row, name: str, *, deduplicated: bool = False) -> DatasetVersion:
     )
 
 
-async def find_dataset(conn: AsyncConnection | AsyncSession, name: str):
-    return (await conn.execute(select(datasets).where(datasets.c.name == name))).one_or_none()
+async def find_dataset(conn: AsyncConnection | AsyncSession, name: str, *, for_update: bool = False):
+    """The dataset's catalog row, or None.
+
+    ``for_update=True`` locks the row until the transaction ends (``SELECT … FOR UPDATE``), so
+    that concurrent publishers of one dataset take turns; SQLite's write transaction already
+    serialises them and ignores it.
+    """
+    query = select(datasets).where(datasets.c.name == name)
+    if for_update:
+        query = query.with_for_update()
+    return (await conn.execute(query)).one_or_none()
 
 
 async def require_dataset(conn: AsyncConnection | AsyncSession, name: str):
@@ -323,6 +332,12 @@ async def _fetch_columns(conn: AsyncConnection, sql: str, ncols: int) -> list[Se
     """
     raw = await conn.get_raw_connection()
     driver = raw.driver_connection
+    if conn.dialect.name == "postgresql":
+        # asyncpg returns Record objects, which unpack like tuples.
+        records = await driver.fetch(sql)
+        if not records:
+            return [() for _ in range(ncols)]
+        return [np.array(column, dtype=object) for column in zip(*records)]
     cursor = await driver.execute(sql)
     try:
         rows = await cursor.fetchall()

@@ -7,14 +7,13 @@ its observers, as a click or an edit in the browser would.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import subprocess
 import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-from hubtools import occupy_the_slot, refuse_progress_beyond, sqlite_path, wait_until
+from hubtools import execute, occupy_the_slot, refuse_progress_beyond, wait_until
 
 import dsnotebook as dsn
 from dsnotebook.widgets import TaskProgress, UploadPanel
@@ -245,19 +244,16 @@ def test_uploads_started_in_code_are_listed_newest_first(hub, namespace):
 
 
 def test_uploads_of_earlier_sessions_are_listed_from_the_catalog(db_url, tmp_path, namespace):
-    with dsn.connect(db_url) as earlier:
-        earlier.push(namespace["costs"], "from before").wait(timeout=30)
     # An upload whose process died: recorded as running by a pid that no longer exists.
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
-    con = sqlite3.connect(db_url.split("///", 1)[1])
-    con.execute(
-        "INSERT INTO dsn_tasks (id, name, dataset, status, if_exists, priority, rows_total, rows_done, attempts, "
-        "deduplicated, queued_at, owner_host, owner_pid) SELECT 'deadbeef', 'push crashed', 'crashed', 'running', "
-        "'replace', 0, 100, 40, 1, 0, queued_at, owner_host, ? FROM dsn_tasks LIMIT 1",
-        (int(dead.stdout),),
-    )
-    con.commit()
-    con.close()
+    with dsn.connect(db_url) as earlier:
+        earlier.push(namespace["costs"], "from before").wait(timeout=30)
+        execute(
+            earlier,
+            "INSERT INTO dsn_tasks (id, name, dataset, status, if_exists, priority, rows_total, rows_done, attempts, "
+            "deduplicated, queued_at, owner_host, owner_pid) SELECT 'deadbeef', 'push crashed', 'crashed', 'running', "
+            f"'replace', 0, 100, 40, 1, deduplicated, queued_at, owner_host, {int(dead.stdout)} FROM dsn_tasks",
+        )
     with dsn.connect(db_url) as hub:
         panel = hub.panel(namespace=namespace)
         try:
@@ -350,10 +346,7 @@ def test_a_failing_callback_shows_in_the_status_area_and_is_logged(hub, namespac
     hub.push(sales_frame(10), "sales").wait(timeout=30)
     panel = hub.panel(namespace=namespace)
     # The database loses its catalog underneath the panel.
-    con = sqlite3.connect(sqlite_path(hub))
-    con.execute("DROP TABLE dsn_versions")
-    con.commit()
-    con.close()
+    execute(hub, "DROP TABLE dsn_versions" + ("" if hub.url.get_backend_name() == "sqlite" else " CASCADE"))
     with caplog.at_level(logging.ERROR, logger="dsnotebook"):
         panel.refresh_datasets_button.click()
     assert panel.status.value.startswith('<span style="color:#c62828">refreshing the datasets failed:')
