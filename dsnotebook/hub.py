@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import weakref
+from datetime import timedelta
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -22,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from ._portal import get_portal
 from .errors import DsnotebookError, HubClosed, UsageError, ValidationError
 from .models import DatasetInfo
-from .store.catalog import ensure_schema, tasks
-from .store.engine import WriteGate, is_sqlite, mask_url, open_engine, resolve_url, translate
+from .store.catalog import ensure_schema, tasks, utcnow
+from .store.engine import WriteGate, is_sqlite, mask_url, open_engine, resolve_url, translate, write_transaction
 from .store.repository import Repository, drop_table
 from .tasks import BackgroundTaskService, RetryPolicy
 from .upload import DatasetUploadService, IfExists, UploadTask, owner
@@ -42,6 +43,9 @@ MAX_TABLE_COLUMNS = {"sqlite": 2000, "postgresql": 1600}
 MAX_ROW_BYTES = {"postgresql": 8160}
 #: At interpreter exit, how long running uploads get to stop before the process goes on exiting.
 EXIT_GRACE_S = 3.0
+#: Seconds without a heartbeat after which another machine's queued or running upload counts as
+#: interrupted. Its owner renews the heartbeat four times per lease.
+DEFAULT_LEASE_S = 60.0
 
 
 def _pid_alive(pid: int) -> bool:
@@ -70,6 +74,9 @@ class AsyncHub:
         concurrency: uploads running at once (default 1 on SQLite, 4 elsewhere).
         retry: retry policy for transient errors per chunk (default: :class:`RetryPolicy()`).
         chunk_size: default rows per staging chunk.
+        lease: seconds after which an upload whose process stopped renewing its heartbeat is
+            marked interrupted, when that process ran on another machine (on this machine, a
+            process that no longer exists is recognised at once).
     """
 
     def __init__(
@@ -79,8 +86,13 @@ class AsyncHub:
         concurrency: int | None = None,
         retry: RetryPolicy | None = None,
         chunk_size: int | None = None,
+        lease: float = DEFAULT_LEASE_S,
     ) -> None:
         self.url: URL = resolve_url(url)
+        if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
+            raise ValidationError(f"lease: expected a positive number of seconds, got {lease!r}")
+        self._lease = float(lease)
+        self._heartbeat: asyncio.Task | None = None
         if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
             raise ValidationError(f"concurrency: expected a positive int, got {concurrency!r}")
         if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
@@ -143,7 +155,9 @@ class AsyncHub:
             )
             self._engine = engine
             self._loop = asyncio.get_running_loop()
+            self._write_sessions = write_sessions
             await self._mark_interrupted(write_sessions)
+            self._heartbeat = self._loop.create_task(self._keep_alive(), name=f"dsnotebook heartbeat {id(self):x}")
         except BaseException as exc:
             self._engine = None
             await engine.dispose()
@@ -153,17 +167,28 @@ class AsyncHub:
         return self
 
     async def _mark_interrupted(self, write_sessions: async_sessionmaker) -> None:
-        """Uploads left queued or running by a process on this host that no longer exists."""
+        """Mark the uploads whose process is gone as interrupted.
+
+        On this host, a process that no longer exists is gone. For another host, whose processes
+        cannot be checked from here, an upload is gone once its heartbeat is older than the lease.
+        """
         host, _pid = owner()
-        async with write_sessions() as session, session.begin():
+        stale = utcnow() - timedelta(seconds=self._lease)
+        async with write_transaction(write_sessions, self._uploads._gate) as session:
             rows = (
                 await session.execute(
-                    select(tasks.c.id, tasks.c.owner_pid, tasks.c.staging_table).where(
-                        tasks.c.status.in_(("queued", "running")), tasks.c.owner_host == host
-                    )
+                    select(
+                        tasks.c.id, tasks.c.owner_host, tasks.c.owner_pid, tasks.c.staging_table, tasks.c.heartbeat_at, tasks.c.queued_at
+                    ).where(tasks.c.status.in_(("queued", "running")))
                 )
             ).all()
-            dead = [r for r in rows if not _pid_alive(r.owner_pid)]
+
+            def gone(r) -> bool:
+                if r.owner_host == host:
+                    return not _pid_alive(r.owner_pid)
+                return (r.heartbeat_at or r.queued_at) < stale
+
+            dead = [r for r in rows if gone(r)]
             for r in dead:
                 if r.staging_table:
                     await drop_table(session, r.staging_table)
@@ -174,6 +199,24 @@ class AsyncHub:
                 )
         if dead:
             log.info("marked %d upload(s) of ended processes as interrupted", len(dead))
+
+    async def _keep_alive(self) -> None:
+        """Renew the heartbeat of this hub's uploads, and mark other processes' dead ones."""
+        interval = self._lease / 4
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                ids = [handle.id for handle in self._uploads.handles()]
+                if ids:
+                    async with write_transaction(self._write_sessions, self._uploads._gate) as session:
+                        await session.execute(
+                            tasks.update()
+                            .where(tasks.c.id.in_(ids), tasks.c.status.in_(("queued", "running")))
+                            .values(heartbeat_at=utcnow())
+                        )
+                await self._mark_interrupted(self._write_sessions)
+            except Exception:  # noqa: BLE001 - a missed beat is retried at the next one; the lease allows four
+                log.debug("heartbeat of %r failed", self, exc_info=True)
 
     async def __aenter__(self) -> AsyncHub:
         return await self.open()
@@ -199,6 +242,9 @@ class AsyncHub:
                 handle._interrupting = True
         await self.task_service.shutdown(cancel=cancel, timeout=timeout)
         await self._uploads.drain()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.wait({self._heartbeat})
         await self._engine.dispose()
 
     def _check_open(self) -> None:
@@ -350,9 +396,10 @@ class Hub:
         concurrency: int | None = None,
         retry: RetryPolicy | None = None,
         chunk_size: int | None = None,
+        lease: float = DEFAULT_LEASE_S,
     ) -> None:
         self._portal = get_portal()
-        self._async = AsyncHub(url, concurrency=concurrency, retry=retry, chunk_size=chunk_size)
+        self._async = AsyncHub(url, concurrency=concurrency, retry=retry, chunk_size=chunk_size, lease=lease)
         self._run(self._async.open())
         _OPEN_HUBS.add(self)
 

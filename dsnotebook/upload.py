@@ -493,6 +493,7 @@ class DatasetUploadService:
                         rows_done=0,
                         attempts=0,
                         queued_at=utcnow(),
+                        heartbeat_at=utcnow(),
                         owner_host=host,
                         owner_pid=pid,
                         staging_table=stage_table_name(task_id),
@@ -660,7 +661,7 @@ class DatasetUploadService:
     ) -> None:
         conn = await session.connection()
         # Through SQLAlchemy first: this starts the transaction (BEGIN IMMEDIATE on SQLite).
-        await self._update_task(session, handle, rows_done=stop, attempts=handle.attempts)
+        await self._update_task(session, handle, rows_done=stop, attempts=handle.attempts, heartbeat_at=utcnow())
         # The driver connection of this same session (and so this same transaction) takes the
         # rows as they are made, one tuple at a time, never a separate connection.
         if conn.dialect.name == "sqlite":

@@ -54,6 +54,23 @@ def execute(hub, *statements: str) -> list:
     return hub._portal.run(run())
 
 
+def execute_on(url: str, *statements: str) -> None:
+    """Run SQL statements on the database at ``url`` without opening a hub (which would act on it)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    async def run() -> None:
+        engine = create_async_engine(url, poolclass=NullPool)
+        try:
+            async with engine.begin() as conn:
+                for statement in statements:
+                    await conn.exec_driver_sql(statement)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
 def staging_tables(hub) -> list[str]:
     """The staging tables left in the hub's database."""
 

@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 #: The catalog layout this code reads and writes. A database with a newer one is refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -128,6 +128,8 @@ tasks = Table(
     Column("finished_at", UTCDateTime(), nullable=True),
     Column("owner_host", Text, nullable=False),
     Column("owner_pid", Integer, nullable=False),
+    # Renewed by the owning process while the upload is queued or running (schema version 2).
+    Column("heartbeat_at", UTCDateTime(), nullable=True),
 )
 
 
@@ -155,6 +157,9 @@ async def ensure_schema(conn: AsyncConnection) -> None:
     Raises:
         VersionConflict: the database was written by a newer dsnotebook.
     """
+    if conn.dialect.name == "postgresql":
+        # Kernels connecting at once must not race to create the same tables.
+        await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7369737)")
     await conn.run_sync(metadata.create_all)
     found = (await conn.execute(select(meta.c.value).where(meta.c.key == "schema_version"))).scalar()
     if found is None:
@@ -165,7 +170,9 @@ async def ensure_schema(conn: AsyncConnection) -> None:
             f"this database's catalog has schema version {found}, but this dsnotebook understands "
             f"up to {SCHEMA_VERSION}; upgrade dsnotebook to use it"
         )
-    # Older catalogs: no earlier layout has been released, so there is nothing to migrate yet.
-    # Migrations go here, one step per version, ending with the update below.
+    # Older catalogs are migrated one step per version, ending with the update below.
+    if int(found) < 2:
+        column_type = tasks.c.heartbeat_at.type.compile(dialect=conn.dialect)
+        await conn.exec_driver_sql(f"ALTER TABLE dsn_tasks ADD COLUMN heartbeat_at {column_type}")
     if int(found) < SCHEMA_VERSION:
         await conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
