@@ -48,7 +48,7 @@ from .errors import (
 from .models import DatasetVersion
 from .progress import Listeners, Progress, ProgressListener, format_status
 from .store import codec
-from .store.append import plan_append
+from .store.append import plan_append, utf8_bytes
 from .store.catalog import datasets, stage_table_name, tasks, utcnow, version_table_name, versions, view_name
 from .store.engine import WriteGate, translate, write_transaction
 from .store.repository import ROW_ID, drop_table, find_dataset, find_version, point_latest, quote, to_version
@@ -156,6 +156,9 @@ def validate_options(*, description=None, tags=None, if_exists="replace", priori
         raise ValidationError(f"if_exists: {if_exists!r} is not allowed; use one of {', '.join(map(repr, IF_EXISTS))}")
     if description is not None and not isinstance(description, str):
         raise ValidationError(f"description: expected a str or None, got {type(description).__name__}")
+    if description is not None and "\x00" in description:
+        # PostgreSQL's text cannot hold it, and a description should read the same everywhere.
+        raise ValidationError("description: contains a NUL character ('\\x00'); remove it")
     if tags is not None:
         if not isinstance(tags, Mapping) or not all(isinstance(k, str) for k in tags):
             raise ValidationError(f"tags: expected a dict with str keys, got {tags!r}")
@@ -196,6 +199,7 @@ class UploadTask:
         # Starts the same upload again; kept (with the frame) only while a retry makes sense.
         self._resubmit: Callable[[], Awaitable[UploadTask]] | None = None
         self._owner: DatasetUploadService | None = None
+        self._recording: asyncio.Task | None = None
 
     # -- numbers -----------------------------------------------------------------------------
 
@@ -303,6 +307,9 @@ class UploadTask:
     async def _settle(self) -> None:
         # asyncio.wait never cancels the task it waits for, so an interrupted waiter leaves the upload alone.
         await asyncio.wait({self._task})
+        if self._recording is not None:
+            # Cancelled while queued: its end is being written to the catalog; wait for that too.
+            await asyncio.wait({self._recording})
 
     def _on_own_loop_thread(self) -> bool:
         try:
@@ -319,7 +326,7 @@ class UploadTask:
             WaitTimeout: ``timeout`` seconds passed; the upload keeps running.
             UsageError: called on the thread that runs the upload's loop, where it would deadlock.
         """
-        if self._task is not None and self._task.done():
+        if self._task is not None and self._task.done() and (self._recording is None or self._recording.done()):
             return self._outcome()
         if self._on_own_loop_thread():
             raise UsageError(
@@ -391,12 +398,14 @@ class DatasetUploadService:
         checkpoint: Callable[[], Awaitable[None]] | None = None,
         max_columns: int | None = None,
         max_row_bytes: int | None = None,
+        text_without_nul: bool = False,
         gate: WriteGate | None = None,
     ) -> None:
         self._service = task_service
         self._gate = gate or WriteGate(exclusive=False)
         self._max_columns = max_columns
         self._max_row_bytes = max_row_bytes
+        self._text_without_nul = text_without_nul
         self._checkpoint = checkpoint
         self._write = write_sessions
         self._retry = retry or RetryPolicy()
@@ -444,7 +453,7 @@ class DatasetUploadService:
         validate_options(description=description, tags=tags, if_exists=if_exists, priority=priority, chunk_size=chunk_size)
         # pandas' copy-on-write makes this snapshot free until the caller mutates the frame.
         snapshot = obj.copy(deep=False) if isinstance(obj, (pd.DataFrame, pd.Series)) else obj
-        encoded = codec.encode(snapshot)
+        encoded = codec.encode(snapshot, text_without_nul=self._text_without_nul)
         if self._max_columns is not None and len(encoded.columns) + 1 > self._max_columns:
             raise ValidationError(
                 f"the frame needs {len(encoded.columns)} SQL columns (its columns, index levels and "
@@ -546,6 +555,7 @@ class DatasetUploadService:
             recording = asyncio.get_running_loop().create_task(
                 self._cleanup(handle, None, status, error), name=f"record the end of upload {handle.id}"
             )
+            handle._recording = recording  # wait() and await return once the catalog says so
             self._recording.add(recording)  # strongly held until done; drain() waits for it
             recording.add_done_callback(self._recording.discard)
 
@@ -711,7 +721,7 @@ class DatasetUploadService:
                 # Checked again here: another push may have published since this one was queued.
                 latest = await find_version(session, dataset)
                 _check_append(req.name, latest.manifest, manifest)
-                plan = plan_append(latest.manifest, manifest, lambda ident: quote(conn, ident))
+                plan = plan_append(latest.manifest, manifest, lambda ident: quote(conn, ident), conn.dialect.name)
                 target = quote(conn, stage)
                 if conn.dialect.name != "sqlite":
                     # SQLite stores any value in a BLOB column; elsewhere the all-NULL column
@@ -721,6 +731,14 @@ class DatasetUploadService:
                         await conn.exec_driver_sql(
                             f"ALTER TABLE {target} ALTER COLUMN {quote(conn, column)} TYPE {compiled} USING NULL"
                         )
+                for column in plan.to_bytes:
+                    bytes_expr = utf8_bytes(quote(conn, column), conn.dialect.name)
+                    if conn.dialect.name == "postgresql":
+                        await conn.exec_driver_sql(
+                            f"ALTER TABLE {target} ALTER COLUMN {quote(conn, column)} TYPE BYTEA USING {bytes_expr}"
+                        )
+                    else:  # SQLite keeps a BLOB as it is in any column
+                        await conn.exec_driver_sql(f"UPDATE {target} SET {quote(conn, column)} = {bytes_expr}")
                 for marks, value, code in plan.add_marks:
                     await conn.exec_driver_sql(f"ALTER TABLE {target} ADD COLUMN {quote(conn, marks)} BIGINT")
                     await conn.exec_driver_sql(

@@ -862,3 +862,38 @@ def test_cancelling_twice_then_closing_with_cancel_leaves_nothing_behind(db_url)
     with dsn.connect(db_url) as again:
         assert staging_tables(again) == []
         assert again.tasks()["status"].tolist() == ["cancelled"]
+
+
+def test_strings_with_nul_characters_round_trip_on_every_backend(hub):
+    """PostgreSQL's text cannot hold NUL: such columns are stored as UTF-8 bytes there, losslessly."""
+    df = pd.DataFrame(
+        {
+            "s": pd.Series(["a\x00b", "c", None], dtype="str"),
+            "o": pd.Series(["x\x00", "y", None], dtype=object),
+            "c": pd.Categorical(["p\x00", "q", "p\x00"]),
+            "plain": ["no", "nul", "here"],
+        },
+        index=pd.Index(["i\x00", "j", "k"], name="key"),
+    )
+    hub.push(df, "nul").wait(timeout=30)
+    assert_same(hub.pull("nul"), df)
+    # Appending text without NUL to bytes, and the other way round, keeps every value.
+    clean = pd.DataFrame(
+        {
+            "s": pd.Series(["ab", None, "c"], dtype="str"),
+            "o": pd.Series(["x", "y", "z"], dtype=object),
+            "c": pd.Categorical(["q", "p\x00", "q"], categories=df["c"].cat.categories),
+            "plain": ["all", "plain", "text"],
+        },
+        index=pd.Index(["l", "m", "n"], name="key"),
+    )
+    hub.push(clean, "nul", if_exists="append").wait(timeout=30)
+    assert_same(hub.pull("nul"), pd.concat([df, clean]))
+    hub.push(clean, "clean").wait(timeout=30)
+    hub.push(df, "clean", if_exists="append").wait(timeout=30)
+    assert_same(hub.pull("clean"), pd.concat([clean, df]))
+
+
+def test_a_description_with_a_nul_character_is_refused(hub):
+    with pytest.raises(ValidationError, match="description: contains a NUL character"):
+        hub.push(frame(3), "d", description="bad\x00")

@@ -30,12 +30,15 @@ class AppendPlan:
             of the combined table, in the staged table's order.
         retype: ``(staged column, SQL type)``: a staged column that holds only NULLs (an object
             column without values) takes the previous version's type for its values.
+        to_bytes: staged text columns to convert to their UTF-8 bytes, because the previous
+            version stored that column as bytes (its strings hold NUL characters).
     """
 
     manifest: dict
     add_marks: list[tuple[str, str, int]] = field(default_factory=list)
     retype: list[tuple[str, str]] = field(default_factory=list)
     select_old: list[tuple[str, str]] = field(default_factory=list)
+    to_bytes: list[str] = field(default_factory=list)
 
 
 def _pairs(old: dict, new: dict) -> list[tuple[dict, dict, str]]:
@@ -50,7 +53,12 @@ def _pairs(old: dict, new: dict) -> list[tuple[dict, dict, str]]:
     return pairs
 
 
-def plan_append(old: dict, new: dict, quote: Callable[[str], str]) -> AppendPlan:
+def utf8_bytes(expression: str, dialect: str) -> str:
+    """SQL for the UTF-8 bytes of a text expression."""
+    return f"convert_to({expression}, 'UTF8')" if dialect == "postgresql" else f"CAST({expression} AS BLOB)"
+
+
+def plan_append(old: dict, new: dict, quote: Callable[[str], str], dialect: str = "sqlite") -> AppendPlan:
     """Plan appending a staged frame (manifest ``new``) to a version (manifest ``old``).
 
     The schemas must already match (:func:`dsnotebook.store.codec.schema_diff` empty). The
@@ -66,6 +74,14 @@ def plan_append(old: dict, new: dict, quote: Callable[[str], str]) -> AppendPlan
         # plain NULLs: typed databases refuse to copy its type into the staged column's.
         old_is_empty = o.get("kind") == "object" and o.get("object") == "none"
         expressions[n["sql"]] = "NULL" if old_is_empty and n.get("object") != "none" else quote(o["sql"])
+        # Text holding NUL characters is stored as UTF-8 bytes (see codec.encode); the combined
+        # column is bytes if either side is.
+        old_bytes, new_bytes = o.get("text_as") == "utf-8", n.get("text_as") == "utf-8"
+        if new_bytes and not old_bytes and not old_is_empty:
+            expressions[n["sql"]] = utf8_bytes(quote(o["sql"]), dialect)
+        elif old_bytes and not new_bytes:
+            plan.to_bytes.append(n["sql"])
+            combined["text_as"] = "utf-8"
         combined.pop("freq", None)  # a frequency rarely survives an append; pandas infers none
         if combined["kind"] == "object":
             combined["object"] = merged_object_kind(o, n)
@@ -91,6 +107,7 @@ def plan_append(old: dict, new: dict, quote: Callable[[str], str]) -> AppendPlan
         # The appended rows continue the previous version's range, as pd.concat numbers them.
         manifest["index"] = copy.deepcopy(old["index"])
     types = dict(plan.retype)
+    types.update({column: "BLOB" for column in plan.to_bytes})
     manifest["sql_columns"] = [[column, types.get(column, sql_type)] for column, sql_type in manifest["sql_columns"]]
     for column, _ in manifest["sql_columns"]:
         plan.select_old.append((column, expressions.get(column, "NULL")))

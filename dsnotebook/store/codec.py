@@ -930,7 +930,32 @@ def _sql_names(labels: Sequence) -> list[str]:
 # ---------------------------------------------------------------------------------------
 
 
-def encode(obj: pd.DataFrame | pd.Series) -> EncodedFrame:
+def _is_text_part(part: _Part) -> bool:
+    spec = part.spec
+    return part.sql_type == "TEXT" and (
+        spec["kind"] in ("string", "category") or (spec["kind"] == "object" and spec.get("object") == "str")
+    )
+
+
+def _store_text_with_nul_as_bytes(part: _Part) -> None:
+    """Strings holding NUL characters, which PostgreSQL's text type cannot store, go in as their
+    UTF-8 bytes (BLOB), losslessly; the manifest says so (``"text_as": "utf-8"``)."""
+    has_nul = any(
+        v is not None and "\x00" in v for start in _chunks(part.n) for v in part.values(start, start + _CHUNK)
+    )
+    if not has_nul:
+        return
+    values = part.values
+
+    def as_bytes(start: int, stop: int) -> list:
+        return [None if v is None else v.encode("utf-8") for v in values(start, stop)]
+
+    part.values = as_bytes
+    part.sql_type = "BLOB"
+    part.spec["text_as"] = "utf-8"
+
+
+def encode(obj: pd.DataFrame | pd.Series, *, text_without_nul: bool = False) -> EncodedFrame:
     """Validate a frame and prepare it for storage as a typed SQL table.
 
     Args:
@@ -938,6 +963,9 @@ def encode(obj: pd.DataFrame | pd.Series) -> EncodedFrame:
             ``obj.to_frame()``: its column label is the Series' name, or ``0`` (with
             RangeIndex column labels) when the name is None, and it is pulled back as
             that DataFrame.
+
+        text_without_nul: the database cannot store NUL characters in text (PostgreSQL): a
+            text column holding any is stored as its UTF-8 bytes instead (BLOB), losslessly.
 
     Returns:
         An :class:`EncodedFrame`: the table's columns, the manifest, and lazily
@@ -975,6 +1003,10 @@ def encode(obj: pd.DataFrame | pd.Series) -> EncodedFrame:
     index_spec, index_parts = _encode_index(frame.index, "the index", embed=False)
     label_list = labels.tolist()
     data_parts = [_encode_array(frame.iloc[:, i], _where_column(label)) for i, label in enumerate(label_list)]
+    if text_without_nul:
+        for part in [*index_parts, *data_parts]:
+            if _is_text_part(part):
+                _store_text_with_nul_as_bytes(part)
 
     # Index levels first (a key for SQL users), data in column order, marks at the end.
     value_cols: list[tuple[str, str, Callable[[int, int], list]]] = []
@@ -1055,6 +1087,8 @@ def _string_dtype(spec: dict) -> pd.StringDtype:
 
 
 def _decode_array(spec: dict, values: Sequence, marks: Sequence | None, n: int, where: str) -> Any:
+    if spec.get("text_as") == "utf-8":
+        values = [None if v is None else bytes(v).decode("utf-8") for v in values]
     kind = spec["kind"]
     if kind == "numpy":
         dtype = np.dtype(spec["dtype"])
@@ -1322,7 +1356,7 @@ def schema(manifest: dict) -> list[tuple[object, str]]:
     return [(label, spec["dtype"]) for label, spec in zip(labels, manifest["data"])]
 
 
-_STORAGE_KEYS = {"sql", "marks_sql", "null", "storage", "freq"}
+_STORAGE_KEYS = {"sql", "marks_sql", "null", "storage", "freq", "text_as"}
 
 
 def _identity(spec: dict) -> str:
