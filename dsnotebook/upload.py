@@ -826,7 +826,7 @@ class DatasetUploadService:
         await run_to_completion(self._cleanup(handle, stage, status, error))
 
     async def _cleanup(self, handle: UploadTask, stage: str | None, status: str, error: BaseException | None) -> None:
-        try:
+        async def record() -> None:
             async with write_transaction(self._write, self._gate) as cleanup:
                 if stage is not None:
                     await drop_table(cleanup, stage)
@@ -842,6 +842,10 @@ class DatasetUploadService:
                         finished_at=handle.finished_at,
                     )
                 )
+
+        try:
+            # A locked database must not leave the row saying "running" while this process lives.
+            await with_retries(self._retry, record, label=f"recording the end of upload {handle.id}")
         except Exception:  # noqa: BLE001 - reported through the handle and the log, never hides the cause
             log.exception("could not record the end of upload %s (%s)", handle.id, status)
 

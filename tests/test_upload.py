@@ -897,3 +897,26 @@ def test_strings_with_nul_characters_round_trip_on_every_backend(hub):
 def test_a_description_with_a_nul_character_is_refused(hub):
     with pytest.raises(ValidationError, match="description: contains a NUL character"):
         hub.push(frame(3), "d", description="bad\x00")
+
+
+@pytest.mark.sqlite_only
+def test_the_end_of_a_failed_upload_is_recorded_even_past_a_lock(tmp_path):
+    """Recording a failure retries "database is locked" instead of leaving the row "running"."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'locked.db'}?timeout=0.2"
+    with dsn.connect(url, retry=dsn.RetryPolicy(attempts=20, base_delay=0.05, max_delay=0.2)) as hub:
+        refuse_progress_beyond(hub, 1_000)
+        blocker = sqlite3.connect(hub.url.database, isolation_level=None, check_same_thread=False)
+        release = threading.Timer(0.8, lambda: (blocker.execute("COMMIT"), blocker.close()))
+
+        def lock_when_it_fails(progress):
+            # Runs on the upload's thread as the failure is decided, before its end is recorded.
+            if progress.status == "failed" and not release.is_alive():
+                blocker.execute("BEGIN IMMEDIATE")
+                release.start()
+
+        task = hub.push(frame(5_000), "d", chunk_size=500)
+        task.subscribe(lock_when_it_fails)
+        with pytest.raises(UploadError):
+            task.wait(timeout=30)
+        release.join()
+        assert hub.tasks().iloc[0]["status"] == "failed"
