@@ -937,13 +937,21 @@ def _is_text_part(part: _Part) -> bool:
     )
 
 
+def _has_nul(part: _Part) -> bool:
+    """Whether any string of a text part holds a NUL character; vectorised where pandas can."""
+    arr = part.owner.array
+    kind = part.spec["kind"]
+    if kind == "category":
+        return any(isinstance(c, str) and "\x00" in c for c in arr.categories)
+    if kind == "string":
+        return bool(pd.Series(arr, copy=False).str.contains("\x00", regex=False, na=False).any())
+    return any(type(v) is str and "\x00" in v for v in arr)
+
+
 def _store_text_with_nul_as_bytes(part: _Part) -> None:
     """Strings holding NUL characters, which PostgreSQL's text type cannot store, go in as their
     UTF-8 bytes (BLOB), losslessly; the manifest says so (``"text_as": "utf-8"``)."""
-    has_nul = any(
-        v is not None and "\x00" in v for start in _chunks(part.n) for v in part.values(start, start + _CHUNK)
-    )
-    if not has_nul:
+    if not _has_nul(part):
         return
     values = part.values
 
