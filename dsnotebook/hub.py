@@ -11,8 +11,8 @@ import asyncio
 import logging
 import os
 import weakref
-from datetime import timedelta
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import pandas as pd
