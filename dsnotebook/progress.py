@@ -135,7 +135,6 @@ class Throttle:
         self._pending: Progress | None = None
         self._timer: Any = None
         self._closed = False
-        self.renders = 0
 
     def update(self, progress: Progress, *, final: bool = False) -> None:
         if self._closed:
@@ -164,7 +163,6 @@ class Throttle:
 
     def _emit(self, progress: Progress, now: float) -> None:
         self._last = now
-        self.renders += 1
         self._render(progress)
 
     def _cancel_timer(self) -> None:

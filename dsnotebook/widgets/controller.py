@@ -369,7 +369,7 @@ class PanelController:
 
     def refresh_history(self) -> pd.DataFrame:
         """Reload the uploads of earlier sessions and other processes from ``hub.tasks()``."""
-        self._apply_history(self._run_sync(self.hub._async.tasks()))
+        self._apply_history(self.hub.tasks())
         return self.history
 
     def _apply_history(self, frame: pd.DataFrame) -> None:
@@ -383,7 +383,7 @@ class PanelController:
 
     def refresh_datasets(self) -> pd.DataFrame:
         """Reload the table of datasets, and the selected one's details."""
-        self._apply_datasets(self._run_sync(self.hub._async.datasets()))
+        self._apply_datasets(self.hub.datasets())
         if self.selected is not None:
             self.select_dataset(self.selected, self.selected_version)
         return self.datasets
@@ -428,7 +428,7 @@ class PanelController:
         """
         self.pending_delete = None
         if name is not None and name not in set(self.datasets["name"]):
-            self._apply_datasets(self._run_sync(self.hub._async.datasets()))
+            self._apply_datasets(self.hub.datasets())
             if name not in set(self.datasets["name"]):
                 raise ValidationError(f"no dataset named {name!r}; choose one of those listed")
         self._apply_selection(self._run_sync(self._load_selection(name, version)))
@@ -471,7 +471,7 @@ class PanelController:
         self.pending_delete = None
         removed = self.hub.delete(name, version)
         what = f"version {version} of {name!r}" if version is not None else f"the dataset {name!r}"
-        self._apply_datasets(self._run_sync(self.hub._async.datasets()))
+        self._apply_datasets(self.hub.datasets())
         self._apply_selection(self._run_sync(self._load_selection(name, None)))
         self._set_status(Message(f"Deleted {what}.", "success"))
         return removed

@@ -48,10 +48,6 @@ def row_of(panel: UploadPanel, task) -> TaskProgress:
     return next(row for row in panel.task_list.children if row.task is task)
 
 
-def ended(task) -> bool:
-    return task.done()
-
-
 # -- uploading -----------------------------------------------------------------------------------
 
 
