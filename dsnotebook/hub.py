@@ -150,7 +150,8 @@ class AsyncHub:
                 kwargs["checkpoint"] = lambda: _wal_checkpoint(engine)
             kwargs["max_columns"] = MAX_TABLE_COLUMNS.get(self.url.get_backend_name())
             kwargs["max_row_bytes"] = MAX_ROW_BYTES.get(self.url.get_backend_name())
-            kwargs["text_without_nul"] = self.url.get_backend_name() == "postgresql"
+            # Native PostgreSQL types there; the generic storage types anywhere else.
+            kwargs["dialect"] = "postgresql" if self.url.get_backend_name() == "postgresql" else "sqlite"
             self._uploads = DatasetUploadService(
                 task_service=self.task_service, write_sessions=write_sessions, retry=self._retry, **kwargs
             )

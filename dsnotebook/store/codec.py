@@ -92,7 +92,10 @@ from dsnotebook.errors import DatasetError, ValidationError
 __all__ = [
     "HIDDEN_PREFIX",
     "MANIFEST_FORMAT",
+    "DIALECTS",
+    "NATIVE_TYPES",
     "SQL_TYPES",
+    "TIME_TYPES",
     "EncodedFrame",
     "SqlColumn",
     "decode",
@@ -102,8 +105,14 @@ __all__ = [
     "select",
 ]
 
-SQL_TYPES = ("INTEGER", "REAL", "TEXT", "BLOB")
-"""Generic storage types; the store maps them to each dialect's own types."""
+SQL_TYPES = ("INTEGER", "REAL", "TEXT", "BLOB", "BOOLEAN", "NUMERIC", "JSON", "JSONB", "TIMESTAMP", "TIMESTAMPTZ", "INTERVAL")
+"""Storage types; the store maps them to each dialect's own types. SQLite uses the first four;
+PostgreSQL also the native types of :data:`NATIVE_TYPES` where they hold the values exactly."""
+
+NATIVE_TYPES = ("BOOLEAN", "NUMERIC", "JSON", "JSONB", "TIMESTAMP", "TIMESTAMPTZ", "INTERVAL")
+#: Native types whose values the driver turns into Python datetime objects (see ``wire``).
+TIME_TYPES = ("TIMESTAMP", "TIMESTAMPTZ", "INTERVAL")
+DIALECTS = ("sqlite", "postgresql")
 
 MANIFEST_FORMAT = 1
 HIDDEN_PREFIX = "__dsn_"
@@ -113,6 +122,13 @@ _CHUNK = 65_536  # rows per step when hashing or validating, to keep memory flat
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _NAT = np.iinfo(np.int64).min
+#: 2000-01-01 00:00 in microseconds since the Unix epoch: PostgreSQL's timestamps count from it.
+PG_EPOCH_US = 946_684_800_000_000
+# PostgreSQL's timestamps (and Python's datetime, which drivers return) hold years 1 to 9999.
+_MIN_TIMESTAMP_US = -62_135_596_800_000_000  # 0001-01-01
+_MAX_TIMESTAMP_US = 253_402_300_799_999_999  # 9999-12-31 23:59:59.999999
+_US_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1}
+_UNITS_PER_US = {"ns": 1_000}
 
 # Codes of the companion "marks" column.
 _MARK_CODES = {"none": 1, "nan": 2, "na": 3, "nat": 4, "negzero": 5}
@@ -185,6 +201,7 @@ class _Part:
     marks: Callable[[int, int], list] | None
     feed: Callable[[Any], None] | None
     owner: Any = None
+    wire: Callable[[int, int], list] | None = None
 
 
 class EncodedFrame:
@@ -204,11 +221,13 @@ class EncodedFrame:
         producers: list[Callable[[int, int], list]],
         feeders: list[Callable[[Any], None]],
         owners: list[Any],
+        wire_producers: list[Callable[[int, int], list]] | None = None,
     ) -> None:
         self.columns = columns
         self.manifest = manifest
         self.nrows = nrows
         self._producers = producers
+        self._wire_producers = wire_producers or producers
         self._feeders = feeders
         self._owners = owners
         self._hash: str | None = None
@@ -225,18 +244,35 @@ class EncodedFrame:
         """
         return list(self.iter_rows(start, stop))
 
-    def iter_rows(self, start: int, stop: int) -> Iterator[tuple]:
+    def iter_rows(self, start: int, stop: int, *, wire: bool = False, row_ids: bool = False) -> Iterator[tuple]:
         """Like :meth:`rows`, but each tuple is made only when the consumer takes it.
 
         The columns of the chunk are converted at once; a driver's ``executemany`` then
         builds and drops the tuples one by one, which is faster and holds less memory than
         a list of them.
+
+        With ``wire``, columns of the :data:`TIME_TYPES` hold the tuples of asyncpg's
+        ``tuple`` codec format instead of datetime objects: ``(microseconds since
+        2000-01-01,)`` for TIMESTAMP and TIMESTAMPTZ, ``(0, 0, microseconds)`` for INTERVAL.
+        Making a million datetime objects takes about a second; these take a few
+        milliseconds. See :attr:`time_types`.
+
+        With ``row_ids``, each tuple starts with its row's number, counted from 1.
         """
         start = max(0, start)
         stop = min(self.nrows, stop)
         if start >= stop:
             return iter(())
-        return zip(*[produce(start, stop) for produce in self._producers])
+        producers = self._wire_producers if wire else self._producers
+        columns = [produce(start, stop) for produce in producers]
+        if row_ids:
+            columns.insert(0, range(start + 1, stop + 1))
+        return zip(*columns)
+
+    @property
+    def time_types(self) -> set[str]:
+        """The :data:`TIME_TYPES` among the table's columns."""
+        return {c.sql_type for c in self.columns if c.sql_type in TIME_TYPES}
 
     def content_hash(self) -> str:
         """Return a sha256 hex digest of the manifest and all values.
@@ -963,7 +999,174 @@ def _store_text_with_nul_as_bytes(part: _Part) -> None:
     part.spec["text_as"] = "utf-8"
 
 
-def encode(obj: pd.DataFrame | pd.Series, *, text_without_nul: bool = False) -> EncodedFrame:
+# ---------------------------------------------------------------------------------------
+# PostgreSQL's native types
+# ---------------------------------------------------------------------------------------
+
+
+def _jsonb_exact(value: Any) -> bool:
+    """Whether jsonb gives this JSON value back exactly.
+
+    jsonb reorders object keys (shorter first, then bytewise), cannot hold NUL characters,
+    and stores numbers as numeric, so a float written with a positive exponent (``1e+20``)
+    comes back as an integer and ``-0.0`` as ``0.0``. Other values come back identical.
+    """
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        kind = type(v)
+        if kind is dict:
+            keys = [k.encode("utf-8") for k in v]
+            if keys != sorted(keys, key=lambda k: (len(k), k)) or any(b"\x00" in k for k in keys):
+                return False
+            stack.extend(v.values())
+        elif kind is list:
+            stack.extend(v)
+        elif kind is str:
+            if "\x00" in v:
+                return False
+        elif kind is float:
+            if "e+" in repr(v) or (v == 0 and math.copysign(1.0, v) < 0):
+                return False
+    return True
+
+
+def _numeric_exact(value: decimal.Decimal) -> bool:
+    """Whether PostgreSQL's numeric gives this Decimal back with the same digits and exponent.
+
+    numeric keeps the digits after the point (its display scale) but has no negative exponent
+    form, no negative zero, and no signalling NaN or infinities in older servers.
+    """
+    if not value.is_finite():
+        return False
+    sign, digits, exponent = value.as_tuple()
+    if exponent > 0 or (sign and not any(digits)):
+        return False
+    return -exponent <= 16_383 and len(digits) + exponent <= 131_072
+
+
+def _times_in_us(part: _Part) -> np.ndarray | None:
+    """The part's datetime or timedelta values in microseconds (NaT as _NAT), or None when a
+    value carries finer precision than a microsecond."""
+    arr = part.owner.array
+    i8 = arr.asi8
+    unit = arr.unit
+    nat = i8 == _NAT
+    if unit == "ns":
+        if np.any((i8 % 1_000 != 0) & ~nat):
+            return None
+        us = i8 // 1_000
+    else:
+        factor = _US_PER_UNIT[unit]
+        limit = _INT64_MAX // factor
+        if np.any((np.abs(i8) > limit) & ~nat):
+            return None
+        us = i8 * factor
+    us[nat] = _NAT
+    return us
+
+
+def _native_time(part: _Part) -> None:
+    """A datetime column at microsecond precision within years 1 to 9999 becomes TIMESTAMP
+    (naive) or TIMESTAMPTZ (with a time zone); a timedelta at microsecond precision INTERVAL."""
+    us = _times_in_us(part)
+    if us is None:
+        return
+    nat = us == _NAT
+    present = us[~nat]
+    datetime_kind = part.spec["kind"] == "datetime"
+    if datetime_kind and len(present) and (present.min() < _MIN_TIMESTAMP_US or present.max() > _MAX_TIMESTAMP_US):
+        return
+    has_nat = bool(nat.any())
+    arr = part.owner.array
+    if datetime_kind:
+        aware = part.spec["tz"] is not None
+        part.sql_type = "TIMESTAMPTZ" if aware else "TIMESTAMP"
+        pg_us = us - PG_EPOCH_US
+        python = arr.tz_convert("UTC") if aware else arr
+
+        def values(start: int, stop: int) -> list:
+            return python[start:stop].to_pydatetime().tolist() if not has_nat else [
+                None if v is pd.NaT else v for v in python[start:stop].to_pydatetime().tolist()
+            ]
+
+        def wire(start: int, stop: int) -> list:
+            out = list(zip(pg_us[start:stop].tolist()))
+            if has_nat:
+                for j in np.flatnonzero(nat[start:stop]).tolist():
+                    out[j] = None
+            return out
+    else:
+        part.sql_type = "INTERVAL"
+
+        def values(start: int, stop: int) -> list:
+            chunk = arr[start:stop]
+            out = chunk.to_pytimedelta().tolist()
+            if has_nat:
+                for j in np.flatnonzero(nat[start:stop]).tolist():
+                    out[j] = None
+            return out
+
+        def wire(start: int, stop: int) -> list:
+            out = list(zip(itertools.repeat(0), itertools.repeat(0), us[start:stop].tolist()))
+            if has_nat:
+                for j in np.flatnonzero(nat[start:stop]).tolist():
+                    out[j] = None
+            return out
+
+    part.values = values
+    part.wire = wire
+
+
+def _go_native(part: _Part, where: str) -> None:
+    """Store the part in PostgreSQL's native type where that type holds its values exactly.
+
+    bool values become BOOLEAN; Decimal values NUMERIC (when every value keeps its digits and
+    exponent, else TEXT); JSON values JSONB (when jsonb gives every value back exactly, else
+    JSON, which keeps the text as written); datetimes TIMESTAMP or TIMESTAMPTZ and timedeltas
+    INTERVAL at microsecond precision. Values that carry nanoseconds stay INTEGER counts.
+    """
+    spec = part.spec
+    kind = spec["kind"]
+    if kind in ("numpy", "masked") and spec["dtype"] in ("bool", "boolean"):
+        part.sql_type = "BOOLEAN"
+    elif kind == "object":
+        obj = spec["object"]
+        a = part.owner.to_numpy()
+        if obj == "bool":
+            part.sql_type = "BOOLEAN"
+        elif obj == "decimal" and all(_numeric_exact(v) for v in a if type(v) is decimal.Decimal):
+            part.sql_type = "NUMERIC"
+            part.values = lambda start, stop: [v if type(v) is decimal.Decimal else None for v in a[start:stop]]
+        elif obj == "json":
+            exact = all(_jsonb_exact(v) for v in a if type(v) is list or type(v) is dict)
+            part.sql_type = "JSONB" if exact else "JSON"
+    elif kind in ("datetime", "timedelta"):
+        _native_time(part)
+    elif kind == "category":
+        categories = part.owner.array.categories
+        cat_part = _encode_array(categories, f"the categories of {where}")
+        _go_native(cat_part, where)
+        if cat_part.sql_type == part.sql_type:
+            return
+        codes = part.owner.array.codes
+
+        def lookup_of(produce: Callable[[int, int], list]) -> np.ndarray:
+            lookup = np.empty(len(categories) + 1, dtype=object)
+            for i, v in enumerate(produce(0, len(categories))):
+                lookup[i] = v
+            lookup[-1] = None
+            return lookup
+
+        values = lookup_of(cat_part.values)
+        part.sql_type = cat_part.sql_type
+        part.values = lambda start, stop: values[codes[start:stop]].tolist()
+        if cat_part.wire is not None:
+            wired = lookup_of(cat_part.wire)
+            part.wire = lambda start, stop: wired[codes[start:stop]].tolist()
+
+
+def encode(obj: pd.DataFrame | pd.Series, *, dialect: str = "sqlite") -> EncodedFrame:
     """Validate a frame and prepare it for storage as a typed SQL table.
 
     Args:
@@ -972,8 +1175,11 @@ def encode(obj: pd.DataFrame | pd.Series, *, text_without_nul: bool = False) -> 
             RangeIndex column labels) when the name is None, and it is pulled back as
             that DataFrame.
 
-        text_without_nul: the database cannot store NUL characters in text (PostgreSQL): a
-            text column holding any is stored as its UTF-8 bytes instead (BLOB), losslessly.
+        dialect: the database the table is for: ``"sqlite"`` (the generic types INTEGER,
+            REAL, TEXT and BLOB) or ``"postgresql"``, which also uses the native types where
+            they hold the values exactly (see :func:`_go_native`), and stores a text column
+            holding NUL characters, which PostgreSQL's text cannot hold, as its UTF-8 bytes
+            (BLOB), losslessly.
 
     Returns:
         An :class:`EncodedFrame`: the table's columns, the manifest, and lazily
@@ -987,6 +1193,8 @@ def encode(obj: pd.DataFrame | pd.Series, *, text_without_nul: bool = False) -> 
             names the column and the first offending value. All rows are checked before
             this returns.
     """
+    if dialect not in DIALECTS:
+        raise ValueError(f"dialect: expected one of {DIALECTS}, got {dialect!r}")
     if isinstance(obj, pd.Series):
         frame = obj.to_frame()
     elif isinstance(obj, pd.DataFrame):
@@ -1011,14 +1219,18 @@ def encode(obj: pd.DataFrame | pd.Series, *, text_without_nul: bool = False) -> 
     index_spec, index_parts = _encode_index(frame.index, "the index", embed=False)
     label_list = labels.tolist()
     data_parts = [_encode_array(frame.iloc[:, i], _where_column(label)) for i, label in enumerate(label_list)]
-    if text_without_nul:
+    if dialect == "postgresql":
+        for k, part in enumerate(index_parts):
+            _go_native(part, f"the index (level {k})")
+        for label, part in zip(label_list, data_parts):
+            _go_native(part, _where_column(label))
         for part in [*index_parts, *data_parts]:
             if _is_text_part(part):
                 _store_text_with_nul_as_bytes(part)
 
     # Index levels first (a key for SQL users), data in column order, marks at the end.
-    value_cols: list[tuple[str, str, Callable[[int, int], list]]] = []
-    mark_cols: list[tuple[str, str, Callable[[int, int], list]]] = []
+    value_cols: list[tuple[str, str, Callable[[int, int], list], Callable[[int, int], list]]] = []
+    mark_cols: list[tuple[str, str, Callable[[int, int], list], Callable[[int, int], list]]] = []
     named = [
         (f"{HIDDEN_PREFIX}index_{k}", f"{HIDDEN_PREFIX}index_{k}_missing", part)
         for k, part in enumerate(index_parts)
@@ -1029,26 +1241,27 @@ def encode(obj: pd.DataFrame | pd.Series, *, text_without_nul: bool = False) -> 
     ]
     for name, marks_name, part in named:
         part.spec["sql"] = name
-        value_cols.append((name, part.sql_type, part.values))
+        value_cols.append((name, part.sql_type, part.values, part.wire or part.values))
         if part.marks is not None:
             part.spec["marks_sql"] = marks_name
-            mark_cols.append((marks_name, "INTEGER", part.marks))
+            mark_cols.append((marks_name, "INTEGER", part.marks, part.marks))
     table = value_cols + mark_cols
     manifest = {
         "format": MANIFEST_FORMAT,
         "columns": columns_spec,
         "index": index_spec,
         "data": [part.spec for part in data_parts],
-        "sql_columns": [[name, sql_type] for name, sql_type, _ in table],
+        "sql_columns": [[name, sql_type] for name, sql_type, _, _ in table],
     }
     parts = index_parts + data_parts
     return EncodedFrame(
-        columns=[SqlColumn(name, sql_type) for name, sql_type, _ in table],
+        columns=[SqlColumn(name, sql_type) for name, sql_type, _, _ in table],
         manifest=manifest,
         nrows=len(frame),
-        producers=[fn for _, _, fn in table],
+        producers=[fn for _, _, fn, _ in table],
         feeders=[part.feed for part in parts if part.feed is not None],
         owners=[part.owner for part in parts],
+        wire_producers=[fn for _, _, _, fn in table],
     )
 
 
@@ -1094,7 +1307,45 @@ def _string_dtype(spec: dict) -> pd.StringDtype:
     return pd.StringDtype(spec["storage"], na_value=na_value)
 
 
-def _decode_array(spec: dict, values: Sequence, marks: Sequence | None, n: int, where: str) -> Any:
+_US = _dt.timedelta(microseconds=1)
+_UNIX_EPOCH = _dt.datetime(1970, 1, 1)
+_UNIX_EPOCH_UTC = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+
+
+def _native_time_ints(values: Sequence, sql_type: str, unit: str, where: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Stored TIMESTAMP(TZ) or INTERVAL values as counts of ``unit`` since the Unix epoch (or
+    durations), and the NULL mask.
+
+    Values come as the driver gives them: datetime or timedelta objects, or, from a read
+    through asyncpg's tuple codecs (see :meth:`EncodedFrame.iter_rows`), the microseconds
+    (since 2000-01-01 for timestamps).
+    """
+    first = next((v for v in values if v is not None), None)
+    if isinstance(first, _dt.datetime):
+        epoch = _UNIX_EPOCH_UTC if first.tzinfo is not None else _UNIX_EPOCH
+        us_list = [0 if v is None else (v - epoch) // _US for v in values]
+        offset = 0
+    elif isinstance(first, _dt.timedelta):
+        us_list = [0 if v is None else v // _US for v in values]
+        offset = 0
+    else:
+        us_list = values
+        offset = PG_EPOCH_US if sql_type != "INTERVAL" else 0
+    us, null = _ints(us_list, where)
+    if offset:
+        us += offset
+    if unit == "ns":
+        out = us * 1_000
+    else:
+        out = us // _US_PER_UNIT[unit]
+    if null is None and first is not None and any(v is None for v in values):
+        null = np.equal(np.asarray(values, dtype=object), None)
+    return out, null
+
+
+def _decode_array(
+    spec: dict, values: Sequence, marks: Sequence | None, n: int, where: str, sql_type: str | None = None
+) -> Any:
     if spec.get("text_as") == "utf-8":
         values = [None if v is None else bytes(v).decode("utf-8") for v in values]
     kind = spec["kind"]
@@ -1116,9 +1367,12 @@ def _decode_array(spec: dict, values: Sequence, marks: Sequence | None, n: int, 
         objects[:] = values
         return pd.array(objects, dtype=_string_dtype(spec))
     if kind == "category":
-        return _decode_category(spec, values, n, where)
+        return _decode_category(spec, values, n, where, sql_type)
     if kind in ("datetime", "timedelta"):
-        ints, null = _ints(values, where)
+        if sql_type in TIME_TYPES:
+            ints, null = _native_time_ints(values, sql_type, spec["unit"], where)
+        else:
+            ints, null = _ints(values, where)
         if null is not None:
             ints[null] = _NAT
         letter = "M" if kind == "datetime" else "m"
@@ -1164,8 +1418,16 @@ def _decode_embedded(spec: dict, where: str) -> Any:
     return _decode_array(spec, values, spec.get("marks"), len(values), where)
 
 
-def _decode_category(spec: dict, values: Sequence, n: int, where: str) -> pd.Categorical:
+def _decode_category(spec: dict, values: Sequence, n: int, where: str, sql_type: str | None) -> pd.Categorical:
     cat_spec = spec["categories"]
+    # The embedded categories hold the generic stored form; bring native values to it.
+    if sql_type in TIME_TYPES:
+        ints, null = _native_time_ints(values, sql_type, cat_spec["unit"], where)
+        values = ints.astype(object)
+        if null is not None:
+            values[null] = None
+    elif sql_type == "NUMERIC":
+        values = [None if v is None else str(v) for v in values]
     array = _decode_embedded(cat_spec, where)
     categories = pd.Index(array, dtype=array.dtype)
     stored = _values_from_json(cat_spec["values"])
@@ -1193,8 +1455,11 @@ def _decode_object(spec: dict, values: Sequence, marks: Sequence | None, n: int)
     elif kind == "decimal":
         out[present] = [decimal.Decimal(v) for v in out[present]]
     elif kind == "json":
+        # JSON text, or (from a driver that parses json itself, as SQLAlchemy's asyncpg
+        # connections do) the list or dict it holds.
         for i in np.flatnonzero(present).tolist():
-            out[i] = json.loads(out[i])
+            if type(out[i]) is str:
+                out[i] = json.loads(out[i])
     if marks is not None:
         codes = _codes(marks, n)
         for name, code in _MARK_CODES.items():
@@ -1273,16 +1538,17 @@ def decode(manifest: dict, columns: Sequence[Sequence]) -> pd.DataFrame:
         raise ValidationError(f"decode() got value columns of different lengths {sorted(lengths)}")
     n = lengths.pop() if lengths else int(manifest.get("nrows", 0))
     by_name = dict(zip(names, columns))
+    types = dict((name, sql_type) for name, sql_type in manifest["sql_columns"])
 
     def arrays(k: int, level: dict) -> Any:
         marks = by_name[level["marks_sql"]] if "marks_sql" in level else None
-        return _decode_array(level, by_name[level["sql"]], marks, n, f"index level {k}")
+        return _decode_array(level, by_name[level["sql"]], marks, n, f"index level {k}", types[level["sql"]])
 
     index = _decode_index(manifest["index"], n, arrays)
     data = {}
     for i, spec in enumerate(manifest["data"]):
         marks = by_name[spec["marks_sql"]] if "marks_sql" in spec else None
-        array = _decode_array(spec, by_name[spec["sql"]], marks, n, f"column {spec['sql']!r}")
+        array = _decode_array(spec, by_name[spec["sql"]], marks, n, f"column {spec['sql']!r}", types[spec["sql"]])
         # An explicit dtype: the DataFrame constructor would turn object strings into str.
         data[i] = pd.Series(array, index=index, dtype=array.dtype, copy=False)
     frame = pd.DataFrame(data, copy=False) if data else pd.DataFrame(index=index)

@@ -27,6 +27,7 @@ __all__ = [
     "mask_url",
     "open_engine",
     "resolve_url",
+    "time_codecs",
     "translate",
 ]
 
@@ -251,3 +252,50 @@ async def write_transaction(sessions: async_sessionmaker, gate: WriteGate) -> As
     """A session in a write transaction, taken in turn through ``gate``; committed on success."""
     async with gate, sessions() as session, session.begin():
         yield session
+
+
+# PostgreSQL's names of the time types whose values asyncpg otherwise turns into datetime objects.
+_PG_TIME_TYPES = {"TIMESTAMP": "timestamp", "TIMESTAMPTZ": "timestamptz", "INTERVAL": "interval"}
+
+
+def _first(value: tuple) -> int:
+    return value[0]
+
+
+def _interval_us(value: tuple) -> int:
+    months, days, microseconds = value
+    if months:
+        raise ValueError(f"an interval of {months} months has no fixed length in microseconds")
+    return days * 86_400_000_000 + microseconds
+
+
+@asynccontextmanager
+async def time_codecs(raw, sql_types: set[str]) -> AsyncIterator[None]:
+    """Within the block, asyncpg passes TIMESTAMP, TIMESTAMPTZ and INTERVAL values as integers.
+
+    ``raw`` is the pool connection of ``AsyncConnection.get_raw_connection()``. Writes take the
+    tuples of asyncpg's ``tuple`` format (``(microseconds since 2000-01-01,)``, or ``(months, days,
+    microseconds)`` for an interval); reads give the microseconds as one integer. A million
+    datetime objects cost about a second to make and as much to take apart; these, milliseconds.
+
+    Only the driver call inside the block may use the connection: the codecs are the
+    connection's own, and SQLAlchemy's statements must never see them. If they cannot be put
+    back (the transaction has failed, say), the connection is invalidated, so that the pool never
+    hands it out again.
+    """
+    driver = raw.driver_connection
+    names = [_PG_TIME_TYPES[t] for t in sorted(sql_types) if t in _PG_TIME_TYPES]
+    changed: list[str] = []
+    try:
+        for name in names:
+            decoder = _interval_us if name == "interval" else _first
+            await driver.set_type_codec(name, schema="pg_catalog", encoder=tuple, decoder=decoder, format="tuple")
+            changed.append(name)
+        yield
+    finally:
+        try:
+            for name in changed:
+                await driver.reset_type_codec(name, schema="pg_catalog")
+        except BaseException:
+            raw.invalidate()
+            raise

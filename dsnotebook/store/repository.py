@@ -17,7 +17,7 @@ from ..errors import DatasetNotFound, ValidationError
 from ..models import DatasetInfo, DatasetVersion
 from . import codec
 from .catalog import datasets, tasks, versions
-from .engine import WriteGate, write_transaction
+from .engine import WriteGate, time_codecs, write_transaction
 
 __all__ = [
     "DATASET_COLUMNS",
@@ -178,7 +178,8 @@ class Repository:
             sql = f"SELECT {select_list} FROM {quote(conn, row.table_name)} ORDER BY {quote(conn, ROW_ID)}"
             if limit is not None:
                 sql += f" LIMIT {int(limit)}"
-            data = await _fetch_columns(conn, sql, len(sql_names))
+            time_types = {sql_type for _, sql_type in manifest["sql_columns"] if sql_type in codec.TIME_TYPES}
+            data = await _fetch_columns(conn, sql, len(sql_names), time_types)
         return codec.decode(manifest, data)
 
     async def versions(self, name: str) -> pd.DataFrame:
@@ -323,18 +324,20 @@ class Repository:
         return sorted(gone)
 
 
-async def _fetch_columns(conn: AsyncConnection, sql: str, ncols: int) -> list[Sequence]:
+async def _fetch_columns(conn: AsyncConnection, sql: str, ncols: int, time_types: set[str]) -> list[Sequence]:
     """Run ``sql`` through the driver connection and return its values column by column.
 
     SQLAlchemy's Row objects cost several times more than the driver's plain tuples for large
     reads, so rows are fetched from the driver cursor and turned into one 2-D object array,
-    whose columns the codec decodes.
+    whose columns the codec decodes. Through asyncpg, values of the ``time_types`` come as
+    integers (see :func:`~dsnotebook.store.engine.time_codecs`).
     """
     raw = await conn.get_raw_connection()
     driver = raw.driver_connection
     if conn.dialect.name == "postgresql":
         # asyncpg returns Record objects, which unpack like tuples.
-        records = await driver.fetch(sql)
+        async with time_codecs(raw, time_types):
+            records = await driver.fetch(sql)
         if not records:
             return [() for _ in range(ncols)]
         return [np.array(column, dtype=object) for column in zip(*records)]
