@@ -738,11 +738,11 @@ class DatasetUploadService:
                 target = quote(conn, stage)
                 if conn.dialect.name != "sqlite":
                     # SQLite stores any value in a BLOB column; elsewhere the all-NULL column
-                    # takes the type of the values it receives.
-                    for column, sql_type in plan.retype:
+                    # takes the type of the values it receives, and a native type a general one.
+                    for column, sql_type, using in plan.retype:
                         compiled = _SQL_TYPES[sql_type]().compile(dialect=conn.dialect)
                         await conn.exec_driver_sql(
-                            f"ALTER TABLE {target} ALTER COLUMN {quote(conn, column)} TYPE {compiled} USING NULL"
+                            f"ALTER TABLE {target} ALTER COLUMN {quote(conn, column)} TYPE {compiled} USING {using}"
                         )
                 for column in plan.to_bytes:
                     bytes_expr = utf8_bytes(quote(conn, column), conn.dialect.name)

@@ -73,12 +73,17 @@ BACKENDS = tuple(os.environ.get("DSNOTEBOOK_TEST_BACKENDS", "sqlite,postgresql")
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "sqlite_only: the test is about SQLite itself; it does not run on PostgreSQL")
+    config.addinivalue_line("markers", "postgresql_only: the test is about PostgreSQL itself (its native types)")
 
 
 def pytest_generate_tests(metafunc):
     if "backend" in metafunc.fixturenames:
         only_sqlite = metafunc.definition.get_closest_marker("sqlite_only") is not None
-        backends = [b for b in BACKENDS if b == "sqlite" or not only_sqlite]
+        only_postgresql = metafunc.definition.get_closest_marker("postgresql_only") is not None
+        backends = [b for b in BACKENDS if (b == "sqlite" or not only_sqlite) and (b == "postgresql" or not only_postgresql)]
+        if only_postgresql and not backends:
+            reason = "DSNOTEBOOK_TEST_BACKENDS leaves PostgreSQL out"
+            backends = [pytest.param("postgresql", marks=pytest.mark.skip(reason=reason))]
         metafunc.parametrize("backend", backends)
 
 

@@ -28,15 +28,18 @@ class AppendPlan:
             table and set it to ``code`` where the value column is NULL.
         select_old: ``(staged column, SQL expression over the previous table)`` for each column
             of the combined table, in the staged table's order.
-        retype: ``(staged column, SQL type)``: a staged column that holds only NULLs (an object
-            column without values) takes the previous version's type for its values.
+        retype: ``(staged column, SQL type, SQL expression)``: change the staged column to this
+            type, converting its values with the expression. A staged column that holds only
+            NULLs (an object column without values) takes the previous version's type; a column
+            stored in a native type one side and a more general one the other (see
+            :func:`combined_type`) takes the general one.
         to_bytes: staged text columns to convert to their UTF-8 bytes, because the previous
             version stored that column as bytes (its strings hold NUL characters).
     """
 
     manifest: dict
     add_marks: list[tuple[str, str, int]] = field(default_factory=list)
-    retype: list[tuple[str, str]] = field(default_factory=list)
+    retype: list[tuple[str, str, str]] = field(default_factory=list)
     select_old: list[tuple[str, str]] = field(default_factory=list)
     to_bytes: list[str] = field(default_factory=list)
 
@@ -58,6 +61,53 @@ def utf8_bytes(expression: str, dialect: str) -> str:
     return f"convert_to({expression}, 'UTF8')" if dialect == "postgresql" else f"CAST({expression} AS BLOB)"
 
 
+# Where two versions store one column in different types (PostgreSQL's native type one side, and
+# either an older dsnotebook's generic type or a value the native type could not hold exactly the
+# other), the combined table uses the type that holds both sides' values exactly.
+_COMBINED_TYPES = {
+    frozenset({"INTEGER", "BOOLEAN"}): "BOOLEAN",
+    frozenset({"INTEGER", "TIMESTAMP"}): "INTEGER",
+    frozenset({"INTEGER", "TIMESTAMPTZ"}): "INTEGER",
+    frozenset({"INTEGER", "INTERVAL"}): "INTEGER",
+    frozenset({"TEXT", "NUMERIC"}): "TEXT",
+    frozenset({"JSON", "JSONB"}): "JSON",
+    frozenset({"TEXT", "JSON"}): "TEXT",
+    frozenset({"TEXT", "JSONB"}): "TEXT",
+}
+_DIGITS_PER_UNIT = {"s": 0, "ms": 3, "us": 6, "ns": 9}
+
+
+def combined_type(a: str, b: str) -> str:
+    """The storage type that holds exactly the values of both of these (equal dtypes)."""
+    return a if a == b else _COMBINED_TYPES[frozenset({a, b})]
+
+
+def convert(expression: str, source: str, target: str, unit: str | None) -> str:
+    """SQL (PostgreSQL) turning values of type ``source`` into the ``target`` type's form.
+
+    Timestamps become the count of ``unit`` since the Unix epoch, and intervals the count of
+    ``unit``: the generic form of the codec. ``EXTRACT`` gives an exact numeric (PostgreSQL 14
+    and later).
+    """
+    if source == target:
+        return expression
+    if (source, target) == ("INTEGER", "BOOLEAN"):
+        return f"({expression} <> 0)"
+    if target == "INTEGER" and source in ("TIMESTAMP", "TIMESTAMPTZ", "INTERVAL"):
+        return f"(EXTRACT(EPOCH FROM {expression}) * 1{'0' * _DIGITS_PER_UNIT[unit]})::bigint"
+    if target == "TEXT" and source in ("NUMERIC", "JSON", "JSONB"):
+        return f"({expression})::text"
+    if (source, target) == ("JSONB", "JSON"):
+        return f"({expression})::json"
+    raise ValueError(f"no conversion from {source} to {target}")
+
+
+def _unit(spec: dict) -> str | None:
+    if spec.get("kind") == "category":
+        return spec["categories"].get("unit")
+    return spec.get("unit")
+
+
 def plan_append(old: dict, new: dict, quote: Callable[[str], str], dialect: str = "sqlite") -> AppendPlan:
     """Plan appending a staged frame (manifest ``new``) to a version (manifest ``old``).
 
@@ -69,6 +119,8 @@ def plan_append(old: dict, new: dict, quote: Callable[[str], str], dialect: str 
     plan = AppendPlan(manifest=manifest)
     combined_specs = _combined_specs(manifest)
     expressions: dict[str, str] = {}
+    old_types = dict((name, sql_type) for name, sql_type in old["sql_columns"])
+    new_types = dict((name, sql_type) for name, sql_type in new["sql_columns"])
     for (o, n, marks_name), combined in zip(_pairs(old, new), combined_specs, strict=True):
         # A previous column without any value (object kind "none", stored untyped) contributes
         # plain NULLs: typed databases refuse to copy its type into the staged column's.
@@ -82,11 +134,19 @@ def plan_append(old: dict, new: dict, quote: Callable[[str], str], dialect: str 
         elif old_bytes and not new_bytes:
             plan.to_bytes.append(n["sql"])
             combined["text_as"] = "utf-8"
+        elif not old_is_empty and not old_bytes and n.get("object") != "none":
+            old_type, new_type = old_types[o["sql"]], new_types[n["sql"]]
+            if old_type != new_type:
+                target = combined_type(old_type, new_type)
+                if target != old_type:
+                    expressions[n["sql"]] = convert(quote(o["sql"]), old_type, target, _unit(o))
+                if target != new_type:
+                    plan.retype.append((n["sql"], target, convert(quote(n["sql"]), new_type, target, _unit(n))))
         combined.pop("freq", None)  # a frequency rarely survives an append; pandas infers none
         if combined["kind"] == "object":
             combined["object"] = merged_object_kind(o, n)
             if n["object"] == "none" and o["object"] != "none":
-                plan.retype.append((n["sql"], _sql_type(old, o["sql"])))
+                plan.retype.append((n["sql"], _sql_type(old, o["sql"]), "NULL"))
         same_nulls = o.get("null") == n.get("null")
         if "marks_sql" not in o and "marks_sql" not in n and same_nulls:
             continue
@@ -106,7 +166,7 @@ def plan_append(old: dict, new: dict, quote: Callable[[str], str], dialect: str 
     if old["index"]["kind"] == "range":
         # The appended rows continue the previous version's range, as pd.concat numbers them.
         manifest["index"] = copy.deepcopy(old["index"])
-    types = dict(plan.retype)
+    types = {column: sql_type for column, sql_type, _ in plan.retype}
     types.update({column: "BLOB" for column in plan.to_bytes})
     manifest["sql_columns"] = [[column, types.get(column, sql_type)] for column, sql_type in manifest["sql_columns"]]
     for column, _ in manifest["sql_columns"]:

@@ -279,9 +279,8 @@ async def time_codecs(raw, sql_types: set[str]) -> AsyncIterator[None]:
     datetime objects cost about a second to make and as much to take apart; these, milliseconds.
 
     Only the driver call inside the block may use the connection: the codecs are the
-    connection's own, and SQLAlchemy's statements must never see them. If they cannot be put
-    back (the transaction has failed, say), the connection is invalidated, so that the pool never
-    hands it out again.
+    connection's own, and SQLAlchemy's statements must never see them. They are put back however
+    the block ends.
     """
     driver = raw.driver_connection
     names = [_PG_TIME_TYPES[t] for t in sorted(sql_types) if t in _PG_TIME_TYPES]
@@ -293,9 +292,7 @@ async def time_codecs(raw, sql_types: set[str]) -> AsyncIterator[None]:
             changed.append(name)
         yield
     finally:
-        try:
-            for name in changed:
-                await driver.reset_type_codec(name, schema="pg_catalog")
-        except BaseException:
-            raw.invalidate()
-            raise
+        # For built-in types asyncpg needs no query for this, so it also works on a connection
+        # whose transaction has failed or whose statement was cancelled.
+        for name in changed:
+            await driver.reset_type_codec(name, schema="pg_catalog")
