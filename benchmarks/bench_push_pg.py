@@ -5,7 +5,8 @@
 Needs a PostgreSQL server at 127.0.0.1:5432 (user postgres, trust auth, database test); the
 benchmark creates a database of its own, dsn_bench_<pid>, and drops it at the end. Every method
 starts from the same DataFrame, so building the row values counts for the baselines too. Each
-run of each method is a fresh subprocess writing a fresh table; connecting is not timed.
+run of each method is a fresh subprocess writing a fresh table; connecting is not timed, and
+each timed run starts once the server is quiet (no autovacuum at work, a checkpoint just done).
 """
 
 from __future__ import annotations
@@ -43,6 +44,28 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
+async def _quiesce() -> None:
+    """Start every timed run from a quiet server: no autovacuum worker still busy with an
+    earlier run's table, and no dirty buffers left for a checkpoint to write mid-run."""
+    import asyncpg
+
+    conn = await asyncpg.connect(_url("", "test"))
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            busy = await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")
+            if not busy:
+                break
+            await asyncio.sleep(0.2)
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
+def quiesce() -> None:
+    asyncio.run(_quiesce())
+
+
 def prepare(rows: int, workdir: Path) -> None:
     """Create this run's own database (via ``test``) and drop it whenever the benchmark exits."""
     database = f"dsn_bench_{os.getpid()}"
@@ -52,11 +75,14 @@ def prepare(rows: int, workdir: Path) -> None:
 
 
 def _pg_type(s) -> str:
-    """The storage type dsnotebook gives the column: bigint, double precision or text."""
+    """The storage type dsnotebook gives the column: boolean, bigint, double precision or text
+    (datetime64[ns] with nanoseconds stays a bigint count)."""
     import pandas as pd
 
     dtype = s.dtype.categories.dtype if isinstance(s.dtype, pd.CategoricalDtype) else s.dtype
-    if dtype.kind in "biuMm":
+    if dtype.kind == "b" or str(dtype) == "boolean":
+        return "boolean"
+    if dtype.kind in "iuMm":
         return "bigint"
     if dtype.kind == "f":
         return "double precision"
@@ -66,7 +92,7 @@ def _pg_type(s) -> str:
 def _columns(df) -> list[list]:
     """The cheapest honest conversion to what dsnotebook stores, one Python list per column.
 
-    int64 → int, float → float (NaN stays NaN), str → str, category → its value, bool → 0/1,
+    int64 → int, float → float (NaN stays NaN), str → str, category → its value, bool → bool,
     datetime64 → int epoch in the dtype's unit, Int64 → int; anything missing → None.
     """
     import numpy as np
@@ -89,9 +115,7 @@ def _columns(df) -> list[list]:
             values = s.array._data.tolist()
             for j in np.flatnonzero(s.array._mask).tolist():
                 values[j] = None
-        elif s.dtype == bool:
-            values = s.to_numpy().view(np.int8).tolist()
-        elif s.dtype.kind in "iuf":
+        elif s.dtype.kind in "biuf":
             values = s.to_numpy().tolist()
         else:
             values = s.array.to_numpy(dtype=object, na_value=None).tolist()
@@ -109,6 +133,7 @@ def child(method: str, rows: int, workdir: Path) -> dict:
         import dsnotebook as dsn
 
         hub = dsn.connect(_url("+asyncpg", database))
+        quiesce()
         reset_peak_rss()
         before, _ = rss_mb()
         t0 = time.perf_counter()
@@ -125,6 +150,7 @@ def child(method: str, rows: int, workdir: Path) -> dict:
         engine = sqlalchemy.create_engine(_url("+psycopg", database))
         with engine.connect():
             pass  # connect outside the timed region, as for the others
+        quiesce()
         reset_peak_rss()
         before, _ = rss_mb()
         t0 = time.perf_counter()
@@ -140,6 +166,7 @@ def child(method: str, rows: int, workdir: Path) -> dict:
             try:
                 columns = ", ".join(f'"{name}" {_pg_type(df[name])}' for name in df.columns)
                 await conn.execute(f'CREATE TABLE "{table}" ({columns})')
+                await _quiesce()
                 reset_peak_rss()
                 before, _ = rss_mb()
                 t0 = time.perf_counter()
