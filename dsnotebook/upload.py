@@ -474,7 +474,7 @@ class DatasetUploadService:
             if width > self._max_row_bytes:
                 raise ValidationError(
                     f"a row of this frame needs about {width:,} bytes in the database (8 per number or "
-                    f"date column, 18 per text column), but this database stores at most "
+                    f"date column, 1 per boolean, 18 per text column), but this database stores at most "
                     f"{self._max_row_bytes:,} per row; split the frame into several datasets"
                 )
         request = _Request(
@@ -897,10 +897,14 @@ class _Checkpoints:
             log.debug("a WAL checkpoint during an upload failed", exc_info=True)
 
 
+_FIXED_WIDTHS = {"BOOLEAN": 1, "INTEGER": 8, "REAL": 8, "TIMESTAMP": 8, "TIMESTAMPTZ": 8, "INTERVAL": 16}
+
+
 def _row_bytes(columns) -> int:
     """A lower bound of a PostgreSQL row's size: the tuple header, the null bitmap, the row id,
-    8 bytes per number, and an 18-byte pointer per text or binary value moved out of line."""
-    fixed = sum(8 if c.sql_type in ("INTEGER", "REAL") else 18 for c in columns)
+    each fixed-width value (1 byte per boolean, 8 per number or timestamp, 16 per interval), and
+    an 18-byte pointer per text, binary, numeric or JSON value moved out of line."""
+    fixed = sum(_FIXED_WIDTHS.get(c.sql_type, 18) for c in columns)
     return 24 + (len(columns) + 1 + 7) // 8 + 8 + fixed
 
 

@@ -204,3 +204,9 @@ def test_the_time_codecs_are_put_back_however_the_block_ends(hub):
     hub.push(everything(), "t").wait(timeout=60)
     hub.pull("t")
     assert isinstance(hub.versions("t")["created_at"].iloc[0], pd.Timestamp)
+
+
+def test_a_thousand_boolean_columns_fit_where_a_thousand_numbers_would_not(hub):
+    flags = pd.DataFrame(np.zeros((2, 1100), dtype=bool))
+    hub.push(flags, "flags").wait(timeout=60)
+    assert_identical(hub.pull("flags"), flags)

@@ -1,7 +1,7 @@
 """The dtype codec: pandas frames to typed SQL columns plus a JSON manifest, and back.
 
 :func:`encode` turns a DataFrame (or a Series) into columns of four generic storage types
-(:data:`SQL_TYPES`) and a JSON *manifest*. :func:`decode` rebuilds the identical frame from
+(:data:`SQL_TYPES`; for PostgreSQL also its native types, see below) and a JSON *manifest*. :func:`decode` rebuilds the identical frame from
 the values a DB driver returns for those columns plus the manifest. The stored values stay
 readable for SQL users; the manifest records what SQL cannot: dtypes, units, time zones,
 categories, missing-value kinds, the index and the original column labels.
@@ -25,6 +25,13 @@ object: decimal.Decimal        TEXT                     ``str(value)``, exact, n
 object: JSON lists and dicts   TEXT                     compact JSON text
 object: bool / int / float     INTEGER / REAL           one kind per column
 =============================  =======================  ==========================================
+
+On PostgreSQL (``encode(..., dialect="postgresql")``) a column takes the native type that holds
+its values exactly: BOOLEAN for bools; NUMERIC for Decimals whose digits and exponent numeric
+keeps (else TEXT); JSONB for JSON values jsonb gives back unchanged (else JSON, which keeps the
+text); TIMESTAMP / TIMESTAMPTZ for datetimes at microsecond precision within years 1 to 9999
+(else the INTEGER count); INTERVAL for timedeltas at microsecond precision. ``sql_columns`` in
+the manifest records the choice, and :func:`decode` takes the values a driver returns for it.
 
 String columns come back with the storage they were pushed with (``python`` or ``pyarrow``).
 Where pyarrow is not installed, a ``pyarrow`` column comes back with ``python`` storage and the
