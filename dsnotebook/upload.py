@@ -36,6 +36,7 @@ from sqlalchemy import BigInteger, Boolean, Column, DateTime, Float, Integer, La
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from . import _faults
 from .errors import (
     DsnotebookError,
     SchemaMismatch,
@@ -524,6 +525,7 @@ class DatasetUploadService:
             raise
         except Exception as exc:
             raise translate(exc, what=f"queueing the upload of {name!r}") from exc
+        await _faults.reached("queued")
         handle = UploadTask(task_id=task_id, dataset=name, rows_total=encoded.nrows, loop=asyncio.get_running_loop())
         self._handles[task_id] = handle
         task = self._service.create_task_with_session(
@@ -603,12 +605,14 @@ class DatasetUploadService:
                     await self._retrying(handle, session, write)
                     handle._set(rows_done=stop)
                     checkpoints.start()
+                    await _faults.reached("between_chunks")
             finally:
                 await checkpoints.close()
             version = await self._retrying(
                 handle, session, lambda: self._publish(session, handle, req, encoded, content_hash, stage)
             )
             staged = False
+            await _faults.reached("published")
             return self._succeed(handle, version)
         except asyncio.CancelledError as exc:
             # The cancelled statement's cursor, held by the traceback, keeps SQLite's write lock
@@ -699,6 +703,7 @@ class DatasetUploadService:
             await conn.exec_driver_sql(insert_sql, list(encoded.iter_rows(start, stop, row_ids=True)))
         else:
             await conn.exec_driver_sql(insert_sql, encoded.rows(start, stop))
+        await _faults.reached("staging")
 
     async def _publish(self, session: AsyncSession, handle: UploadTask, req: _Request, encoded, content_hash: str, stage: str) -> DatasetVersion:
         """Turn the staging table into the next version, all in one transaction."""
@@ -807,7 +812,9 @@ class DatasetUploadService:
             task_id=handle.id,
             created_by=by,
         )
-        return await self._record_success(session, handle, version)
+        version = await self._record_success(session, handle, version)
+        await _faults.reached("publishing")
+        return version
 
     async def _record_success(self, session: AsyncSession, handle: UploadTask, version: DatasetVersion) -> DatasetVersion:
         """Write the task's success; part of the publish transaction, so both land or neither."""

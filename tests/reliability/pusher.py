@@ -1,0 +1,45 @@
+"""A process that pushes one frame and waits for it, for the kill and lock tests to run as a child.
+
+    python pusher.py URL NAME ROWS SEED [CHUNK_SIZE]
+
+Prints ``ready`` once connected, just before the push, and ``done <version>`` after it. The
+frame depends only on ROWS and SEED, so a parent can build the same one to compare.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+
+
+def make(rows: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    words = np.array([f"w{i:04d}" for i in range(1000)])
+    return pd.DataFrame(
+        {
+            "id": np.arange(rows, dtype="int64"),
+            "x": rng.random(rows),
+            "label": pd.array(words[rng.integers(0, len(words), rows)], dtype="str"),
+            "when": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 10**15, rows), unit="us"),
+            "flag": rng.random(rows) < 0.5,
+        }
+    )
+
+
+def main() -> None:
+    import dsnotebook as dsn
+
+    url, name, rows, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    chunk_size = int(sys.argv[5]) if len(sys.argv) > 5 else None
+    df = make(rows, seed)
+    hub = dsn.connect(url)
+    print("ready", flush=True)
+    version = hub.push(df, name, chunk_size=chunk_size).wait()
+    print(f"done {version.version}", flush=True)
+    hub.close()
+
+
+if __name__ == "__main__":
+    main()

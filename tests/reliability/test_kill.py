@@ -1,0 +1,118 @@
+"""kill -9 of a pushing process at every named stage and at random times: a version is either
+fully there or not at all, the previous version survives, and the task says what happened."""
+
+from __future__ import annotations
+
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from frametools import assert_identical
+from hubtools import staging_tables
+from sqlalchemy.engine import make_url
+from pusher import make
+
+import dsnotebook as dsn
+from dsnotebook import _faults
+
+PUSHER = str(Path(__file__).with_name("pusher.py"))
+PREVIOUS = pd.DataFrame({"id": [1, 2, 3], "note": pd.array(["a", "b", "c"], dtype="str")})
+
+
+def _start(db_url: str, rows: int, seed: int, chunk_size: int, fault: str | None = None) -> subprocess.Popen:
+    env = {**__import__("os").environ}
+    env.pop("DSNOTEBOOK_FAULT", None)
+    if fault:
+        env["DSNOTEBOOK_FAULT"] = fault
+    return subprocess.Popen(
+        [sys.executable, PUSHER, db_url, "d", str(rows), str(seed), str(chunk_size)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _check_after_kill(db_url: str, backend: str, rows: int, seed: int, *, previous: int, may_have_published: bool) -> str:
+    """The checks of every kill; returns the task's status. ``previous`` is the version the
+    dataset had before the killed push, holding PREVIOUS."""
+    if backend == "sqlite":
+        con = sqlite3.connect(make_url(db_url).database)
+        try:
+            assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        finally:
+            con.close()
+    with dsn.connect(db_url) as hub:  # connecting marks the dead process's upload interrupted
+        task = hub.tasks(dataset="d").iloc[0]
+        latest = hub.info("d").latest.version
+        if latest != previous:
+            assert may_have_published, "a version was published before the publish could have committed"
+            assert latest == previous + 1 and task["status"] == "succeeded"
+            assert_identical(hub.pull("d"), make(rows, seed))
+        else:
+            assert task["status"] == "interrupted", task.to_dict()
+        assert_identical(hub.pull("d", version=previous), PREVIOUS)
+        # Nothing staged is left behind by an upload that can no longer finish.
+        assert staging_tables(hub) == []
+        assert not hub.tasks()["status"].isin(["queued", "running"]).any()
+        return task["status"]
+
+
+@pytest.mark.parametrize("point", [*_faults.POINTS])
+def test_kill_at_each_named_stage(db_url, backend, point):
+    with dsn.connect(db_url) as hub:
+        hub.push(PREVIOUS, "d").wait(timeout=60)
+    rows, chunk = 20_000, 5_000
+    # The second time a chunk point is reached: rows are already committed to the staging table.
+    fault = f"{point}@2:kill" if point in ("staging", "between_chunks") else f"{point}:kill"
+    child = _start(db_url, rows, seed=7, chunk_size=chunk, fault=fault)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == -signal.SIGKILL, (out, err)
+    assert "done" not in out
+    status = _check_after_kill(db_url, backend, rows, 7, previous=1, may_have_published=point == "published")
+    assert status == ("succeeded" if point == "published" else "interrupted")
+
+
+@pytest.mark.slow
+def test_kill_a_million_row_push_at_random_times(db_url, backend, capsys):
+    seed = 20261203
+    rng = random.Random(seed)
+    rows = 1_000_000
+    with dsn.connect(db_url) as hub:
+        hub.push(PREVIOUS, "d").wait(timeout=60)
+    # How long such a push takes here, so that the kill times spread over the whole upload.
+    started = time.monotonic()
+    child = _start(db_url, rows, seed=1, chunk_size=50_000)
+    assert child.stdout.readline().strip() == "ready"
+    ready = time.monotonic()
+    out, err = child.communicate(timeout=600)
+    assert child.returncode == 0, err
+    span = time.monotonic() - ready
+    with dsn.connect(db_url) as hub:
+        previous = hub.push(PREVIOUS, "d").wait(timeout=60).version
+    delays = [round(rng.uniform(0, span * 1.3), 3) for _ in range(20)]
+    with capsys.disabled():
+        print(f"\nseed {seed}: push takes {span:.2f} s (start-up {ready - started:.2f} s); kill delays {delays}")
+    outcomes = []
+    for delay in delays:
+        child = _start(db_url, rows, seed=1, chunk_size=50_000)
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        child.send_signal(signal.SIGKILL)
+        out, _ = child.communicate(timeout=60)
+        finished = "done" in out
+        status = _check_after_kill(db_url, backend, rows, 1, previous=previous, may_have_published=True)
+        outcomes.append(status)
+        if status == "succeeded":
+            with dsn.connect(db_url) as hub:
+                previous = hub.push(PREVIOUS, "d").wait(timeout=60).version
+        else:
+            assert not finished
+    with capsys.disabled():
+        print(f"outcomes: {outcomes}")
