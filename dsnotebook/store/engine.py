@@ -23,6 +23,7 @@ __all__ = [
     "write_transaction",
     "DEFAULT_PATH",
     "default_url",
+    "is_read_only",
     "is_sqlite",
     "mask_url",
     "open_engine",
@@ -94,6 +95,12 @@ def is_sqlite(url: URL) -> bool:
     return url.get_backend_name() == "sqlite"
 
 
+def is_read_only(url: URL) -> bool:
+    """A SQLite URL opened with ``?mode=ro`` (as in ``sqlite+aiosqlite:///file:data.db?mode=ro&uri=true``)."""
+    mode = url.query.get("mode")
+    return is_sqlite(url) and (mode if isinstance(mode, str) or mode is None else mode[-1]) == "ro"
+
+
 def _sqlite_file(url: URL) -> Path:
     path = url.database or ""
     if path.startswith("file:"):
@@ -130,11 +137,12 @@ async def open_engine(url: URL, *, create: bool = True) -> AsyncEngine:
     if is_sqlite(url):
         busy_timeout = _busy_timeout(url)
         path = _sqlite_file(url)
+        read_only = is_read_only(url)
         if not path.exists():
-            if not create:
+            if not create or read_only:
                 raise ConfigError(f"the SQLite database {str(path)!r} does not exist")
             _create_sqlite_file(path)
-        connect_url = url.set(database=f"file:{quote(str(path))}", query={"mode": "rw", "uri": "true"})
+        connect_url = url.set(database=f"file:{quote(str(path))}", query={"mode": "ro" if read_only else "rw", "uri": "true"})
         kwargs["connect_args"] = {"timeout": busy_timeout, "check_same_thread": False}
     try:
         engine = create_async_engine(connect_url, **kwargs)
