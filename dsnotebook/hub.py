@@ -27,7 +27,7 @@ from .store.catalog import ensure_schema, tasks, utcnow
 from .store.engine import WriteGate, is_sqlite, mask_url, open_engine, resolve_url, translate, write_transaction
 from .store.repository import Repository, drop_table
 from .tasks import BackgroundTaskService, RetryPolicy
-from .upload import DatasetUploadService, IfExists, UploadTask, owner
+from .upload import DatasetUploadService, IfExists, UploadTask, owner, with_retries
 
 __all__ = ["AsyncHub", "Hub", "connect", "datasets", "default_hub", "pull", "push", "tasks_frame"]
 
@@ -135,9 +135,15 @@ class AsyncHub:
         if self._engine is not None:
             return self
         engine = await open_engine(self.url)
+        retry = self._retry or RetryPolicy()
         try:
-            async with engine.execution_options(dsn_write=True).begin() as conn:
-                await ensure_schema(conn)
+
+            async def check_schema() -> None:
+                async with engine.execution_options(dsn_write=True).begin() as conn:
+                    await ensure_schema(conn)
+
+            # Another process may be writing right now: its lock is waited out like an upload's.
+            await with_retries(retry, check_schema, label=f"opening {mask_url(self.url)}")
             # Sessions that write start with BEGIN IMMEDIATE on SQLite (see store.engine).
             write_sessions = async_sessionmaker(engine.execution_options(dsn_write=True), expire_on_commit=False)
             self.task_service = BackgroundTaskService(write_sessions, concurrency=self._concurrency)
@@ -158,7 +164,7 @@ class AsyncHub:
             self._engine = engine
             self._loop = asyncio.get_running_loop()
             self._write_sessions = write_sessions
-            await self._mark_interrupted(write_sessions)
+            await with_retries(retry, lambda: self._mark_interrupted(write_sessions), label="marking ended uploads")
             self._heartbeat = self._loop.create_task(self._keep_alive(), name=f"dsnotebook heartbeat {id(self):x}")
         except BaseException as exc:
             self._engine = None
