@@ -17,7 +17,8 @@ Points, in the order an upload passes them:
 ``published``      right after the publish transaction has committed
 =================  =====================================================================
 
-Unset (always, outside tests), :func:`reached` costs one comparison.
+Unset (always, outside tests), :func:`reached` costs one comparison. Tests that run the upload in
+their own process use :func:`arm` instead of the variable, and wait on :data:`paused`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import signal
 import sys
 import threading
 
-__all__ = ["POINTS", "reached"]
+__all__ = ["POINTS", "arm", "paused", "reached"]
 
 POINTS = ("queued", "staging", "between_chunks", "publishing", "published")
 
@@ -48,18 +49,31 @@ def _parse(text: str) -> tuple[str, int, str] | None:
 _FAULT = _parse(os.environ.get("DSNOTEBOOK_FAULT", "").strip())
 _counts: dict[str, int] = {}
 _lock = threading.Lock()
+#: Set when an upload pauses at the armed point; cleared by :func:`arm`.
+paused = threading.Event()
+
+
+def arm(text: str | None) -> None:
+    """Arm a fault in this process, as ``DSNOTEBOOK_FAULT`` would (None disarms), with fresh counts."""
+    global _FAULT
+    with _lock:
+        _FAULT = _parse((text or "").strip())
+        _counts.clear()
+        paused.clear()
 
 
 async def reached(point: str) -> None:
     """Called by the engine at each named point; does nothing unless ``DSNOTEBOOK_FAULT`` names it."""
-    if _FAULT is None or _FAULT[0] != point:
+    fault = _FAULT
+    if fault is None or fault[0] != point:
         return
     with _lock:
         _counts[point] = _counts.get(point, 0) + 1
-        hit = _counts[point] == _FAULT[1]
+        hit = _counts[point] == fault[1]
     if not hit:
         return
-    if _FAULT[2] == "kill":
+    if fault[2] == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     print(f"dsnotebook-fault-reached {point}", file=sys.stderr, flush=True)
+    paused.set()
     await asyncio.Event().wait()

@@ -206,6 +206,8 @@ class UploadTask:
         self._task: asyncio.Task | None = None
         self._listeners: Listeners[ProgressListener] = Listeners()
         self._interrupting = False
+        # A cancel that arrived while the publish was committing, which went through.
+        self._cancel_came_late = False
         # Starts the same upload again; kept (with the frame) only while a retry makes sense.
         self._resubmit: Callable[[], Awaitable[UploadTask]] | None = None
         self._owner: DatasetUploadService | None = None
@@ -302,6 +304,8 @@ class UploadTask:
         task = self._task
         if task is None or not task.done():
             raise UsageError("the upload has not finished yet")
+        if task.cancelled() and self.status == "succeeded" and self.version is not None:
+            return self.version  # cancelled after the upload had published and said so
         if task.cancelled():
             how = "interrupted by shutdown" if self.status == "interrupted" else "cancelled"
             raise UploadCancelled(
@@ -367,7 +371,9 @@ class UploadTask:
     def cancel(self) -> bool:
         """Ask the upload to stop. Returns False if it had already ended.
 
-        Nothing is published; waiting afterwards raises :class:`UploadCancelled`.
+        Nothing is published and waiting afterwards raises :class:`UploadCancelled`, except when
+        the cancel arrives while the publish is committing: the commit then finishes, and the
+        upload ends ``succeeded`` with its version, as the database says.
         """
         if self.done() or self._task is None:
             return False
@@ -580,6 +586,7 @@ class DatasetUploadService:
     async def _run(self, session: AsyncSession, handle: UploadTask, encoded: codec.EncodedFrame, req: _Request) -> DatasetVersion:
         stage = stage_table_name(handle.id)
         staged = False
+        version: DatasetVersion | None = None
         try:
             handle._set(status="running", attempts=1)
             await self._retrying(
@@ -609,12 +616,16 @@ class DatasetUploadService:
             finally:
                 await checkpoints.close()
             version = await self._retrying(
-                handle, session, lambda: self._publish(session, handle, req, encoded, content_hash, stage)
+                handle, session, lambda: self._publish(session, handle, req, encoded, content_hash, stage), settle=True
             )
             staged = False
+            if handle._cancel_came_late:
+                return self._stands(handle, version)
             await _faults.reached("published")
             return self._succeed(handle, version)
         except asyncio.CancelledError as exc:
+            if version is not None:
+                return self._stands(handle, version)
             # The cancelled statement's cursor, held by the traceback, keeps SQLite's write lock
             # until it is freed; the cleanup below needs that lock.
             release_cancelled_frames(exc)
@@ -627,14 +638,25 @@ class DatasetUploadService:
             await self._abandon(session, handle, stage if staged else None, status="failed", error=failure)
             raise failure from exc
 
-    async def _retrying(self, handle: UploadTask, session: AsyncSession, step: Callable[[], Awaitable[T]]) -> T:
-        """Run one transactional step of the task's session; retry transient errors."""
+    async def _retrying(
+        self, handle: UploadTask, session: AsyncSession, step: Callable[[], Awaitable[T]], *, settle: bool = False
+    ) -> T:
+        """Run one transactional step of the task's session; retry transient errors.
+
+        ``settle``: a cancel that arrives while the step commits waits for the commit. If the
+        commit succeeds, the step's result is returned and ``handle._cancel_came_late`` is set;
+        if it fails, the cancel is raised. Without it, a cancel could land after the database
+        had committed, and the upload would report a version it did publish as not published.
+        """
 
         async def attempt() -> T:
             async with self._gate:
                 try:
                     result = await step()
-                    await session.commit()
+                    if settle:
+                        handle._cancel_came_late = await _commit_through_cancel(session)
+                    else:
+                        await session.commit()
                     return result
                 except BaseException as exc:
                     # Free a cancelled statement's cursor before the gate opens: until then it keeps
@@ -831,6 +853,13 @@ class DatasetUploadService:
         )
         return version
 
+    def _stands(self, handle: UploadTask, version: DatasetVersion) -> DatasetVersion:
+        """A cancel came once the publish had committed: the version is there, and the upload
+        says so rather than claim that nothing was published."""
+        asyncio.current_task().uncancel()
+        log.info("upload %s: a cancel arrived after its publish committed; version %d stands", handle.id, version.version)
+        return self._succeed(handle, version)
+
     def _succeed(self, handle: UploadTask, version: DatasetVersion) -> DatasetVersion:
         handle.version = version
         handle._resubmit = None
@@ -874,6 +903,28 @@ class DatasetUploadService:
             await with_retries(self._retry, record, label=f"recording the end of upload {handle.id}")
         except Exception:  # noqa: BLE001 - reported through the handle and the log, never hides the cause
             log.exception("could not record the end of upload %s (%s)", handle.id, status)
+
+
+async def _commit_through_cancel(session: AsyncSession) -> bool:
+    """Commit, finishing the commit even if a cancel arrives meanwhile; return whether one did.
+
+    Raises the commit's error, or, when a cancel arrived and the commit failed, the cancel.
+    """
+    commit = asyncio.ensure_future(session.commit())
+    cancelled: asyncio.CancelledError | None = None
+    while not commit.done():
+        try:
+            await asyncio.shield(commit)
+        except asyncio.CancelledError as exc:
+            if commit.done() and commit.cancelled():
+                raise
+            cancelled = exc
+        except Exception:
+            break
+    if cancelled is not None and commit.exception() is not None:
+        raise cancelled from commit.exception()
+    commit.result()
+    return cancelled is not None
 
 
 class _Checkpoints:
