@@ -153,6 +153,12 @@ def cmd_rm(hub: Hub, args) -> int:
     return 0
 
 
+def cmd_cleanup(hub: Hub, args) -> int:
+    dropped = hub.cleanup()
+    print(f"dropped {dropped} staging table{'s' if dropped != 1 else ''} kept for resuming interrupted uploads")
+    return 0
+
+
 def demo_frames(rows: int, seed: int = 0) -> dict[str, pd.DataFrame]:
     """A few generated frames covering the dtypes ``to_sql`` loses."""
     rng = np.random.default_rng(seed)
@@ -250,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--version", type=int)
     p.set_defaults(run=cmd_rm)
+
+    p = sub.add_parser("cleanup", help="drop the staged rows kept for resuming interrupted uploads")
+    p.set_defaults(run=cmd_cleanup)
 
     p = sub.add_parser("demo", help="push generated frames concurrently, pull them back and verify them")
     p.add_argument("--rows", type=int, default=200_000)

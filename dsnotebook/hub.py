@@ -27,7 +27,7 @@ from .store.catalog import ensure_schema, tasks, utcnow
 from .store.engine import WriteGate, is_sqlite, mask_url, open_engine, resolve_url, translate, write_transaction
 from .store.repository import Repository, drop_table
 from .tasks import BackgroundTaskService, RetryPolicy
-from .upload import DatasetUploadService, IfExists, UploadTask, owner, with_retries
+from .upload import DEFAULT_KEEP_INTERRUPTED_S, DatasetUploadService, IfExists, UploadTask, owner, with_retries
 
 __all__ = ["AsyncHub", "Hub", "connect", "datasets", "default_hub", "pull", "push", "tasks_frame"]
 
@@ -77,6 +77,9 @@ class AsyncHub:
         lease: seconds after which an upload whose process stopped renewing its heartbeat is
             marked interrupted, when that process ran on another machine (on this machine, a
             process that no longer exists is recognised at once).
+        keep_interrupted: seconds (or a ``timedelta``) to keep the staged rows of an interrupted
+            upload, so that pushing the same content again resumes from them; 7 days by default.
+            They go sooner once the dataset gets a newer version, or with :meth:`cleanup`.
     """
 
     def __init__(
@@ -87,11 +90,19 @@ class AsyncHub:
         retry: RetryPolicy | None = None,
         chunk_size: int | None = None,
         lease: float = DEFAULT_LEASE_S,
+        keep_interrupted: float | timedelta = DEFAULT_KEEP_INTERRUPTED_S,
     ) -> None:
         self.url: URL = resolve_url(url)
         if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
             raise ValidationError(f"lease: expected a positive number of seconds, got {lease!r}")
         self._lease = float(lease)
+        if isinstance(keep_interrupted, timedelta):
+            keep_interrupted = keep_interrupted.total_seconds()
+        if isinstance(keep_interrupted, bool) or not isinstance(keep_interrupted, (int, float)) or not keep_interrupted >= 0:
+            raise ValidationError(
+                f"keep_interrupted: expected a number of seconds >= 0 or a timedelta, got {keep_interrupted!r}"
+            )
+        self._keep_interrupted = float(keep_interrupted)
         self._heartbeat: asyncio.Task | None = None
         if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
             raise ValidationError(f"concurrency: expected a positive int, got {concurrency!r}")
@@ -159,12 +170,17 @@ class AsyncHub:
             # Native PostgreSQL types there; the generic storage types anywhere else.
             kwargs["dialect"] = "postgresql" if self.url.get_backend_name() == "postgresql" else "sqlite"
             self._uploads = DatasetUploadService(
-                task_service=self.task_service, write_sessions=write_sessions, retry=self._retry, **kwargs
+                task_service=self.task_service,
+                write_sessions=write_sessions,
+                retry=self._retry,
+                keep_interrupted=self._keep_interrupted,
+                **kwargs,
             )
             self._engine = engine
             self._loop = asyncio.get_running_loop()
             self._write_sessions = write_sessions
             await with_retries(retry, lambda: self._mark_interrupted(write_sessions), label="marking ended uploads")
+            await self._uploads.expire_staging()
             self._heartbeat = self._loop.create_task(self._keep_alive(), name=f"dsnotebook heartbeat {id(self):x}")
         except BaseException as exc:
             self._engine = None
@@ -186,7 +202,13 @@ class AsyncHub:
             rows = (
                 await session.execute(
                     select(
-                        tasks.c.id, tasks.c.owner_host, tasks.c.owner_pid, tasks.c.staging_table, tasks.c.heartbeat_at, tasks.c.queued_at
+                        tasks.c.id,
+                        tasks.c.owner_host,
+                        tasks.c.owner_pid,
+                        tasks.c.staging_table,
+                        tasks.c.rows_done,
+                        tasks.c.heartbeat_at,
+                        tasks.c.queued_at,
                     ).where(tasks.c.status.in_(("queued", "running")))
                 )
             ).all()
@@ -198,12 +220,20 @@ class AsyncHub:
 
             dead = [r for r in rows if gone(r)]
             for r in dead:
-                if r.staging_table:
+                # Committed staging rows stay for a resume (see DatasetUploadService.expire_staging);
+                # a staging table without any is of no use.
+                keep = r.staging_table if r.rows_done > 0 else None
+                if r.staging_table and keep is None:
                     await drop_table(session, r.staging_table)
                 await session.execute(
                     tasks.update()
                     .where(tasks.c.id == r.id)
-                    .values(status="interrupted", error="the process running this upload ended before it finished")
+                    .values(
+                        status="interrupted",
+                        error="the process running this upload ended before it finished",
+                        staging_table=keep,
+                        finished_at=utcnow(),
+                    )
                 )
         if dead:
             log.info("marked %d upload(s) of ended processes as interrupted", len(dead))
@@ -223,6 +253,7 @@ class AsyncHub:
                             .values(heartbeat_at=utcnow())
                         )
                 await self._mark_interrupted(self._write_sessions)
+                await self._uploads.expire_staging()
             except Exception:  # noqa: BLE001 - a missed beat is retried at the next one; the lease allows four
                 log.debug("heartbeat of %r failed", self, exc_info=True)
 
@@ -338,6 +369,11 @@ class AsyncHub:
         await self._ready()
         return await self._guard(self._repo.prune(name, keep=keep))
 
+    async def cleanup(self) -> int:
+        """Drop the staged rows kept for resuming interrupted uploads, now; see :meth:`Hub.cleanup`."""
+        await self._ready()
+        return await self._guard(self._uploads.expire_staging(everything=True))
+
     async def retry(self, task: UploadTask) -> UploadTask:
         """Start a failed, cancelled or interrupted upload again, with the same frame and options.
 
@@ -405,9 +441,12 @@ class Hub:
         retry: RetryPolicy | None = None,
         chunk_size: int | None = None,
         lease: float = DEFAULT_LEASE_S,
+        keep_interrupted: float | timedelta = DEFAULT_KEEP_INTERRUPTED_S,
     ) -> None:
         self._portal = get_portal()
-        self._async = AsyncHub(url, concurrency=concurrency, retry=retry, chunk_size=chunk_size, lease=lease)
+        self._async = AsyncHub(
+            url, concurrency=concurrency, retry=retry, chunk_size=chunk_size, lease=lease, keep_interrupted=keep_interrupted
+        )
         self._run(self._async.open())
         _OPEN_HUBS.add(self)
 
@@ -500,6 +539,17 @@ class Hub:
     def prune(self, name: str, *, keep: int) -> list[int]:
         """Keep only the newest ``keep`` versions; returns the removed versions."""
         return self._run(self._async.prune(name, keep=keep))
+
+    def cleanup(self) -> int:
+        """Drop, now, the staged rows kept for resuming interrupted uploads; returns how many tables went.
+
+        An interrupted upload (its process died, or the interpreter exited while it ran) keeps the
+        rows it had committed: pushing the same content to the same dataset again resumes from
+        them. They are dropped anyway once the dataset gets a newer version or after
+        ``keep_interrupted`` (7 days by default); this drops them at once, along with any staging
+        table that no queued or running upload owns. Running uploads are not touched.
+        """
+        return self._run(self._async.cleanup())
 
     def retry(self, task: UploadTask) -> UploadTask:
         """Start a failed, cancelled or interrupted upload again with the same frame and options.

@@ -9,6 +9,12 @@ hub's :class:`~dsnotebook.tasks.BackgroundTaskService`, with a session of its ow
 2. the version row, the dataset's latest pointer and its SQL view are written in one
    transaction, so readers never see a partial version;
 3. a failure or cancel drops the staging table; the previous version is never touched.
+
+An upload that was *interrupted* (its process died, or the interpreter exited while it ran) keeps
+its committed staging rows, so that pushing the same content to the same dataset again resumes
+from them (recognised by the frame's content hash) instead of starting over. Kept rows go once
+the dataset gets a newer version, after ``keep_interrupted`` seconds (7 days by default), or at
+once with ``hub.cleanup()``.
 """
 
 from __future__ import annotations
@@ -28,11 +34,12 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, TypeVar
 
 import pandas as pd
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, Float, Integer, LargeBinary, MetaData, Numeric, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, DateTime, Float, Integer, LargeBinary, MetaData, Numeric, Table, Text, func, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -51,7 +58,7 @@ from .models import DatasetVersion
 from .progress import Listeners, Progress, ProgressListener, format_status
 from .store import codec
 from .store.append import plan_append, utf8_bytes
-from .store.catalog import datasets, stage_table_name, tasks, utcnow, version_table_name, versions, view_name
+from .store.catalog import STAGE_PREFIX, datasets, stage_table_name, tasks, utcnow, version_table_name, versions, view_name
 from .store.engine import WriteGate, time_codecs, translate, write_transaction
 from .store.repository import ROW_ID, drop_table, find_dataset, find_version, point_latest, quote, to_version
 from .tasks import TERMINAL_STATUSES, BackgroundTaskService, RetryPolicy, release_cancelled_frames, run_to_completion
@@ -70,6 +77,8 @@ DEFAULT_CHUNK_SIZE = 50_000
 MAX_NAME_LENGTH = 255
 #: How many of its most recent uploads a hub remembers for ``Hub.uploads()`` and the panel.
 HISTORY_LENGTH = 100
+#: How long the committed staging rows of an interrupted upload are kept for a resume, in seconds.
+DEFAULT_KEEP_INTERRUPTED_S = 7 * 24 * 3600.0
 #: Statuses from which an upload can be started again with the same frame and options.
 RETRYABLE_STATUSES = frozenset({"failed", "cancelled", "interrupted"})
 
@@ -128,7 +137,8 @@ def validate_name(name: object) -> str:
     """Check a dataset name; names are data, so anything printable up to 255 characters goes.
 
     Raises:
-        ValidationError: not a str, empty or whitespace-only, too long, or with control characters.
+        ValidationError: not a str, empty or whitespace-only, too long, with control characters,
+            or with a lone surrogate (not valid Unicode text).
     """
     if not isinstance(name, str):
         raise ValidationError(f"name: expected a str, got {type(name).__name__} {name!r}")
@@ -137,12 +147,13 @@ def validate_name(name: object) -> str:
     if len(name) > MAX_NAME_LENGTH:
         raise ValidationError(f"name: {len(name)} characters is too long; at most {MAX_NAME_LENGTH} are accepted")
     # Control characters and line breaks make names that print badly and are easy to mistype;
-    # format characters (such as the joiner inside emoji sequences) are fine.
-    bad = next((ch for ch in name if unicodedata.category(ch) in ("Cc", "Zl", "Zp")), None)
+    # format characters (such as the joiner inside emoji sequences) are fine. A lone surrogate
+    # (from a bad decode) is not text at all: no database driver can send it.
+    bad = next((ch for ch in name if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp")), None)
     if bad is not None:
+        what = "a lone surrogate, which is not valid Unicode text" if unicodedata.category(bad) == "Cs" else "a control character"
         raise ValidationError(
-            f"name: {name!r} contains the control character {bad!r} (U+{ord(bad):04X}); "
-            "use printable characters only"
+            f"name: {name!r} contains {bad!r} (U+{ord(bad):04X}), {what}; use printable characters only"
         )
     return name
 
@@ -416,8 +427,10 @@ class DatasetUploadService:
         max_row_bytes: int | None = None,
         dialect: str = "sqlite",
         gate: WriteGate | None = None,
+        keep_interrupted: float = DEFAULT_KEEP_INTERRUPTED_S,
     ) -> None:
         self._service = task_service
+        self._keep_interrupted = keep_interrupted
         self._gate = gate or WriteGate(exclusive=False)
         self._max_columns = max_columns
         self._max_row_bytes = max_row_bytes
@@ -589,12 +602,16 @@ class DatasetUploadService:
         version: DatasetVersion | None = None
         try:
             handle._set(status="running", attempts=1)
+            content_hash = encoded.content_hash()
+            # The frame's hash is recorded at once: it is what a later push of the same content
+            # looks for to resume this one's staged rows, should this one be interrupted.
             await self._retrying(
                 handle,
                 session,
-                lambda: self._update_task(session, handle, status="running", started_at=handle.started_at, attempts=1),
+                lambda: self._update_task(
+                    session, handle, status="running", started_at=handle.started_at, attempts=1, content_hash=content_hash
+                ),
             )
-            content_hash = encoded.content_hash()
             existing = await self._retrying(handle, session, lambda: self._dedupe(session, req, encoded, content_hash))
             if existing is not None:
                 handle._set(rows_done=encoded.nrows)
@@ -602,11 +619,16 @@ class DatasetUploadService:
                 return self._succeed(handle, existing)
 
             staged = True
-            await self._retrying(handle, session, lambda: self._create_stage(session, stage, encoded))
+            done = await self._retrying(handle, session, lambda: self._resume(session, handle, req, content_hash, stage))
+            if done is None:
+                done = 0
+                await self._retrying(handle, session, lambda: self._create_stage(session, stage, encoded))
+            else:
+                handle._set(rows_done=done)
             insert_sql = _insert_sql(session, stage, encoded)
             checkpoints = _Checkpoints(self._checkpoint)
             try:
-                for start in range(0, encoded.nrows, req.chunk_size):
+                for start in range(done, encoded.nrows, req.chunk_size):
                     stop = min(start + req.chunk_size, encoded.nrows)
                     write = functools.partial(self._write_chunk, session, handle, stage, insert_sql, encoded, start, stop)
                     await self._retrying(handle, session, write)
@@ -629,8 +651,12 @@ class DatasetUploadService:
             # The cancelled statement's cursor, held by the traceback, keeps SQLite's write lock
             # until it is freed; the cleanup below needs that lock.
             release_cancelled_frames(exc)
-            status = "interrupted" if handle._interrupting else "cancelled"
-            await self._abandon(session, handle, stage if staged else None, status=status, error=None)
+            if handle._interrupting:
+                # The process is going away: the committed rows stay for a resume.
+                empty = staged and handle.rows_done == 0
+                await self._abandon(session, handle, stage if empty else None, status="interrupted", error=None)
+            else:
+                await self._abandon(session, handle, stage if staged else None, status="cancelled", error=None)
             raise
         except Exception as exc:
             failure = UploadError(_failure_message(req.name, exc), task_id=handle.id, dataset=req.name)
@@ -694,6 +720,109 @@ class DatasetUploadService:
         if changes:
             await session.execute(datasets.update().where(datasets.c.id == dataset.id).values(**changes))
         return to_version(latest, dataset.name, deduplicated=True)
+
+    async def _resume(self, session: AsyncSession, handle: UploadTask, req: _Request, content_hash: str, stage: str) -> int | None:
+        """Take over the staged rows of an interrupted upload of the same content, if any.
+
+        Returns how many rows are already staged (they become this upload's staging table), or
+        None to start from an empty one. The take-over is one transaction: two uploads of the
+        same content never both get the rows.
+        """
+        conn = await session.connection()
+        candidates = (
+            await session.execute(
+                select(tasks.c.id, tasks.c.staging_table, tasks.c.error)
+                .where(
+                    tasks.c.dataset == req.name,
+                    tasks.c.status == "interrupted",
+                    tasks.c.content_hash == content_hash,
+                    tasks.c.staging_table.is_not(None),
+                    tasks.c.rows_done > 0,
+                    tasks.c.id != handle.id,
+                )
+                .order_by(tasks.c.rows_done.desc())
+            )
+        ).all()
+        for old in candidates:
+            if not await conn.run_sync(lambda sync, name=old.staging_table: sa_inspect(sync).has_table(name)):
+                await session.execute(tasks.update().where(tasks.c.id == old.id).values(staging_table=None))
+                continue
+            table = quote(conn, old.staging_table)
+            row_id = quote(conn, ROW_ID)
+            count, last = (await conn.exec_driver_sql(f"SELECT COUNT(*), COALESCE(MAX({row_id}), 0) FROM {table}")).one()
+            if count != last:  # rows 1..n, as every upload writes them; anything else is not ours to trust
+                continue
+            claimed = await session.execute(
+                tasks.update()
+                .where(tasks.c.id == old.id, tasks.c.staging_table == old.staging_table)
+                .values(
+                    staging_table=None,
+                    error=f"{old.error or 'interrupted'}; its {count:,} staged rows were resumed by upload {handle.id}",
+                )
+            )
+            if claimed.rowcount != 1:
+                continue
+            await drop_table(conn, stage)
+            await conn.exec_driver_sql(f"ALTER TABLE {table} RENAME TO {quote(conn, stage)}")
+            await self._update_task(session, handle, rows_done=count)
+            log.info("upload %s resumes upload %s of %r from row %d", handle.id, old.id, req.name, count)
+            return int(count)
+        return None
+
+    async def expire_staging(self, *, everything: bool = False) -> int:
+        """Drop the kept staging rows of interrupted uploads that can no longer be resumed.
+
+        They expire once their dataset has a version newer than the upload, or ``keep_interrupted``
+        seconds after the upload was interrupted. ``everything`` drops all of them now, and
+        also any staging table no queued or running upload owns. Returns how many tables went.
+        """
+
+        async def expire() -> int:
+            async with write_transaction(self._write, self._gate) as session:
+                conn = await session.connection()
+                ended_at = func.coalesce(tasks.c.finished_at, tasks.c.heartbeat_at, tasks.c.queued_at)
+                kept = (
+                    await session.execute(
+                        select(tasks.c.id, tasks.c.dataset, tasks.c.staging_table, tasks.c.queued_at, ended_at.label("ended_at"))
+                        .where(tasks.c.status == "interrupted", tasks.c.staging_table.is_not(None))
+                    )
+                ).all()
+                newest: dict[str, datetime] = {}
+                if kept:
+                    query = (
+                        select(datasets.c.name, func.max(versions.c.created_at))
+                        .join(versions, versions.c.dataset_id == datasets.c.id)
+                        .group_by(datasets.c.name)
+                    )
+                    newest = dict((await session.execute(query)).all())
+                horizon = utcnow() - timedelta(seconds=self._keep_interrupted)
+
+                def expired(r) -> bool:
+                    return everything or _aware(r.ended_at) <= horizon or _aware(newest.get(r.dataset)) > _aware(r.queued_at)
+
+                doomed = [r for r in kept if expired(r)]
+                for r in doomed:
+                    await drop_table(conn, r.staging_table)
+                    await session.execute(tasks.update().where(tasks.c.id == r.id).values(staging_table=None))
+                dropped = len(doomed)
+                if everything:
+                    owned = {
+                        stage_table_name(task_id)
+                        for (task_id,) in (
+                            await session.execute(select(tasks.c.id).where(tasks.c.status.in_(("queued", "running"))))
+                        ).all()
+                    }
+                    names = await conn.run_sync(lambda sync: sa_inspect(sync).get_table_names())
+                    for name in names:
+                        if name.startswith(STAGE_PREFIX) and name not in owned:
+                            await drop_table(conn, name)
+                            dropped += 1
+                return dropped
+
+        dropped = await with_retries(self._retry, expire, label="dropping expired staging rows")
+        if dropped:
+            log.info("dropped the staging rows of %d interrupted upload(s)", dropped)
+        return dropped
 
     async def _create_stage(self, session: AsyncSession, stage: str, encoded) -> None:
         conn = await session.connection()
@@ -823,6 +952,17 @@ class DatasetUploadService:
         changes = {"latest_version": number, "next_version": number + 1, "updated_at": now, **_dataset_changes(req)}
         await session.execute(datasets.update().where(datasets.c.id == dataset.id).values(**changes))
         await point_latest(session, dataset, table_name)
+        # Staged rows kept for a resume would now publish over a newer version: they go.
+        kept = (
+            await session.execute(
+                select(tasks.c.id, tasks.c.staging_table).where(
+                    tasks.c.dataset == req.name, tasks.c.status == "interrupted", tasks.c.staging_table.is_not(None)
+                )
+            )
+        ).all()
+        for old in kept:
+            await drop_table(conn, old.staging_table)
+            await session.execute(tasks.update().where(tasks.c.id == old.id).values(staging_table=None))
         version = DatasetVersion(
             name=req.name,
             version=number,
@@ -847,6 +987,7 @@ class DatasetUploadService:
             version=version.version,
             deduplicated=version.deduplicated,
             content_hash=version.content_hash,
+            staging_table=None,
             rows_done=handle.rows_done,
             attempts=handle.attempts,
             finished_at=utcnow(),
@@ -881,6 +1022,9 @@ class DatasetUploadService:
         await run_to_completion(self._cleanup(handle, stage, status, error))
 
     async def _cleanup(self, handle: UploadTask, stage: str | None, status: str, error: BaseException | None) -> None:
+        # Only an interrupted upload keeps its staging table, and only if it had committed rows (see _run).
+        kept = status == "interrupted" and stage is None and handle.rows_done > 0
+
         async def record() -> None:
             async with write_transaction(self._write, self._gate) as cleanup:
                 if stage is not None:
@@ -891,6 +1035,7 @@ class DatasetUploadService:
                     .where(tasks.c.id == handle.id, tasks.c.status != "succeeded")
                     .values(
                         status=status,
+                        **({} if kept else {"staging_table": None}),
                         error=None if error is None else str(error),
                         rows_done=handle.rows_done,
                         attempts=handle.attempts,
@@ -956,6 +1101,13 @@ class _Checkpoints:
 
 
 _FIXED_WIDTHS = {"BOOLEAN": 1, "INTEGER": 8, "REAL": 8, "TIMESTAMP": 8, "TIMESTAMPTZ": 8, "INTERVAL": 16}
+
+
+def _aware(moment: datetime | None) -> datetime:
+    """A catalog time as an aware UTC datetime (SQLite's driver may hand back naive ones); None is the distant past."""
+    if moment is None:
+        return datetime.min.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
 def _row_bytes(columns) -> int:

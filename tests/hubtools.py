@@ -116,3 +116,34 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.01)
+
+
+def kept_stages(hub) -> dict[str, int]:
+    """The staging tables kept for resuming interrupted uploads, with the rows each task committed."""
+    frame = hub.tasks(status="interrupted")
+    return {r.staging_table: int(r.rows_done) for r in frame.itertuples() if isinstance(r.staging_table, str)}
+
+
+def record_written_rows(hub, table: str) -> Callable[[], list[int]]:
+    """Log, by a trigger in the database itself, the row id of every row written to ``table``
+    (the trigger follows the table through renames); returns a function that reads the log.
+
+    This counts what reaches the database, independently of the engine's own progress numbers.
+    """
+    row_id = '"__dsn_row"'
+    if hub.url.get_backend_name() == "sqlite":
+        execute(
+            hub,
+            "CREATE TABLE written_rows (id INTEGER)",
+            f'CREATE TRIGGER log_written AFTER INSERT ON "{table}" BEGIN INSERT INTO written_rows VALUES (NEW.{row_id}); END',
+        )
+    else:
+        execute(
+            hub,
+            "CREATE TABLE written_rows (id BIGINT)",
+            "CREATE FUNCTION log_written() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"INSERT INTO written_rows SELECT {row_id} FROM inserted; RETURN NULL; END $$",
+            f'CREATE TRIGGER log_written AFTER INSERT ON "{table}" REFERENCING NEW TABLE AS inserted '
+            "FOR EACH STATEMENT EXECUTE FUNCTION log_written()",
+        )
+    return lambda: sorted(r[0] for r in execute(hub, "SELECT id FROM written_rows"))

@@ -5,16 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import dsnotebook as dsn
-from dsnotebook.errors import ConfigError, DatasetNotFound, HubClosed, UploadCancelled, ValidationError
+from dsnotebook.errors import ConfigError, DatasetNotFound, HubClosed, ValidationError
 
 
 def frame(n: int = 10) -> pd.DataFrame:
@@ -134,51 +131,6 @@ async def test_async_hub_opens_lazily(db_url):
         await hub.aclose()
 
 
-def test_close_waits_for_running_uploads(db_url):
-    hub = dsn.connect(db_url)
-    task = hub.push(frame(50_000), "d", chunk_size=500)
-    hub.close()
-    assert task.status == "succeeded"
-    with pytest.raises(HubClosed):
-        hub.pull("d")
-    with pytest.raises(HubClosed):
-        hub.push(frame(), "e")
-
-
-def test_close_with_cancel_stops_uploads_and_publishes_nothing(db_url):
-    hub = dsn.connect(db_url)
-    task = hub.push(frame(200_000), "d", chunk_size=500)
-    while task.rows_done == 0:
-        pass
-    hub.close(cancel=True)
-    assert task.status == "cancelled"
-    with pytest.raises(UploadCancelled):
-        task.wait()
-    with dsn.connect(db_url) as again:
-        assert again.datasets().empty
-        assert again.tasks()["status"].tolist() == ["cancelled"]
-
-
-def test_interpreter_exit_interrupts_running_uploads_quickly(db_url, tmp_path):
-    script = textwrap.dedent(
-        f"""
-        import time, numpy as np, pandas as pd, dsnotebook as dsn
-        hub = dsn.connect({db_url!r})
-        task = hub.push(pd.DataFrame({{"a": np.arange(2_000_000)}}), "big", chunk_size=1000)
-        while task.rows_done == 0:
-            time.sleep(0.01)
-        print("started", flush=True)
-        """
-    )
-    env = {**os.environ, "PYTHONWARNINGS": "error"}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "started" and done.stderr == "", done.stderr
-    with dsn.connect(db_url) as hub:
-        assert hub.datasets().empty
-        assert hub.tasks()["status"].tolist() == ["interrupted"]
-
-
 def test_hub_options_are_validated(db_url):
     with pytest.raises(ValidationError, match="concurrency"):
         dsn.connect(db_url, concurrency=0)
@@ -205,21 +157,3 @@ def test_an_async_hub_belongs_to_the_loop_that_opened_it(db_url):
     finally:
         home.run_until_complete(hub.aclose())
         home.close()
-
-
-def test_ctrl_c_inside_a_with_block_cancels_the_uploads(db_url):
-    with pytest.raises(KeyboardInterrupt), dsn.connect(db_url) as hub:
-        task = hub.push(frame(300_000), "d", chunk_size=500)
-        while task.rows_done == 0:
-            pass
-        raise KeyboardInterrupt
-    assert task.status == "cancelled"
-    with dsn.connect(db_url) as again:
-        assert again.datasets().empty
-
-
-def test_other_errors_inside_a_with_block_wait_for_the_uploads(db_url):
-    with pytest.raises(RuntimeError), dsn.connect(db_url) as hub:
-        task = hub.push(frame(20_000), "d", chunk_size=500)
-        raise RuntimeError("the caller's own error")
-    assert task.status == "succeeded"

@@ -32,6 +32,7 @@ from ..errors import VersionConflict
 
 __all__ = [
     "SCHEMA_VERSION",
+    "STAGE_PREFIX",
     "datasets",
     "ensure_schema",
     "meta",
@@ -141,8 +142,11 @@ def version_table_name(dataset_id: int, version: int) -> str:
     return f"dsn_data_{dataset_id}_v{version}"
 
 
+STAGE_PREFIX = "dsn_stage_"
+
+
 def stage_table_name(task_id: str) -> str:
-    return f"dsn_stage_{task_id}"
+    return f"{STAGE_PREFIX}{task_id}"
 
 
 def view_name(dataset_id: int, name: str) -> str:

@@ -42,6 +42,9 @@ VERSION_COLUMNS = ["version", "rows", "columns", "created_at", "created_by", "co
 TASK_COLUMNS = [
     "id", "name", "dataset", "status", "priority", "rows_done", "rows_total", "attempts", "version",
     "deduplicated", "error", "queued_at", "started_at", "finished_at", "elapsed_s", "owner_host", "owner_pid",
+    # The table of rows staged so far, while the upload runs, and after it was interrupted for as
+    # long as its rows are kept for a resume; None otherwise.
+    "staging_table",
 ]
 
 
@@ -340,7 +343,11 @@ async def _fetch_columns(conn: AsyncConnection, sql: str, ncols: int, time_types
             records = await driver.fetch(sql)
         if not records:
             return [() for _ in range(ncols)]
-        return [np.array(column, dtype=object) for column in zip(*records)]
+        # Not np.array(column): JSON values come parsed, and lists of equal length would make
+        # a 2-D array of their items instead of a column of lists.
+        table = _object_table(records, ncols)
+        del records
+        return [table[:, i] for i in range(ncols)]
     cursor = await driver.execute(sql)
     try:
         rows = await cursor.fetchall()
@@ -353,13 +360,16 @@ async def _fetch_columns(conn: AsyncConnection, sql: str, ncols: int, time_types
     return [table[:, i] for i in range(ncols)]
 
 
-def _object_table(rows: list[tuple], ncols: int) -> np.ndarray:
-    """Rows of driver values as a 2-D object array (the conversion ``pd.read_sql`` uses)."""
+def _object_table(rows: Sequence[Sequence], ncols: int) -> np.ndarray:
+    """Rows of driver values (tuples, or asyncpg's Records) as a 2-D object array, each value
+    one cell even when it is a list (the conversion ``pd.read_sql`` uses)."""
     try:
         from pandas._libs.lib import to_object_array_tuples
     except ImportError:  # a pandas without it: the same result, several times slower
         table = np.empty((len(rows), ncols), dtype=object)
-        table[:] = rows
+        for i, row in enumerate(rows):
+            for j, value in enumerate(row):
+                table[i, j] = value
         return table
     return to_object_array_tuples(rows)
 

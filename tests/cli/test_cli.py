@@ -158,3 +158,21 @@ def test_python_dash_m_and_console_script(url):
         assert command in help_text
     script = os.path.join(os.path.dirname(sys.executable), "dsnotebook")
     assert subprocess.run([script, "ls"], capture_output=True, text=True, env=env, timeout=60).returncode == 0
+
+
+def test_cleanup_drops_staging_tables_no_upload_owns(capsys, url, csv_file):
+    run(capsys, "--url", url, "push", str(csv_file), "--name", "sales")
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    con = sqlite3.connect(make_url(url).database)
+    con.execute('CREATE TABLE "dsn_stage_0123456789abcdef0123456789abcdef" (x INTEGER)')
+    con.commit()
+    con.close()
+    code, out, _ = run(capsys, "--url", url, "cleanup")
+    assert code == 0 and "dropped 1 staging table kept" in out
+    code, out, _ = run(capsys, "--url", url, "cleanup")
+    assert code == 0 and "dropped 0 staging tables" in out
+    with dsn.connect(url) as hub:
+        pd.testing.assert_frame_equal(hub.pull("sales"), pd.read_csv(csv_file))
