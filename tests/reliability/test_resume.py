@@ -9,12 +9,14 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from frametools import assert_identical
 from hubtools import execute, kept_stages, record_written_rows, staging_tables
 from pusher import make
 
 import dsnotebook as dsn
+from dsnotebook import _faults
 from dsnotebook.errors import ValidationError
 
 PUSHER = str(Path(__file__).with_name("pusher.py"))
@@ -28,6 +30,12 @@ def _kill_after_chunks(db_url: str, chunks: int) -> None:
         [sys.executable, PUSHER, db_url, "d", str(ROWS), str(SEED), str(CHUNK)], capture_output=True, text=True, env=env, timeout=120
     )
     assert child.returncode == -signal.SIGKILL, child.stderr
+
+
+@pytest.fixture
+def fault():
+    yield _faults.arm
+    _faults.arm(None)
 
 
 def _interrupted(hub):
@@ -127,3 +135,32 @@ def test_cleanup_leaves_running_uploads_alone(hub):
 def test_keep_interrupted_is_validated(db_url, bad):
     with pytest.raises(ValidationError, match="keep_interrupted"):
         dsn.connect(db_url, keep_interrupted=bad)
+
+
+def test_an_interrupted_append_resumes_and_appends(db_url, fault):
+    """Interrupted the way an interpreter exit interrupts it (in process, not killed), an append
+    keeps its committed rows too, and the resumed append publishes the previous rows plus all of the new."""
+    first, more = make(5_000, 1), make(ROWS, SEED)
+    more.index = pd.RangeIndex(5_000, 5_000 + ROWS)
+    with dsn.connect(db_url) as hub:
+        hub.push(first, "d").wait(timeout=60)
+    hub = dsn.connect(db_url)
+    fault("between_chunks@3:pause")
+    task = hub.push(more, "d", if_exists="append", chunk_size=CHUNK)
+    assert _faults.paused.wait(60)
+    hub._run(hub._async._shutdown(cancel=True, timeout=None, interrupted=True))
+    fault(None)
+    assert task.status == "interrupted"
+    with dsn.connect(db_url) as hub:
+        assert kept_stages(hub) == {_interrupted(hub).staging_table: 30_000}
+        written = record_written_rows(hub, _interrupted(hub).staging_table)
+        version = hub.push(more, "d", if_exists="append", chunk_size=CHUNK).wait(timeout=120)
+        assert version.version == 2 and version.rows == 5_000 + ROWS
+        # The new rows from 30,001 on; the publish copies the previous version's rows in too, at
+        # row ids up to 0.
+        rows = written()
+        assert [i for i in rows if i > 0] == list(range(30_001, ROWS + 1))
+        assert len([i for i in rows if i <= 0]) == 5_000
+        assert_identical(hub.pull("d"), pd.concat([first, more]))
+        assert_identical(hub.pull("d", version=1), first)
+        assert staging_tables(hub) == []
