@@ -151,10 +151,8 @@ def validate_name(name: object) -> str:
     # (from a bad decode) is not text at all: no database driver can send it.
     bad = next((ch for ch in name if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp")), None)
     if bad is not None:
-        what = "a lone surrogate, which is not valid Unicode text" if unicodedata.category(bad) == "Cs" else "a control character"
-        raise ValidationError(
-            f"name: {name!r} contains {bad!r} (U+{ord(bad):04X}), {what}; use printable characters only"
-        )
+        what = "the lone surrogate" if unicodedata.category(bad) == "Cs" else "the control character"
+        raise ValidationError(f"name: {name!r} contains {what} {bad!r} (U+{ord(bad):04X}); use printable characters only")
     return name
 
 
