@@ -156,6 +156,14 @@ def validate_name(name: object) -> str:
     return name
 
 
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 @dataclass(frozen=True)
 class _Request:
     name: str
@@ -178,13 +186,20 @@ def validate_options(*, description=None, tags=None, if_exists="replace", priori
     if description is not None and "\x00" in description:
         # PostgreSQL's text cannot hold it, and a description should read the same everywhere.
         raise ValidationError("description: contains a NUL character ('\\x00'); remove it")
+    if description is not None and _has_surrogate(description):
+        raise ValidationError("description: contains a lone surrogate, which is not valid Unicode text; use UTF-8 text")
     if tags is not None:
         if not isinstance(tags, Mapping) or not all(isinstance(k, str) for k in tags):
             raise ValidationError(f"tags: expected a dict with str keys, got {tags!r}")
         try:
-            json.dumps(dict(tags), allow_nan=False)
+            text = json.dumps(dict(tags), allow_nan=False, ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             raise ValidationError(f"tags: values must be JSON-compatible (str, numbers, bools, lists, dicts): {exc}") from exc
+        # JSON can only escape a surrogate, and an escaped pair reads back as the one character it encodes.
+        if _has_surrogate(text):
+            raise ValidationError(
+                f"tags: {tags!r} holds a lone surrogate in a key or value, which is not valid Unicode text; use UTF-8 text"
+            )
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise ValidationError(f"priority: expected an int (higher runs first), got {priority!r}")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
@@ -649,12 +664,9 @@ class DatasetUploadService:
             # The cancelled statement's cursor, held by the traceback, keeps SQLite's write lock
             # until it is freed; the cleanup below needs that lock.
             release_cancelled_frames(exc)
-            if handle._interrupting:
-                # The process is going away: the committed rows stay for a resume.
-                empty = staged and handle.rows_done == 0
-                await self._abandon(session, handle, stage if empty else None, status="interrupted", error=None)
-            else:
-                await self._abandon(session, handle, stage if staged else None, status="cancelled", error=None)
+            # The process going away interrupts the upload, and its committed rows stay for a resume.
+            status = "interrupted" if handle._interrupting else "cancelled"
+            await self._abandon(session, handle, stage if staged else None, status=status, error=None)
             raise
         except Exception as exc:
             failure = UploadError(_failure_message(req.name, exc), task_id=handle.id, dataset=req.name)
@@ -1006,7 +1018,8 @@ class DatasetUploadService:
         return version
 
     async def _abandon(self, session: AsyncSession, handle: UploadTask, stage: str | None, *, status: str, error: BaseException | None) -> None:
-        """Record the end of a failed or cancelled upload and drop its staging rows.
+        """Record the end of a failed, cancelled or interrupted upload and drop its staging rows
+        (an interrupted upload keeps those it committed, for a resume).
 
         Runs in a fresh session of this task: the task's main session may be mid-statement. Any
         error here is logged, never raised over the original one.
@@ -1020,12 +1033,15 @@ class DatasetUploadService:
         await run_to_completion(self._cleanup(handle, stage, status, error))
 
     async def _cleanup(self, handle: UploadTask, stage: str | None, status: str, error: BaseException | None) -> None:
-        # Only an interrupted upload keeps its staging table, and only if it had committed rows (see _run).
-        kept = status == "interrupted" and stage is None and handle.rows_done > 0
 
         async def record() -> None:
             async with write_transaction(self._write, self._gate) as cleanup:
-                if stage is not None:
+                # The rows committed, as the catalog has them: each chunk's count is committed with
+                # its rows, while the handle's may lag one chunk behind when a cancel lands.
+                committed = (await cleanup.execute(select(tasks.c.rows_done).where(tasks.c.id == handle.id))).scalar()
+                # Only an interrupted upload keeps its staging table, and only with committed rows.
+                keep = status == "interrupted" and stage is not None and bool(committed)
+                if stage is not None and not keep:
                     await drop_table(cleanup, stage)
                 # A cancel that lands while the publish commits must not overwrite its success.
                 await cleanup.execute(
@@ -1033,13 +1049,14 @@ class DatasetUploadService:
                     .where(tasks.c.id == handle.id, tasks.c.status != "succeeded")
                     .values(
                         status=status,
-                        **({} if kept else {"staging_table": None}),
+                        **({} if keep else {"staging_table": None}),
                         error=None if error is None else str(error),
-                        rows_done=handle.rows_done,
                         attempts=handle.attempts,
                         finished_at=handle.finished_at,
                     )
                 )
+                if committed is not None:
+                    handle.rows_done = committed
 
         try:
             # A locked database must not leave the row saying "running" while this process lives.

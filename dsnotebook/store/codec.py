@@ -67,14 +67,16 @@ category, datetime, timedelta, object, or labels for object-dtype column labels)
 values live: ``"sql"`` and optionally ``"marks_sql"`` (column names) for table data, or
 ``"values"`` and optionally ``"marks"`` (JSON lists) for values embedded in the manifest.
 Floats that JSON cannot hold and bytes are tagged (``{"$float": "inf"}``, ``{"$bytes": b64}``);
-names and object labels use a few more tags (``$tuple``, ``$decimal``, ``$timestamp``, ...).
+names and object labels use a few more tags (``$tuple``, ``$decimal``, ``$timestamp``, and
+``$numpy`` with the dtype of a NumPy scalar, ...).
 
 SQL column names
 ----------------
 Data columns are named ``str(label)`` without NUL characters, deduplicated case-insensitively
 (``_2``, ``_3``, ...) and cut to 63 UTF-8 bytes without splitting a character. Names starting
 with the reserved prefix ``__dsn_`` get one more leading underscore, so hidden columns can
-never collide with data columns.
+never collide with data columns. PostgreSQL's system column names (``ctid``, ``xmin``, ``xmax``,
+``cmin``, ``cmax``, ``tableoid``) get a suffix too (``ctid_2``), on every database alike.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ import hashlib
 import itertools
 import json
 import math
+import sys
 import zoneinfo
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -304,9 +307,48 @@ class EncodedFrame:
 # ---------------------------------------------------------------------------------------
 
 
+def _repr(value: Any) -> str:
+    """``repr(value)``, also for an int with more digits than Python writes as text (see
+    :func:`_long_int`) or a container holding one: an error message must still name it."""
+    try:
+        return repr(value)
+    except ValueError:
+        if type(value) is int:
+            return f"<an int of about {_digits(value)} digits>"
+        return f"<a {type(value).__name__} holding an int too long to show>"
+
+
 def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
+    text = _repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: Python refuses to write an int of more than ``sys.get_int_max_str_digits()`` digits as text
+#: (4300 by default, never fewer than 640 unless unlimited); below this many bits every int fits.
+_SAFE_INT_BITS = 2_000
+
+
+def _long_int(value: int) -> bool:
+    """Whether Python refuses to write this int as decimal text, so that neither JSON nor
+    ``repr`` can hold it (see ``sys.set_int_max_str_digits``)."""
+    if value.bit_length() < _SAFE_INT_BITS:
+        return False
+    try:
+        str(value)
+    except ValueError:
+        return True
+    return False
+
+
+def _digits(value: int) -> int:
+    return int(value.bit_length() * math.log10(2)) + 1
+
+
+def _long_int_problem(value: int) -> str:
+    return (
+        f"an integer of about {_digits(value)} digits, more than the {sys.get_int_max_str_digits()} "
+        "Python writes as text (sys.set_int_max_str_digits); store it as decimal.Decimal or str"
+    )
 
 
 def _chunks(n: int) -> range:
@@ -362,11 +404,32 @@ def _where_column(label: Any) -> str:
 # ---------------------------------------------------------------------------------------
 
 
+_LABELS_ACCEPTED = (
+    "str, int, float, bool, None, bytes, Decimal, pd.Timestamp, pd.Timedelta, NumPy scalars "
+    "of these kinds, or tuples of these"
+)
+
+
 def _scalar_to_json(value: Any, where: str) -> Any:
     """Encode a label or name for the manifest, keeping its exact type."""
     if isinstance(value, np.generic) and not isinstance(value, (np.datetime64, np.timedelta64)):
-        value = value.item()
+        # A NumPy scalar (np.int64(1) among object labels) comes back as the same NumPy type.
+        plain = value.item()
+        if type(plain) in (bool, int, float, str, bytes):
+            return {"$numpy": value.dtype.str, "value": _scalar_to_json(plain, where)}
     kind = type(value)
+    if kind is int and _long_int(value):
+        raise ValidationError(f"{where} include {_long_int_problem(value)}")
+    if kind is str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # JSON can only escape it, and a pair of escaped surrogates reads back as the one
+            # character they encode: "\ud800\udc00" would come back as "\U00010000".
+            raise ValidationError(
+                f"{where} include {_short(value)}, which is not valid Unicode text (it holds a lone "
+                "surrogate); accepted: strings that encode to UTF-8"
+            ) from None
     if value is None or kind is str or kind is bool or kind is int:
         return value
     if kind is float:
@@ -388,8 +451,7 @@ def _scalar_to_json(value: Any, where: str) -> Any:
         return {"$timedelta": int(value.asm8.view("i8")), "unit": value.unit}
     raise ValidationError(
         f"{where} include {_short(value)} of type {kind.__name__}, which cannot be stored; "
-        "accepted labels and names: str, int, float, bool, None, bytes, Decimal, "
-        "pd.Timestamp, pd.Timedelta, or tuples of these"
+        f"accepted labels and names: {_LABELS_ACCEPTED}"
     )
 
 
@@ -398,6 +460,8 @@ def _scalar_from_json(value: Any) -> Any:
         return value
     if "$float" in value:
         return float(value["$float"])
+    if "$numpy" in value:
+        return np.dtype(value["$numpy"]).type(_scalar_from_json(value["value"]))
     if "$tuple" in value:
         return tuple(_scalar_from_json(v) for v in value["$tuple"])
     if "$bytes" in value:
@@ -789,6 +853,8 @@ def _object_error(where: str, position: int, value: Any) -> ValidationError:
 def _json_problem(value: Any) -> str | None:
     """Describe the first part of a JSON cell that would not come back identical."""
     kind = type(value)
+    if kind is int and _long_int(value):
+        return _long_int_problem(value)
     if value is None or kind is str or kind is int or kind is bool:
         return None
     if kind is float:
@@ -987,8 +1053,14 @@ def _encode_index(index: pd.Index, where: str, *, embed: bool) -> tuple[dict, li
     return {"kind": "multi" if multi else "index", "names": names, "levels": specs}, parts
 
 
+#: PostgreSQL's system columns: every table has them, so no column of its own may take these
+#: names (quoted identifiers are case-sensitive, so "CTID" is free).
+_PG_SYSTEM_COLUMNS = frozenset({"tableoid", "xmin", "cmin", "xmax", "cmax", "ctid"})
+
+
 def _sql_names(labels: Sequence) -> list[str]:
-    """Readable, unique (case-insensitively) SQL names of at most 63 UTF-8 bytes."""
+    """Readable, unique (case-insensitively) SQL names of at most 63 UTF-8 bytes, none of them
+    a PostgreSQL system column's."""
 
     def cut(text: str, limit: int) -> str:
         return text.encode("utf-8", "surrogatepass")[:limit].decode("utf-8", "ignore")
@@ -1003,7 +1075,7 @@ def _sql_names(labels: Sequence) -> list[str]:
             base = f"column_{i}"
         name = cut(base, MAX_NAME_BYTES)
         suffix_no = 2
-        while name.lower() in used:
+        while name.lower() in used or name in _PG_SYSTEM_COLUMNS:
             suffix = f"_{suffix_no}"
             name = cut(base, MAX_NAME_BYTES - len(suffix)) + suffix
             suffix_no += 1
@@ -1217,6 +1289,35 @@ def _go_native(part: _Part, where: str) -> None:
             part.wire = lambda start, stop: wired[codes[start:stop]].tolist()
 
 
+def _check_hashable(labels: pd.Index) -> None:
+    """Refuse, naming it, a label pandas cannot hash (a list, a signalling NaN), before pandas
+    itself fails on it with a TypeError."""
+    if labels.dtype != object or isinstance(labels, pd.MultiIndex):
+        return  # a MultiIndex hashed its labels when it was made
+    for label in labels:
+        try:
+            hash(label)
+        except TypeError:
+            raise ValidationError(
+                f"the column labels include {_short(label)} of type {type(label).__name__}, which "
+                f"cannot be hashed, so no column can be looked up by it; accepted labels: {_LABELS_ACCEPTED}"
+            ) from None
+
+
+def _duplicate_labels(labels: pd.Index) -> list:
+    """Every label pandas counts as equal to another, each shown once: True, 1 and 1.0 are one
+    label to pandas, and all three are named."""
+    try:
+        if labels.is_unique:
+            return []
+        equal = labels.duplicated(keep=False)
+    except OverflowError:
+        # pandas first checks whether the labels are sorted, and comparing np.float64(1.0) with
+        # 2**1100 overflows; Series.duplicated only hashes them.
+        equal = pd.Series(labels.to_numpy(), dtype=object).duplicated(keep=False).to_numpy()
+    return list({(type(d), _repr(d)): d for d in labels[equal].tolist()}.values())
+
+
 def encode(obj: pd.DataFrame | pd.Series, *, dialect: str = "sqlite") -> EncodedFrame:
     """Validate a frame and prepare it for storage as a typed SQL table.
 
@@ -1237,12 +1338,12 @@ def encode(obj: pd.DataFrame | pd.Series, *, dialect: str = "sqlite") -> Encoded
         converted row chunks.
 
     Raises:
-        ValidationError: the input is not a DataFrame or Series; it has no columns or
-            duplicate column labels; or a column holds something that cannot come back
-            identical (complex numbers, arbitrary Python objects, mixed kinds in an object
-            column, integers outside the 64-bit range, unsupported dtypes). The message
-            names the column and the first offending value. All rows are checked before
-            this returns.
+        ValidationError: the input is not a DataFrame or Series; it has no columns, or
+            duplicate, unhashable or unstorable column labels or names; or a column holds
+            something that cannot come back identical (complex numbers, arbitrary Python
+            objects, mixed kinds in an object column, integers outside the 64-bit range,
+            unsupported dtypes). The message names the column (or label) and the first
+            offending value. All rows are checked before this returns.
     """
     if dialect not in DIALECTS:
         raise ValueError(f"dialect: expected one of {DIALECTS}, got {dialect!r}")
@@ -1260,11 +1361,12 @@ def encode(obj: pd.DataFrame | pd.Series, *, dialect: str = "sqlite") -> Encoded
         raise ValidationError(
             "the DataFrame has no columns; a DataFrame with at least one column is accepted"
         )
-    if not labels.is_unique:
-        duplicates = list(dict.fromkeys(labels[labels.duplicated()].tolist()))
+    _check_hashable(labels)
+    duplicates = _duplicate_labels(labels)
+    if duplicates:
         raise ValidationError(
-            f"duplicate column labels {', '.join(_short(d) for d in duplicates)}; "
-            "column labels must be unique (rename the columns first)"
+            f"duplicate column labels {', '.join(_short(d) for d in duplicates)} "
+            "(pandas counts these as equal); column labels must be unique (rename the columns first)"
         )
     columns_spec, _ = _encode_index(labels, "the column labels", embed=True)
     index_spec, index_parts = _encode_index(frame.index, "the index", embed=False)
@@ -1498,7 +1600,13 @@ def _decode_category(spec: dict, values: Sequence, n: int, where: str, sql_type:
 def _decode_object(spec: dict, values: Sequence, marks: Sequence | None, n: int) -> np.ndarray:
     kind = spec["object"]
     out = np.empty(n, dtype=object)
-    out[:] = values
+    if kind == "json":
+        # A driver that parses JSON returns lists and dicts: assigned at once, lists of equal
+        # length would be taken for the rows of a 2-D array.
+        for i, v in enumerate(values):
+            out[i] = v
+    else:
+        out[:] = values
     null = pd.isna(out) if n else np.zeros(0, dtype=bool)
     present = ~null
     if kind == "bool":
@@ -1716,15 +1824,36 @@ def _describe_index(spec: dict) -> str:
     return f"{'MultiIndex' if spec['kind'] == 'multi' else 'Index'}({levels})"
 
 
+def _without_numpy_tags(value: Any) -> Any:
+    """A name's JSON form with NumPy scalar tags dropped: np.int64(7) names what 7 names."""
+    if isinstance(value, dict):
+        if "$numpy" in value:
+            return _without_numpy_tags(value["value"])
+        return {k: _without_numpy_tags(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_numpy_tags(v) for v in value]
+    return value
+
+
 def _index_identity(spec: dict) -> str:
     if spec["kind"] == "range":
-        return json.dumps(["range", spec["name"]])
-    return json.dumps([spec["kind"], spec["names"], [_identity(level) for level in spec["levels"]]])
+        return json.dumps(["range", _without_numpy_tags(spec["name"])])
+    names = _without_numpy_tags(spec["names"])
+    return json.dumps([spec["kind"], names, [_identity(level) for level in spec["levels"]]])
 
 
 def _label_key(label: Any) -> tuple[str, str]:
-    # Labels 1, 1.0 and True compare equal in Python but are different columns here.
-    return type(label).__name__, repr(label)
+    # Labels 1, 1.0 and True compare equal in Python but are different columns here; a NumPy
+    # scalar is the same column as its Python value (np.int64(1) and 1).
+    def plain(value: Any) -> Any:
+        if type(value) is tuple:
+            return tuple(plain(v) for v in value)
+        if isinstance(value, np.generic) and not isinstance(value, (np.datetime64, np.timedelta64)):
+            return value.item()
+        return value
+
+    label = plain(label)
+    return type(label).__name__, _repr(label)
 
 
 def _columns_by_label(manifest: dict) -> dict[tuple[str, str], tuple[Any, dict]]:
