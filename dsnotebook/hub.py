@@ -21,7 +21,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from ._portal import get_portal
-from .errors import DsnotebookError, HubClosed, UsageError, ValidationError
+from .errors import DatasetError, DsnotebookError, HubClosed, UsageError, ValidationError
 from .models import DatasetInfo
 from .store.catalog import ensure_schema, tasks, utcnow
 from .store.engine import WriteGate, is_sqlite, mask_url, open_engine, resolve_url, translate, write_transaction
@@ -418,12 +418,14 @@ class AsyncHub:
         return self._uploads.on_submit(listener)
 
     async def _guard(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await a read, delete or cleanup; a driver error becomes a ``DatasetError`` (or a
+        ``ConfigError`` when the database cannot be used at all) that says what failed."""
         try:
             return await coro
         except DsnotebookError:
             raise
         except Exception as exc:
-            raise translate(exc, what=f"the database at {mask_url(self.url)}") from exc
+            raise translate(exc, what=f"the database at {mask_url(self.url)}", error=DatasetError) from exc
 
 
 class Hub:

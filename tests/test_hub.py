@@ -9,9 +9,10 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from hubtools import execute
 
 import dsnotebook as dsn
-from dsnotebook.errors import ConfigError, DatasetNotFound, HubClosed, ValidationError
+from dsnotebook.errors import ConfigError, DatasetError, DatasetNotFound, HubClosed, ValidationError
 
 
 def frame(n: int = 10) -> pd.DataFrame:
@@ -157,3 +158,13 @@ def test_an_async_hub_belongs_to_the_loop_that_opened_it(db_url):
     finally:
         home.run_until_complete(hub.aclose())
         home.close()
+
+
+def test_a_read_that_fails_is_a_dataset_error_naming_the_cause(hub):
+    """A read that fails past the driver (here a manifest damaged behind the catalog's back) is a
+    DatasetError that names the database and the cause, not an upload's error."""
+    hub.push(frame(), "d").wait(timeout=30)
+    execute(hub, "UPDATE dsn_versions SET manifest = '{\"format\": 1}'")
+    with pytest.raises(DatasetError, match=r"the database at .* failed: KeyError: 'sql_columns'") as err:
+        hub.pull("d")
+    assert not isinstance(err.value, dsn.UploadError)

@@ -209,14 +209,18 @@ def _driver_message(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     # SQLAlchemy's asyncpg adapter prefixes the driver's class: "<class 'asyncpg…'>: message".
     message = re.sub(r"^<class '[^']+'>:\s*", "", str(orig).strip())
+    if type(orig).__module__ == "builtins" and not isinstance(orig, OSError):
+        # Not the driver's: a KeyError's message alone is just the key.
+        return f"{type(orig).__name__}: {message}" if message else type(orig).__name__
     return message or type(orig).__name__
 
 
-def translate(exc: BaseException, *, what: str = "the database") -> DsnotebookError:
+def translate(exc: BaseException, *, what: str = "the database", error: type[DsnotebookError] = UploadError) -> DsnotebookError:
     """Map a driver error to the dsnotebook error a user should see.
 
     Use as ``raise translate(exc) from exc``. Errors that are already dsnotebook errors are
-    returned unchanged.
+    returned unchanged. A database that cannot be used at all gives a ``ConfigError``; any other
+    failure an ``error``: an ``UploadError`` for uploads, a ``DatasetError`` for reads and deletes.
     """
     if isinstance(exc, DsnotebookError):
         return exc
@@ -227,8 +231,8 @@ def translate(exc: BaseException, *, what: str = "the database") -> DsnotebookEr
             f"{what} cannot be used: {message}. Was the database file moved, deleted, or opened read-only?"
         )
     if "database or disk is full" in low or "disk i/o error" in low:
-        return UploadError(f"{what}: the disk or database is full ({message})")
-    return UploadError(f"{what} failed: {message}")
+        return error(f"{what}: the disk or database is full ({message})")
+    return error(f"{what} failed: {message}")
 
 
 class WriteGate:
