@@ -168,3 +168,13 @@ def test_a_read_that_fails_is_a_dataset_error_naming_the_cause(hub):
     with pytest.raises(DatasetError, match=r"the database at .* failed: KeyError: 'sql_columns'") as err:
         hub.pull("d")
     assert not isinstance(err.value, dsn.UploadError)
+
+
+@pytest.mark.sqlite_only
+def test_a_data_table_dropped_behind_the_catalogs_back_is_a_dataset_error(hub):
+    hub.push(frame(), "d").wait(timeout=30)
+    execute(hub, f'DROP TABLE "{hub.info("d").latest.table_name}"')
+    with pytest.raises(DatasetError, match="no such table: dsn_data_") as err:
+        hub.pull("d")
+    assert not isinstance(err.value, ConfigError)
+    assert hub.datasets()["name"].tolist() == ["d"]  # the catalog itself is fine

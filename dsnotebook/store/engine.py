@@ -226,7 +226,10 @@ def translate(exc: BaseException, *, what: str = "the database", error: type[Dsn
         return exc
     message = _driver_message(exc)
     low = message.lower()
-    if "unable to open database" in low or "readonly database" in low or "no such table: dsn_" in low:
+    # A missing catalog table means another file than the one created; a missing data table is a
+    # damaged dataset, reported as the error of whatever read it.
+    lost_catalog = re.search(r"no such table: dsn_(meta|datasets|versions|tasks)\b", low) is not None
+    if "unable to open database" in low or "readonly database" in low or lost_catalog:
         return ConfigError(
             f"{what} cannot be used: {message}. Was the database file moved, deleted, or opened read-only?"
         )
