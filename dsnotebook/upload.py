@@ -759,6 +759,11 @@ class DatasetUploadService:
                 continue
             table = quote(conn, old.staging_table)
             row_id = quote(conn, ROW_ID)
+            if conn.dialect.name != "sqlite":
+                # Taken before counting: an upload only presumed dead (its heartbeat late) might
+                # still commit a chunk, which would then be counted and written twice. (On SQLite
+                # this transaction already holds the one write lock.)
+                await conn.exec_driver_sql(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
             count, last = (await conn.exec_driver_sql(f"SELECT COUNT(*), COALESCE(MAX({row_id}), 0) FROM {table}")).one()
             if count != last:  # rows 1..n, as every upload writes them; anything else is not ours to trust
                 continue
