@@ -34,7 +34,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 import pandas as pd
@@ -813,12 +813,11 @@ class DatasetUploadService:
                 horizon = utcnow() - timedelta(seconds=self._keep_interrupted)
 
                 def expired(r) -> bool:
-                    return everything or _aware(r.ended_at) <= horizon or _aware(newest.get(r.dataset)) > _aware(r.queued_at)
+                    newer = newest.get(r.dataset)  # catalog times come back aware (UTCDateTime)
+                    return everything or r.ended_at <= horizon or (newer is not None and newer > r.queued_at)
 
                 doomed = [r for r in kept if expired(r)]
-                for r in doomed:
-                    await drop_table(conn, r.staging_table)
-                    await session.execute(tasks.update().where(tasks.c.id == r.id).values(staging_table=None))
+                await _let_go(session, doomed)
                 dropped = len(doomed)
                 if everything:
                     owned = {
@@ -975,9 +974,7 @@ class DatasetUploadService:
                 )
             )
         ).all()
-        for old in kept:
-            await drop_table(conn, old.staging_table)
-            await session.execute(tasks.update().where(tasks.c.id == old.id).values(staging_table=None))
+        await _let_go(session, kept)
         version = DatasetVersion(
             name=req.name,
             version=number,
@@ -1038,7 +1035,6 @@ class DatasetUploadService:
         await run_to_completion(self._cleanup(handle, stage, status, error))
 
     async def _cleanup(self, handle: UploadTask, stage: str | None, status: str, error: BaseException | None) -> None:
-
         async def record() -> None:
             async with write_transaction(self._write, self._gate) as cleanup:
                 # The rows committed, as the catalog has them: each chunk's count is committed with
@@ -1123,11 +1119,12 @@ class _Checkpoints:
 _FIXED_WIDTHS = {"BOOLEAN": 1, "INTEGER": 8, "REAL": 8, "TIMESTAMP": 8, "TIMESTAMPTZ": 8, "INTERVAL": 16}
 
 
-def _aware(moment: datetime | None) -> datetime:
-    """A catalog time as an aware UTC datetime (SQLite's driver may hand back naive ones); None is the distant past."""
-    if moment is None:
-        return datetime.min.replace(tzinfo=timezone.utc)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+async def _let_go(session: AsyncSession, kept) -> None:
+    """Drop the staging tables kept for these interrupted uploads (rows with ``id`` and
+    ``staging_table``), and record that they are gone."""
+    for r in kept:
+        await drop_table(session, r.staging_table)
+        await session.execute(tasks.update().where(tasks.c.id == r.id).values(staging_table=None))
 
 
 def _row_bytes(columns) -> int:
