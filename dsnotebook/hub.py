@@ -8,10 +8,11 @@ written once.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import weakref
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -23,24 +24,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from ._portal import get_portal
 from .errors import DatasetError, DsnotebookError, HubClosed, UsageError, ValidationError
 from .models import DatasetInfo
+from .store.backends import Backend, backend_for
 from .store.catalog import ensure_schema, tasks, utcnow
-from .store.engine import WriteGate, is_sqlite, mask_url, open_engine, resolve_url, translate, write_transaction
+from .store.engine import WriteGate, mask_url, translate, write_transaction
 from .store.repository import Repository, drop_table
-from .tasks import BackgroundTaskService, RetryPolicy
-from .upload import DEFAULT_KEEP_INTERRUPTED_S, DatasetUploadService, IfExists, UploadTask, owner, with_retries
+from .tasks import BackgroundTaskService, RetryPolicy, with_retries
+from .upload import DEFAULT_KEEP_INTERRUPTED_S, DatasetUploadService, IfExists, UploadTask, owner
 
 __all__ = ["AsyncHub", "Hub", "connect", "datasets", "default_hub", "pull", "push", "tasks_frame"]
 
 log = logging.getLogger("dsnotebook")
 T = TypeVar("T")
 
-#: How many uploads run at once when the caller does not say: SQLite has one writer at a time.
-DEFAULT_CONCURRENCY = {"sqlite": 1}
-DEFAULT_CONCURRENCY_OTHER = 4
-#: Columns per table, by backend (SQLite's default build; PostgreSQL's hard limit).
-MAX_TABLE_COLUMNS = {"sqlite": 2000, "postgresql": 1600}
-#: Bytes of a row that must fit in one page (PostgreSQL's 8 kB pages; long values move out of line).
-MAX_ROW_BYTES = {"postgresql": 8160}
 #: At interpreter exit, how long running uploads get to stop before the process goes on exiting.
 EXIT_GRACE_S = 3.0
 #: Seconds without a heartbeat after which another machine's queued or running upload counts as
@@ -58,20 +53,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-async def _wal_checkpoint(engine: AsyncEngine) -> None:
-    """Copy committed WAL frames into the database file without blocking readers or the writer."""
-    async with engine.connect() as conn:
-        await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
-
-
 class AsyncHub:
     """The async face: every method runs on the caller's event loop.
 
     Use as ``async with AsyncHub(url) as hub:`` or call :meth:`open` / :meth:`aclose` yourself.
 
     Args:
-        url: any SQLAlchemy async URL; None means ``DSNOTEBOOK_URL`` or the per-user SQLite file.
-        concurrency: uploads running at once (default 1 on SQLite, 4 elsewhere).
+        url: a database URL (see :func:`~dsnotebook.store.backends.backend_for` for the supported
+            forms); None means ``DSNOTEBOOK_URL`` or the per-user SQLite file.
+        concurrency: uploads running at once (default: the backend's; 1 on SQLite, 4 on PostgreSQL).
         retry: retry policy for transient errors per chunk (default: :class:`RetryPolicy()`).
         chunk_size: default rows per staging chunk.
         lease: seconds after which an upload whose process stopped renewing its heartbeat is
@@ -92,7 +82,8 @@ class AsyncHub:
         lease: float = DEFAULT_LEASE_S,
         keep_interrupted: float | timedelta = DEFAULT_KEEP_INTERRUPTED_S,
     ) -> None:
-        self.url: URL = resolve_url(url)
+        self.backend: Backend = backend_for(url)
+        self.url: URL = self.backend.url
         if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
             raise ValidationError(f"lease: expected a positive number of seconds, got {lease!r}")
         self._lease = float(lease)
@@ -108,7 +99,7 @@ class AsyncHub:
             raise ValidationError(f"concurrency: expected a positive int, got {concurrency!r}")
         if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValidationError(f"chunk_size: expected a positive int, got {chunk_size!r}")
-        self._concurrency = concurrency or DEFAULT_CONCURRENCY.get(self.url.get_backend_name(), DEFAULT_CONCURRENCY_OTHER)
+        self._concurrency = concurrency or self.backend.capabilities.default_concurrency
         self._retry = retry
         self._chunk_size = chunk_size
         self._engine: AsyncEngine | None = None
@@ -118,6 +109,7 @@ class AsyncHub:
         self.task_service: BackgroundTaskService | None = None
         self._uploads: DatasetUploadService | None = None
         self._repo: Repository | None = None
+        self._io: concurrent.futures.ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("open" if self._engine is not None else "not opened")
@@ -145,38 +137,43 @@ class AsyncHub:
             raise HubClosed(f"{self!r} is closed; connect again")
         if self._engine is not None:
             return self
-        engine = await open_engine(self.url)
+        backend = self.backend
+        engine = await backend.open_engine()
         retry = self._retry or RetryPolicy()
+        # Driver calls that run off the event loop (bulk transfers) get threads of their own,
+        # which close with the hub.
+        io = concurrent.futures.ThreadPoolExecutor(backend.io_workers(), thread_name_prefix="dsnotebook-io")
         try:
 
             async def check_schema() -> None:
                 async with engine.execution_options(dsn_write=True).begin() as conn:
-                    await ensure_schema(conn)
+                    await ensure_schema(conn, backend)
 
             # Another process may be writing right now: its lock is waited out like an upload's.
             await with_retries(retry, check_schema, label=f"opening {mask_url(self.url)}")
-            # Sessions that write start with BEGIN IMMEDIATE on SQLite (see store.engine).
+            # Sessions that write start with BEGIN IMMEDIATE on SQLite (see store.backends.sqlite).
             write_sessions = async_sessionmaker(engine.execution_options(dsn_write=True), expire_on_commit=False)
+            read_sessions = async_sessionmaker(engine, expire_on_commit=False)
             self.task_service = BackgroundTaskService(write_sessions, concurrency=self._concurrency)
-            gate = WriteGate(exclusive=is_sqlite(self.url))
-            self._repo = Repository(async_sessionmaker(engine, expire_on_commit=False), write_sessions, gate)
+            gate = WriteGate(exclusive=backend.capabilities.single_writer)
+            self._repo = Repository(read_sessions, write_sessions, gate, backend=backend, io=io)
             kwargs: dict[str, Any] = {"gate": gate}
             if self._chunk_size is not None:
                 kwargs["chunk_size"] = self._chunk_size
-            if is_sqlite(self.url):
-                kwargs["checkpoint"] = lambda: _wal_checkpoint(engine)
-            kwargs["max_columns"] = MAX_TABLE_COLUMNS.get(self.url.get_backend_name())
-            kwargs["max_row_bytes"] = MAX_ROW_BYTES.get(self.url.get_backend_name())
-            # Native PostgreSQL types there; the generic storage types anywhere else.
-            kwargs["dialect"] = "postgresql" if self.url.get_backend_name() == "postgresql" else "sqlite"
+            if backend.has_after_chunk:
+                kwargs["checkpoint"] = lambda: backend.after_chunk(engine)
             self._uploads = DatasetUploadService(
                 task_service=self.task_service,
                 write_sessions=write_sessions,
+                read_sessions=read_sessions,
+                backend=backend,
+                io=io,
                 retry=self._retry,
                 keep_interrupted=self._keep_interrupted,
                 **kwargs,
             )
             self._engine = engine
+            self._io = io
             self._loop = asyncio.get_running_loop()
             self._write_sessions = write_sessions
             await with_retries(retry, lambda: self._mark_interrupted(write_sessions), label="marking ended uploads")
@@ -184,7 +181,9 @@ class AsyncHub:
             self._heartbeat = self._loop.create_task(self._keep_alive(), name=f"dsnotebook heartbeat {id(self):x}")
         except BaseException as exc:
             self._engine = None
+            self._io = None
             await engine.dispose()
+            io.shutdown(wait=True)
             if isinstance(exc, DsnotebookError) or not isinstance(exc, Exception):
                 raise
             raise translate(exc, what=f"opening {mask_url(self.url)}") from exc
@@ -285,6 +284,9 @@ class AsyncHub:
             self._heartbeat.cancel()
             await asyncio.wait({self._heartbeat})
         await self._engine.dispose()
+        if self._io is not None:
+            # Every transfer ended with the upload or read that awaited it: this joins idle threads.
+            self._io.shutdown(wait=True)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -344,6 +346,37 @@ class AsyncHub:
         """The stored version (latest by default) as the identical DataFrame; see :meth:`Hub.pull`."""
         await self._ready()
         return await self._guard(self._repo.pull(name, version, columns=columns, limit=limit))
+
+    async def iter_batches(
+        self, name: str, version: int | None = None, *, columns: Sequence | None = None, batch_rows: int = 100_000
+    ) -> AsyncIterator[pd.DataFrame]:
+        """Stream a stored version as exact DataFrames of at most ``batch_rows`` rows; see
+        :meth:`Hub.iter_batches`."""
+        await self._ready()
+        batches = self._repo.iter_batches(name, version, columns=columns, batch_rows=batch_rows)
+        try:
+            while (batch := await self._guard(anext(batches, None))) is not None:
+                yield batch
+        finally:
+            await batches.aclose()
+
+    async def check(
+        self,
+        df: Any,
+        name: str,
+        *,
+        description: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        if_exists: IfExists = "replace",
+        priority: int = 0,
+        chunk_size: int | None = None,
+    ) -> None:
+        """Run every check :meth:`push` runs, and write nothing; see :meth:`Hub.check`."""
+        await self._ready()
+        encoded = self._uploads.validate(
+            df, name, description=description, tags=tags, if_exists=if_exists, priority=priority, chunk_size=chunk_size
+        )
+        await self._guard(self._uploads.check_target(name, if_exists, encoded))
 
     async def versions(self, name: str) -> pd.DataFrame:
         await self._ready()
@@ -517,6 +550,74 @@ class Hub:
             DatasetNotFound: unknown name or version (close names are suggested).
         """
         return self._run(self._async.pull(name, version, columns=columns, limit=limit))
+
+    def iter_batches(
+        self, name: str, version: int | None = None, *, columns: Sequence | None = None, batch_rows: int = 100_000
+    ) -> Iterator[pd.DataFrame]:
+        """Stream a stored version (latest by default) in order, as exact DataFrames of at most
+        ``batch_rows`` rows, for datasets larger than memory.
+
+        Memory stays bounded by one batch. Concatenated, the batches equal
+        ``pull(name, version, columns=columns)``; a RangeIndex continues from batch to batch.
+
+        Raises:
+            DatasetNotFound: unknown name or version.
+            ValidationError: unknown column labels, or ``batch_rows`` not a positive int.
+        """
+        batches = self._async.iter_batches(name, version, columns=columns, batch_rows=batch_rows)
+        try:
+            while True:
+                try:
+                    batch = self._run(anext(batches))
+                except StopAsyncIteration:
+                    return
+                yield batch
+        finally:
+            self._run(batches.aclose())
+
+    def check(
+        self,
+        df: Any,
+        name: str,
+        *,
+        description: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        if_exists: IfExists = "replace",
+        priority: int = 0,
+        chunk_size: int | None = None,
+    ) -> None:
+        """Run every check :meth:`push` runs before it schedules anything, and write nothing.
+
+        The frame is validated and encoded for this database (its column and row-width limits
+        included), and ``if_exists="fail"`` or ``"append"`` is checked against the dataset as it
+        stands. A form can call this to refuse a frame before anyone clicks Upload. With the
+        default ``if_exists="replace"`` it needs no database and runs on the calling thread.
+
+        Raises:
+            ValidationError, VersionConflict, SchemaMismatch: what :meth:`push` would raise.
+        """
+        self._async._check_open()
+        # The frame's checks run here, on the caller's thread; only the dataset's go to the loop.
+        encoded = self._async._uploads.validate(
+            df, name, description=description, tags=tags, if_exists=if_exists, priority=priority, chunk_size=chunk_size
+        )
+        if if_exists != "replace":
+            self._run(self._async._guard(self._async._uploads.check_target(name, if_exists, encoded)))
+
+    @property
+    def aio(self) -> AsyncHub:
+        """The :class:`AsyncHub` this hub forwards to; its coroutines run on the hub's loop only
+        (hand them to :meth:`submit`)."""
+        return self._async
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run ``coro`` on the hub's loop without blocking; returns a Future of its result.
+
+        For code that must not wait, such as a widget loading a preview: pass a coroutine of
+        :attr:`aio`, e.g. ``hub.submit(hub.aio.pull("sales", limit=10))``. Cancelling the
+        Future cancels the coroutine.
+        """
+        return self._portal.submit(coro)
 
     def versions(self, name: str) -> pd.DataFrame:
         """One row per version: version, rows, columns, created_at, created_by, content_hash, table_name, task_id, latest."""

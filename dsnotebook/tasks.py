@@ -65,8 +65,11 @@ __all__ = [
     "RetryPolicy",
     "TaskRecord",
     "TaskStatus",
+    "finish_through_cancel",
     "is_transient",
     "logger",
+    "run_to_completion",
+    "with_retries",
 ]
 
 T = TypeVar("T")
@@ -370,6 +373,35 @@ def release_cancelled_frames(exc: BaseException) -> None:
             traceback.clear_frames(e.__traceback__)
 
 
+async def finish_through_cancel(coro: Awaitable[T]) -> tuple[T, bool]:
+    """Await ``coro`` to its end even if the caller is cancelled meanwhile.
+
+    Returns ``(result, cancelled)``: ``coro``'s result, and whether a cancel arrived while it
+    ran; the caller decides what a cancel means once the work is done (see
+    :func:`run_to_completion`, and the publish, whose commit must not be cut short either).
+
+    Raises:
+        CancelledError: ``coro`` itself was cancelled, or failed after a cancel arrived (the
+            cancel wins; ``coro``'s error stays attached as its context).
+        Exception: ``coro``'s own error, when no cancel arrived.
+    """
+    work = asyncio.ensure_future(coro)
+    cancelled: asyncio.CancelledError | None = None
+    while True:
+        try:
+            result = await asyncio.shield(work)
+        except asyncio.CancelledError as exc:
+            if work.done():
+                raise
+            cancelled = exc
+        except BaseException:
+            if cancelled is not None:
+                raise cancelled  # noqa: B904
+            raise
+        else:
+            return result, cancelled is not None
+
+
 async def run_to_completion(coro: Awaitable[Any]) -> None:
     """Await ``coro`` to its end even if the caller is cancelled meanwhile, then re-raise.
 
@@ -378,24 +410,38 @@ async def run_to_completion(coro: Awaitable[Any]) -> None:
     A cancel that arrives meanwhile is raised once ``coro`` has finished; so is ``coro``'s
     own error.
     """
-    cleanup = asyncio.ensure_future(coro)
-    cancelled: asyncio.CancelledError | None = None
+    _, cancelled = await finish_through_cancel(coro)
+    if cancelled:
+        raise asyncio.CancelledError()
+
+
+async def with_retries(
+    policy: RetryPolicy | None,
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    label: str | None = None,
+    on_retry: Callable[[BaseException, int, float], None] | None = None,
+) -> T:
+    """Await ``attempt()``; while it fails with an error ``policy`` calls transient, wait with
+    jittered backoff and try again. With no policy, the first error is raised.
+
+    ``label`` names the work in a warning logged before each retry; ``on_retry(error, failures
+    so far, delay)`` runs there too (to count it, or log in its own words).
+    """
+    failures = 0
     while True:
         try:
-            await asyncio.shield(cleanup)
-        except asyncio.CancelledError as exc:
-            if cleanup.done():
+            return await attempt()
+        except Exception as exc:
+            failures += 1
+            if policy is None or not policy.retryable(exc, failures):
                 raise
-            cancelled = exc
-        except BaseException:
-            if cancelled is not None:
-                # The cancel wins; the cleanup's own error stays attached as its context.
-                raise cancelled  # noqa: B904
-            raise
-        else:
-            break
-    if cancelled is not None:
-        raise cancelled
+            delay = policy.delay(failures)
+            if label is not None:
+                logger.warning("%s: transient error, retry %d of %d: %s", label, failures, policy.attempts - 1, exc)
+            if on_retry is not None:
+                on_retry(exc, failures, delay)
+        await asyncio.sleep(delay)
 
 
 class BackgroundTaskService:
@@ -656,24 +702,22 @@ class BackgroundTaskService:
         kwargs: dict[str, Any],
         retry: RetryPolicy | None,
     ) -> T:
-        while True:
+        def attempt() -> Awaitable[T]:
             record.attempts += 1
-            try:
-                return await self._attempt(func, args, kwargs)
-            except Exception as exc:
-                if retry is None or not retry.retryable(exc, record.attempts):
-                    raise
-                delay = retry.delay(record.attempts)
-                self._logger.warning(
-                    "Task %r attempt %d/%d failed with a retryable error, retrying in %.3fs: %s",
-                    record.name,
-                    record.attempts,
-                    retry.attempts,
-                    delay,
-                    exc,
-                    extra={"task_name": record.name},
-                )
-            await asyncio.sleep(delay)
+            return self._attempt(func, args, kwargs)
+
+        def log_retry(exc: BaseException, failures: int, delay: float) -> None:
+            self._logger.warning(
+                "Task %r attempt %d/%d failed with a retryable error, retrying in %.3fs: %s",
+                record.name,
+                record.attempts,
+                retry.attempts,
+                delay,
+                exc,
+                extra={"task_name": record.name},
+            )
+
+        return await with_retries(retry, attempt, on_retry=log_retry)
 
     async def _attempt(
         self, func: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -28,7 +28,9 @@ def assert_same(a, b) -> None:
     [
         pytest.param("not a url", "is not a database URL", id="malformed"),
         pytest.param("", "empty", id="empty"),
-        pytest.param("nosuchdb+nodriver://u:hunter2@host/db", "not available", id="unknown-driver"),
+        pytest.param("nosuchdb+nodriver://u:hunter2@host/db", "does not support", id="unknown-database"),
+        pytest.param("mysql+aiomysql://u:hunter2@host/db", "does not support", id="unsupported-database"),
+        pytest.param("postgresql+psycopg://u:hunter2@host/db", "does not support", id="unsupported-driver"),
         pytest.param("sqlite+aiosqlite://", "in-memory", id="memory"),
         pytest.param("postgresql+asyncpg://u:hunter2@127.0.0.1:9/db", "", id="unreachable"),
     ],

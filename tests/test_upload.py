@@ -479,7 +479,7 @@ def test_a_dropped_handle_still_completes(db_url, monkeypatch):
     import gc
     import weakref
 
-    import dsnotebook.upload as upload_module
+    import dsnotebook.upload.service as upload_module
 
     monkeypatch.setattr(upload_module, "HISTORY_LENGTH", 1)
     with dsn.connect(db_url) as hub:
@@ -819,7 +819,7 @@ def test_retry_is_refused_for_a_running_or_succeeded_upload_or_another_hubs(hub,
 
 
 def test_uploads_lists_this_hubs_recent_uploads_newest_first(hub):
-    import dsnotebook.upload as upload_module
+    import dsnotebook.upload.service as upload_module
 
     assert hub.uploads() == []
     tasks = [hub.push(frame(3, seed=i), f"u{i}") for i in range(3)]

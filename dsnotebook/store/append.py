@@ -13,7 +13,12 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 from .codec import _MARK_CODES, HIDDEN_PREFIX, _label_key, merged_object_kind, schema
+
+if TYPE_CHECKING:
+    from .backends.base import Backend
 
 __all__ = ["AppendPlan", "plan_append"]
 
@@ -56,11 +61,6 @@ def _pairs(old: dict, new: dict) -> list[tuple[dict, dict, str]]:
     return pairs
 
 
-def utf8_bytes(expression: str, dialect: str) -> str:
-    """SQL for the UTF-8 bytes of a text expression."""
-    return f"convert_to({expression}, 'UTF8')" if dialect == "postgresql" else f"CAST({expression} AS BLOB)"
-
-
 # Where two versions store one column in different types (PostgreSQL's native type one side, and
 # either an older dsnotebook's generic type or a value the native type could not hold exactly the
 # other), the combined table uses the type that holds both sides' values exactly.
@@ -74,32 +74,11 @@ _COMBINED_TYPES = {
     frozenset({"TEXT", "JSON"}): "TEXT",
     frozenset({"TEXT", "JSONB"}): "TEXT",
 }
-_DIGITS_PER_UNIT = {"s": 0, "ms": 3, "us": 6, "ns": 9}
 
 
 def combined_type(a: str, b: str) -> str:
     """The storage type that holds exactly the values of both of these (equal dtypes)."""
     return a if a == b else _COMBINED_TYPES[frozenset({a, b})]
-
-
-def convert(expression: str, source: str, target: str, unit: str | None) -> str:
-    """SQL (PostgreSQL) turning values of type ``source`` into the ``target`` type's form.
-
-    Timestamps become the count of ``unit`` since the Unix epoch, and intervals the count of
-    ``unit``: the generic form of the codec. ``EXTRACT`` gives an exact numeric (PostgreSQL 14
-    and later).
-    """
-    if source == target:
-        return expression
-    if (source, target) == ("INTEGER", "BOOLEAN"):
-        return f"({expression} <> 0)"
-    if target == "INTEGER" and source in ("TIMESTAMP", "TIMESTAMPTZ", "INTERVAL"):
-        return f"(EXTRACT(EPOCH FROM {expression}) * 1{'0' * _DIGITS_PER_UNIT[unit]})::bigint"
-    if target == "TEXT" and source in ("NUMERIC", "JSON", "JSONB"):
-        return f"({expression})::text"
-    if (source, target) == ("JSONB", "JSON"):
-        return f"({expression})::json"
-    raise ValueError(f"no conversion from {source} to {target}")
 
 
 def _unit(spec: dict) -> str | None:
@@ -108,12 +87,13 @@ def _unit(spec: dict) -> str | None:
     return spec.get("unit")
 
 
-def plan_append(old: dict, new: dict, quote: Callable[[str], str], dialect: str = "sqlite") -> AppendPlan:
+def plan_append(old: dict, new: dict, quote: Callable[[str], str], backend: Backend) -> AppendPlan:
     """Plan appending a staged frame (manifest ``new``) to a version (manifest ``old``).
 
     The schemas must already match (:func:`dsnotebook.store.codec.schema_diff` empty). The
     combined table keeps the staged frame's layout; the previous version's rows are mapped onto
-    it. ``quote`` quotes an identifier for the target database.
+    it. ``quote`` quotes an identifier for the target database, and ``backend`` gives its
+    conversions (UTF-8 bytes of text, and between native and generic types).
     """
     manifest = copy.deepcopy(new)
     plan = AppendPlan(manifest=manifest)
@@ -130,7 +110,7 @@ def plan_append(old: dict, new: dict, quote: Callable[[str], str], dialect: str 
         # column is bytes if either side is.
         old_bytes, new_bytes = o.get("text_as") == "utf-8", n.get("text_as") == "utf-8"
         if new_bytes and not old_bytes and not old_is_empty:
-            expressions[n["sql"]] = utf8_bytes(quote(o["sql"]), dialect)
+            expressions[n["sql"]] = backend.utf8_bytes(quote(o["sql"]))
         elif old_bytes and not new_bytes:
             plan.to_bytes.append(n["sql"])
             combined["text_as"] = "utf-8"
@@ -139,9 +119,9 @@ def plan_append(old: dict, new: dict, quote: Callable[[str], str], dialect: str 
             if old_type != new_type:
                 target = combined_type(old_type, new_type)
                 if target != old_type:
-                    expressions[n["sql"]] = convert(quote(o["sql"]), old_type, target, _unit(o))
+                    expressions[n["sql"]] = backend.convert(quote(o["sql"]), old_type, target, _unit(o))
                 if target != new_type:
-                    plan.retype.append((n["sql"], target, convert(quote(n["sql"]), new_type, target, _unit(n))))
+                    plan.retype.append((n["sql"], target, backend.convert(quote(n["sql"]), new_type, target, _unit(n))))
         combined.pop("freq", None)  # a frequency rarely survives an append; pandas infers none
         if combined["kind"] == "object":
             combined["object"] = merged_object_kind(o, n)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import (
     JSON,
@@ -29,6 +30,9 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..errors import VersionConflict
+
+if TYPE_CHECKING:
+    from .backends.base import Backend
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -155,15 +159,13 @@ def view_name(dataset_id: int, name: str) -> str:
     return f"dsn_latest_{slug}_{dataset_id}" if slug else f"dsn_latest_{dataset_id}"
 
 
-async def ensure_schema(conn: AsyncConnection) -> None:
+async def ensure_schema(conn: AsyncConnection, backend: Backend) -> None:
     """Create the catalog if missing, refuse a newer one, migrate an older one.
 
     Raises:
         VersionConflict: the database was written by a newer dsnotebook.
     """
-    if conn.dialect.name == "postgresql":
-        # Kernels connecting at once must not race to create the same tables.
-        await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7369737)")
+    await backend.lock_catalog(conn)
     await conn.run_sync(metadata.create_all)
     found = (await conn.execute(select(meta.c.value).where(meta.c.key == "schema_version"))).scalar()
     if found is None:

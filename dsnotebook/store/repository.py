@@ -6,7 +6,8 @@ Each public method opens its own short session; nothing here is shared with a ru
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 from ..errors import DatasetNotFound, ValidationError
 from ..models import DatasetInfo, DatasetVersion
 from . import codec
+from .backends.base import ROW_ID, Backend
 from .catalog import datasets, tasks, versions
-from .engine import WriteGate, time_codecs, write_transaction
+from .engine import WriteGate, write_transaction
 
 __all__ = [
     "DATASET_COLUMNS",
@@ -33,9 +35,6 @@ __all__ = [
     "require_dataset",
     "to_version",
 ]
-
-#: The hidden column that keeps every stored table in push order.
-ROW_ID = "__dsn_row"
 
 DATASET_COLUMNS = ["name", "latest_version", "rows", "columns", "updated_at", "description", "versions", "tags", "created_at"]
 VERSION_COLUMNS = ["version", "rows", "columns", "created_at", "created_by", "content_hash", "table_name", "task_id", "latest"]
@@ -142,12 +141,27 @@ def _check_version_arg(version) -> None:
 
 
 class Repository:
-    """Reads and deletes; each call uses a session of its own."""
+    """Reads and deletes; each call uses a session of its own.
 
-    def __init__(self, read_sessions: async_sessionmaker, write_sessions: async_sessionmaker, gate: WriteGate | None = None) -> None:
+    Args:
+        backend: the database's backend, which reads the stored rows.
+        io: the hub's executor for driver calls made off the event loop.
+    """
+
+    def __init__(
+        self,
+        read_sessions: async_sessionmaker,
+        write_sessions: async_sessionmaker,
+        gate: WriteGate | None = None,
+        *,
+        backend: Backend,
+        io: Any = None,
+    ) -> None:
         self._read = read_sessions
         self._write = write_sessions
         self._gate = gate or WriteGate(exclusive=False)
+        self._backend = backend
+        self._io = io
 
     async def pull(
         self,
@@ -159,6 +173,8 @@ class Repository:
     ) -> pd.DataFrame:
         """Rebuild a stored version as the identical DataFrame (or part of it).
 
+        Only the SQL columns of the requested labels (and the index) are read.
+
         Raises:
             DatasetNotFound: unknown dataset or version.
             ValidationError: unknown column labels, or a bad ``limit``.
@@ -166,24 +182,78 @@ class Repository:
         _check_version_arg(version)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
             raise ValidationError(f"limit: expected a non-negative int or None for all rows, got {limit!r}")
-        if columns is not None and not isinstance(columns, (list, pd.Index, np.ndarray)):
-            columns = [columns]  # one label; a tuple is a label too, as in df[("a", 1)]
         async with self._read() as session:
-            # One read transaction: the catalog row and the rows come from the same snapshot.
-            dataset = await require_dataset(session, name)
-            row = await find_version(session, dataset, version)
-            sql_names, manifest = codec.select(row.manifest, None if columns is None else list(columns))
+            # One read transaction: the catalog row and the rows come from the same snapshot
+            # (unless the backend reads on a connection of its own; see Backend.read).
+            row, sql_names, manifest = await self._plan(session, name, version, columns)
             if not sql_names:  # only columns of a RangeIndex: nothing to read but the count
-                manifest = {**manifest, "nrows": row.rows if limit is None else min(row.rows, limit)}
-                return codec.decode(manifest, [])
+                return codec.decode({**manifest, "nrows": row.rows if limit is None else min(row.rows, limit)}, [])
             conn = await session.connection()
-            select_list = ", ".join(quote(conn, c) for c in sql_names)
-            sql = f"SELECT {select_list} FROM {quote(conn, row.table_name)} ORDER BY {quote(conn, ROW_ID)}"
+            sql = f"SELECT {_select_list(conn, sql_names)} FROM {quote(conn, row.table_name)} ORDER BY {quote(conn, ROW_ID)}"
             if limit is not None:
                 sql += f" LIMIT {int(limit)}"
-            time_types = {sql_type for _, sql_type in manifest["sql_columns"] if sql_type in codec.TIME_TYPES}
-            data = await _fetch_columns(conn, sql, len(sql_names), time_types)
-        return codec.decode(manifest, data)
+            return await self._backend.read(session, sql, manifest, io=self._io)
+
+    async def iter_batches(
+        self,
+        name: str,
+        version: int | None = None,
+        *,
+        columns: Sequence | None = None,
+        batch_rows: int = 100_000,
+    ) -> AsyncIterator[pd.DataFrame]:
+        """Yield a stored version in order, as exact DataFrames of at most ``batch_rows`` rows.
+
+        Each batch is read by its own query (keyset pagination on the row id, which the table's
+        key makes a range scan), so memory stays bounded by one batch however large the dataset.
+        Concatenated, the batches equal ``pull(name, version, columns=columns)``: a RangeIndex
+        continues from batch to batch.
+
+        Raises:
+            DatasetNotFound: unknown dataset or version.
+            ValidationError: unknown column labels, or a bad ``batch_rows``.
+        """
+        _check_version_arg(version)
+        if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
+            raise ValidationError(f"batch_rows: expected a positive int, got {batch_rows!r}")
+        async with self._read() as session:
+            row, sql_names, manifest = await self._plan(session, name, version, columns)
+            conn = await session.connection()
+            table, row_id = quote(conn, row.table_name), quote(conn, ROW_ID)
+            select_list = _select_list(conn, sql_names)
+        index = manifest["index"]
+        done, last = 0, None
+        while done < row.rows:
+            after = "" if last is None else f" WHERE {row_id} > {last}"
+            async with self._read() as session:
+                # The batch's last row id, found on the key alone; then the batch's rows.
+                bound = f"SELECT MAX({row_id}) FROM (SELECT {row_id} FROM {table}{after} ORDER BY {row_id} LIMIT {int(batch_rows)}) AS b"
+                upper = (await session.execute(text(bound))).scalar()
+                if upper is None:
+                    break
+                count = min(batch_rows, row.rows - done)
+                batch = {**manifest, "nrows": count}
+                if index["kind"] == "range":
+                    # The labels of these rows: the range continues where the last batch stopped.
+                    batch["index"] = {**index, "start": index["start"] + done * index["step"]}
+                if sql_names:
+                    within = f"{row_id} <= {int(upper)}" + ("" if last is None else f" AND {row_id} > {last}")
+                    sql = f"SELECT {select_list} FROM {table} WHERE {within} ORDER BY {row_id}"
+                    frame = await self._backend.read(session, sql, batch, io=self._io)
+                else:
+                    frame = codec.decode(batch, [])
+            done += len(frame)
+            last = int(upper)
+            yield frame
+
+    async def _plan(self, session: AsyncSession, name: str, version: int | None, columns: Sequence | None):
+        """The version's catalog row, and the SQL columns and reduced manifest of a read."""
+        if columns is not None and not isinstance(columns, (list, pd.Index, np.ndarray)):
+            columns = [columns]  # one label; a tuple is a label too, as in df[("a", 1)]
+        dataset = await require_dataset(session, name)
+        row = await find_version(session, dataset, version)
+        sql_names, manifest = codec.select(row.manifest, None if columns is None else list(columns))
+        return row, sql_names, manifest
 
     async def versions(self, name: str) -> pd.DataFrame:
         """One row per stored version of ``name``, oldest first (columns: :data:`VERSION_COLUMNS`)."""
@@ -327,51 +397,8 @@ class Repository:
         return sorted(gone)
 
 
-async def _fetch_columns(conn: AsyncConnection, sql: str, ncols: int, time_types: set[str]) -> list[Sequence]:
-    """Run ``sql`` through the driver connection and return its values column by column.
-
-    SQLAlchemy's Row objects cost several times more than the driver's plain tuples for large
-    reads, so rows are fetched from the driver cursor and turned into one 2-D object array,
-    whose columns the codec decodes. Through asyncpg, values of the ``time_types`` come as
-    integers (see :func:`~dsnotebook.store.engine.time_codecs`).
-    """
-    raw = await conn.get_raw_connection()
-    driver = raw.driver_connection
-    if conn.dialect.name == "postgresql":
-        # asyncpg returns Record objects, which unpack like tuples.
-        async with time_codecs(raw, time_types):
-            records = await driver.fetch(sql)
-        if not records:
-            return [() for _ in range(ncols)]
-        # Not np.array(column): JSON values come parsed, and lists of equal length would make
-        # a 2-D array of their items instead of a column of lists.
-        table = _object_table(records, ncols)
-        del records
-        return [table[:, i] for i in range(ncols)]
-    cursor = await driver.execute(sql)
-    try:
-        rows = await cursor.fetchall()
-    finally:
-        await cursor.close()
-    if not rows:
-        return [() for _ in range(ncols)]
-    table = _object_table(rows, ncols)
-    del rows
-    return [table[:, i] for i in range(ncols)]
-
-
-def _object_table(rows: Sequence[Sequence], ncols: int) -> np.ndarray:
-    """Rows of driver values (tuples, or asyncpg's Records) as a 2-D object array, each value
-    one cell even when it is a list (the conversion ``pd.read_sql`` uses)."""
-    try:
-        from pandas._libs.lib import to_object_array_tuples
-    except ImportError:  # a pandas without it: the same result, several times slower
-        table = np.empty((len(rows), ncols), dtype=object)
-        for i, row in enumerate(rows):
-            for j, value in enumerate(row):
-                table[i, j] = value
-        return table
-    return to_object_array_tuples(rows)
+def _select_list(conn: AsyncConnection | AsyncSession, names: Sequence[str]) -> str:
+    return ", ".join(quote(conn, c) for c in names)
 
 
 def _frame(records: list[dict], columns: list[str], dtypes: dict[str, str]) -> pd.DataFrame:

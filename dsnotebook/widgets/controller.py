@@ -23,7 +23,6 @@ import pandas as pd
 
 from ..errors import DatasetNotFound, ValidationError
 from ..progress import Listeners, Progress
-from ..store import codec
 from ..tasks import TERMINAL_STATUSES
 from ..upload import UploadTask, validate_name, validate_options
 
@@ -249,7 +248,8 @@ class PanelController:
         key = (self.frame, id(frame))
         if self._frame_verdict is None or self._frame_verdict[0] != key or self._frame_verdict[1] is not frame:
             try:
-                codec.encode(frame)
+                # The engine's own checks, the database's column and row limits included.
+                self.hub.check(frame, self.name)
                 problem = None
             except ValidationError as exc:
                 problem = str(exc)
@@ -334,7 +334,7 @@ class PanelController:
         """
         if self._closed or self.hub.closed:
             return
-        ahub = self.hub._async
+        ahub = self.hub.aio
         loads: list[tuple[str, Any, Callable[[Any], None]]] = [
             ("the datasets", ahub.datasets(), self._apply_datasets),
             ("the task history", ahub.tasks(), self._apply_history),
@@ -342,7 +342,7 @@ class PanelController:
         if self.selected is not None:
             loads.append((f"the dataset {self.selected!r}", self._load_selection(self.selected, self.selected_version), self._apply_selection))
         for what, coro, update in loads:
-            fut = self.hub._portal.submit(coro)
+            fut = self.hub.submit(coro)
             with self._lock:
                 self._pending.add(fut)  # strongly held until it is done
             fut.add_done_callback(self._when_loaded(what, update))
@@ -365,7 +365,7 @@ class PanelController:
         return done
 
     def _run_sync(self, coro: Any) -> Any:
-        return self.hub._run(coro)
+        return self.hub.submit(coro).result()
 
     def refresh_history(self) -> pd.DataFrame:
         """Reload the uploads of earlier sessions and other processes from ``hub.tasks()``."""
@@ -397,7 +397,7 @@ class PanelController:
     async def _load_selection(self, name: str | None, version: int | None) -> tuple[str | None, pd.DataFrame, int | None, pd.DataFrame]:
         if name is None:
             return None, pd.DataFrame(), None, pd.DataFrame()
-        ahub = self.hub._async
+        ahub = self.hub.aio
         try:
             versions = await ahub.versions(name)
         except DatasetNotFound:  # deleted meanwhile, perhaps by another process

@@ -1,0 +1,224 @@
+"""The backend seam: what every database module provides, and the record of its limits.
+
+Everything that differs between databases lives behind :class:`Backend`: how an engine is
+opened, the catalog lock, the storage types, the staging table, the chunk writer, locking and
+sealing a version table, append conversions, and the reader. The rest of dsnotebook asks the
+backend and never which database it is talking to. A new database is one new module with a
+subclass of :class:`Backend`, registered in :mod:`dsnotebook.store.backends`, plus a run of the
+contract test (``tests/test_backends.py``).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pandas as pd
+from sqlalchemy import Insert, Table
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.types import TypeEngine
+
+from ...errors import ConfigError
+from ..codec import EncodedFrame, SqlColumn
+from ..engine import driver_message, mask_url
+
+__all__ = ["ROW_ID", "Backend", "Capabilities", "ChunkWriter", "check_engine", "create_engine_for"]
+
+#: The hidden column that keeps every stored table in push order.
+ROW_ID = "__dsn_row"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a database allows and how dsnotebook should drive it.
+
+    Attributes:
+        max_columns: columns per table, the row id included.
+        max_row_bytes: bytes a row may take (None: no limit that matters before ``max_columns``).
+        default_concurrency: uploads that run at once unless ``connect(concurrency=…)`` says.
+        single_writer: the database has one write lock; the writers of a hub then take turns
+            through a fair :class:`~dsnotebook.store.engine.WriteGate` instead of racing for it.
+        codec_dialect: the storage the codec encodes for (see :func:`dsnotebook.store.codec.encode`):
+            ``"sqlite"`` for the four generic types, ``"postgresql"`` for native types too.
+    """
+
+    max_columns: int
+    max_row_bytes: int | None
+    default_concurrency: int
+    single_writer: bool
+    codec_dialect: str
+
+
+class ChunkWriter(abc.ABC):
+    """Writes the rows of one upload into its staging table, chunk by chunk.
+
+    One writer serves one upload and one staging table. ``write`` is called inside the upload's
+    own write transaction (its session); a backend that moves the rows on a connection of its own
+    commits them there first, so that the session's commit of the task's progress never claims
+    rows that are not durable. ``aclose`` lets go of whatever the writer holds, also when the
+    upload was cancelled; it never raises over the upload's own error.
+    """
+
+    @abc.abstractmethod
+    async def write(self, session: AsyncSession, start: int, stop: int) -> None:
+        """Write rows ``[start, stop)`` of the frame (row ids ``start + 1 .. stop``)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - most writers hold nothing between chunks
+        """Release the writer's resources."""
+
+
+class Backend(abc.ABC):
+    """One database: its limits, its SQL and its bulk paths.
+
+    Args:
+        url: the (async) SQLAlchemy URL, already checked by :meth:`check_url`.
+    """
+
+    #: The SQLAlchemy backend name this module serves (``URL.get_backend_name()``).
+    name: ClassVar[str]
+    #: Async drivers it works with; the first is used when a URL names none or a sync one.
+    drivers: ClassVar[tuple[str, ...]]
+    #: URL forms shown to users in errors and docs.
+    url_forms: ClassVar[tuple[str, ...]]
+    capabilities: ClassVar[Capabilities]
+
+    def __init__(self, url: URL) -> None:
+        self.url = url
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url.render_as_string(hide_password=True)}>"
+
+    # -- connecting --------------------------------------------------------------------------
+
+    @classmethod
+    def check_url(cls, url: URL) -> URL:
+        """Return the URL to use (e.g. with the async driver filled in), or raise ConfigError."""
+        return url
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the URL asks for a read-only database."""
+        return False
+
+    @abc.abstractmethod
+    async def open_engine(self, *, create: bool = True) -> AsyncEngine:
+        """An engine for the URL on the running loop, with the backend's connection settings,
+        checked by a first query.
+
+        Raises:
+            ConfigError: the database cannot be reached or opened.
+        """
+
+    async def after_chunk(self, engine: AsyncEngine) -> None:
+        """Housekeeping that may run beside the next chunk (SQLite's WAL checkpoint)."""
+
+    @property
+    def has_after_chunk(self) -> bool:
+        return type(self).after_chunk is not Backend.after_chunk
+
+    def io_workers(self) -> int:
+        """Threads the hub keeps for driver calls made off the event loop (ADBC)."""
+        return 1
+
+    # -- the catalog -------------------------------------------------------------------------
+
+    async def lock_catalog(self, conn: AsyncConnection) -> None:  # noqa: B027 - a single writer needs none
+        """Serialise the creation and migration of the catalog across processes."""
+
+    @abc.abstractmethod
+    def insert_if_absent(self, table: Table, index_elements: Sequence[Any], **values: Any) -> Insert:
+        """An INSERT of ``values`` into ``table`` that does nothing when the key already exists."""
+
+    # -- storage -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def column_type(self, sql_type: str) -> TypeEngine:
+        """The SQLAlchemy type that stores the codec's storage type ``sql_type``."""
+
+    @abc.abstractmethod
+    def staging_table(self, name: str, columns: Sequence[SqlColumn]) -> Table:
+        """The staging table of an upload: the row id, then the frame's SQL columns."""
+
+    @abc.abstractmethod
+    def open_writer(self, stage: str, encoded: EncodedFrame, *, io: Any) -> ChunkWriter:
+        """A writer of ``encoded``'s rows into the staging table ``stage``; ``io`` is the hub's
+        executor for driver calls made off the event loop."""
+
+    async def lock_staging(self, conn: AsyncConnection, table: str) -> None:  # noqa: B027 - one writer: the transaction holds the lock
+        """Keep other writers out of a kept staging table until the transaction ends."""
+
+    async def seal(self, conn: AsyncConnection, stage: str, table_name: str) -> None:  # noqa: B027
+        """Make a fully staged table a version's table, before it is renamed to ``table_name``
+        (PostgreSQL builds the row id's primary key here, once)."""
+
+    def row_bytes(self, columns: Sequence[SqlColumn]) -> int:
+        """A lower bound of the bytes a row of these columns takes (checked against
+        ``capabilities.max_row_bytes``)."""
+        return 0
+
+    # -- appending ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def utf8_bytes(self, expression: str) -> str:
+        """SQL for the UTF-8 bytes of a text expression."""
+
+    def convert(self, expression: str, source: str, target: str, unit: str | None) -> str:
+        """SQL turning values of storage type ``source`` into ``target``'s form (see
+        :func:`dsnotebook.store.append.plan_append`); only databases with native types need it."""
+        raise ValueError(f"no conversion from {source} to {target}")
+
+    async def retype(self, conn: AsyncConnection, table: str, column: str, sql_type: str, using: str) -> None:  # noqa: B027
+        """Change a staged column's type (a database without column types has nothing to do)."""
+
+    @abc.abstractmethod
+    async def to_bytes(self, conn: AsyncConnection, table: str, column: str) -> None:
+        """Turn a staged text column into the UTF-8 bytes of its values."""
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def read(self, session: AsyncSession, sql: str, manifest: dict, *, io: Any) -> pd.DataFrame:
+        """Run ``sql``, a SELECT of the columns ``manifest["sql_columns"]`` lists, in that order,
+        and rebuild its rows as the frame the manifest describes.
+
+        ``session`` is the caller's read session. A backend that reads on a connection of its own
+        may see a later snapshot than the catalog row the caller read; that is harmless, since a
+        version's table never changes, and a table dropped meanwhile fails the read clearly.
+        """
+
+
+
+def create_engine_for(url: URL, connect_url: URL, **kwargs: Any) -> AsyncEngine:
+    """``create_async_engine(connect_url, **kwargs)``; errors name ``url``, its password masked.
+
+    Raises:
+        ConfigError: the driver is not installed or the URL cannot be used.
+    """
+    try:
+        return create_async_engine(connect_url, **kwargs)
+    except (NoSuchModuleError, ImportError, ArgumentError) as exc:
+        raise ConfigError(
+            f"url: the driver {url.drivername!r} of {mask_url(url)!r} is not available ({exc}); "
+            "install it, e.g. pip install 'dsnotebook[postgres]' for asyncpg"
+        ) from exc
+    except SQLAlchemyError as exc:
+        raise ConfigError(f"url: {mask_url(url)!r} cannot be used: {exc}") from exc
+
+
+async def check_engine(engine: AsyncEngine, url: URL) -> AsyncEngine:
+    """Run a first query and return the engine; a database that does not answer is disposed of.
+
+    Raises:
+        ConfigError: the database cannot be reached or opened.
+    """
+    try:
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+    except (DBAPIError, OSError) as exc:
+        await engine.dispose()
+        raise ConfigError(f"cannot connect to {mask_url(url)}: {driver_message(exc)}") from exc
+    return engine

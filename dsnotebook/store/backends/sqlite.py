@@ -1,0 +1,217 @@
+"""SQLite through aiosqlite: the embedded default.
+
+What is special here:
+
+- One write lock per database file. Writers of a hub take turns through a fair gate
+  (``single_writer``), write transactions start with ``BEGIN IMMEDIATE`` (a deferred transaction
+  that upgrades to a write gets SQLITE_BUSY at once in WAL mode, and the busy timeout does not
+  help), and uploads run one at a time by default.
+- After the file is first created, connections open it with ``mode=rw`` (or ``mode=ro`` when the
+  URL asks), so a database deleted or moved underneath raises an error instead of being silently
+  recreated empty.
+- Columns have no fixed types: storage types map to INTEGER, REAL, TEXT and BLOB affinities, a
+  BLOB column holds any value, and the row id is the rowid itself.
+- After each staged chunk, a passive WAL checkpoint runs on another connection, beside the next
+  chunk.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import quote as url_quote
+
+import pandas as pd
+from sqlalchemy import BigInteger, Column, Float, Insert, Integer, LargeBinary, MetaData, Table, Text, event
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.types import TypeEngine
+
+from ...errors import ConfigError
+from .. import codec
+from ..codec import EncodedFrame, SqlColumn
+from ..engine import mask_url
+from . import _rows
+from .base import ROW_ID, Backend, Capabilities, ChunkWriter, check_engine, create_engine_for
+
+__all__ = ["SQLiteBackend"]
+
+#: How long a SQLite connection waits for a lock before it reports "database is locked".
+SQLITE_BUSY_TIMEOUT_S = 5.0
+
+_TYPES = {
+    "INTEGER": BigInteger,
+    "REAL": lambda: Float(precision=53),
+    "TEXT": Text,
+    "BLOB": LargeBinary,
+}
+
+
+class SQLiteBackend(Backend):
+    name: ClassVar[str] = "sqlite"
+    drivers: ClassVar[tuple[str, ...]] = ("aiosqlite",)
+    url_forms: ClassVar[tuple[str, ...]] = ("sqlite+aiosqlite:///path/to/file.db",)
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        # SQLite's default build (SQLITE_MAX_COLUMN); rows have no size limit that matters first.
+        max_columns=2000,
+        max_row_bytes=None,
+        default_concurrency=1,
+        single_writer=True,
+        codec_dialect="sqlite",
+    )
+
+    @classmethod
+    def check_url(cls, url: URL) -> URL:
+        if url.database in (None, "", ":memory:") or "mode=memory" in (url.database or ""):
+            raise ConfigError(
+                f"url: {mask_url(url)!r} is an in-memory SQLite database, which every connection "
+                "sees empty; give a file path such as 'sqlite+aiosqlite:///data.db'"
+            )
+        return url
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        path = self.url.database or ""
+        if path.startswith("file:"):
+            path = path[5:].split("?", 1)[0]
+        return Path(path).expanduser().resolve()
+
+    @property
+    def read_only(self) -> bool:
+        """A URL opened with ``?mode=ro`` (as in ``sqlite+aiosqlite:///file:data.db?mode=ro&uri=true``)."""
+        mode = self.url.query.get("mode")
+        return (mode if isinstance(mode, str) or mode is None else mode[-1]) == "ro"
+
+    async def open_engine(self, *, create: bool = True) -> AsyncEngine:
+        busy_timeout = _busy_timeout(self.url)
+        path = self.path
+        if not path.exists():
+            if not create or self.read_only:
+                raise ConfigError(f"the SQLite database {str(path)!r} does not exist")
+            _create_file(path)
+        connect_url = self.url.set(
+            database=f"file:{url_quote(str(path))}", query={"mode": "ro" if self.read_only else "rw", "uri": "true"}
+        )
+        engine = create_engine_for(
+            self.url, connect_url, connect_args={"timeout": busy_timeout, "check_same_thread": False}
+        )
+        _install_hooks(engine, busy_timeout)
+        return await check_engine(engine, self.url)
+
+    async def after_chunk(self, engine: AsyncEngine) -> None:
+        """Copy committed WAL frames into the database file without blocking readers or the writer.
+
+        Copying the write-ahead log is about a sixth of an upload's cost; started after a chunk
+        on another connection, whose thread does the copying without the GIL, it overlaps the
+        next chunk's encoding instead of stalling a commit.
+        """
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def insert_if_absent(self, table: Table, index_elements: Sequence[Any], **values: Any) -> Insert:
+        return sqlite_insert(table).values(**values).on_conflict_do_nothing(index_elements=index_elements)
+
+    def column_type(self, sql_type: str) -> TypeEngine:
+        return _TYPES[sql_type]()
+
+    def staging_table(self, name: str, columns: Sequence[SqlColumn]) -> Table:
+        # The row id is the rowid itself: rows 1..n in insert order, at no cost.
+        row_id = Column(ROW_ID, Integer(), primary_key=True, autoincrement=True)
+        return Table(name, MetaData(), row_id, *(Column(c.name, self.column_type(c.sql_type)) for c in columns))
+
+    def open_writer(self, stage: str, encoded: EncodedFrame, *, io: Any) -> ChunkWriter:
+        return _RowWriter(stage, encoded)
+
+    def utf8_bytes(self, expression: str) -> str:
+        return f"CAST({expression} AS BLOB)"
+
+    async def to_bytes(self, conn: AsyncConnection, table: str, column: str) -> None:
+        # A BLOB value fits any SQLite column, so only the values change.
+        q = conn.dialect.identifier_preparer.quote
+        await conn.exec_driver_sql(f"UPDATE {q(table)} SET {q(column)} = {self.utf8_bytes(q(column))}")
+
+    async def read(self, session: AsyncSession, sql: str, manifest: dict, *, io: Any) -> pd.DataFrame:
+        conn = await session.connection()
+        raw = await conn.get_raw_connection()
+        cursor = await raw.driver_connection.execute(sql)
+        try:
+            rows = await cursor.fetchall()
+        finally:
+            await cursor.close()
+        return codec.decode(manifest, _rows.columns_of(rows, len(manifest["sql_columns"])))
+
+
+class _RowWriter(ChunkWriter):
+    """Rows as tuples through the upload's own aiosqlite connection, in its transaction."""
+
+    def __init__(self, stage: str, encoded: EncodedFrame) -> None:
+        self._encoded = encoded
+        names = ", ".join(_quote(c.name) for c in encoded.columns)
+        marks = ", ".join("?" * len(encoded.columns))
+        self._sql = f"INSERT INTO {_quote(stage)} ({names}) VALUES ({marks})"
+
+    async def write(self, session: AsyncSession, start: int, stop: int) -> None:
+        conn = await session.connection()
+        raw = await conn.get_raw_connection()
+        await raw.driver_connection.executemany(self._sql, self._encoded.iter_rows(start, stop))
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _busy_timeout(url: URL) -> float:
+    """Seconds a connection waits for another writer's lock: the URL's ``?timeout=``, as with
+    Python's ``sqlite3.connect``, or :data:`SQLITE_BUSY_TIMEOUT_S`."""
+    raw = url.query.get("timeout")
+    if raw is None:
+        return SQLITE_BUSY_TIMEOUT_S
+    try:
+        value = float(raw if isinstance(raw, str) else raw[-1])
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 86_400:
+        raise ConfigError(f"url: timeout={raw!r} is not a number of seconds; use for example ?timeout=5")
+    return value
+
+
+def _create_file(path: Path) -> None:
+    """Create the database file with WAL journaling; WAL is persistent, so this runs once."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(path)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+        finally:
+            con.close()
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(f"cannot create the SQLite database at {str(path)!r}: {exc}") from exc
+
+
+def _install_hooks(engine: AsyncEngine, busy_timeout: float) -> None:
+    """Pragmas per connection, and explicit transaction control.
+
+    The driver's own implicit transactions are switched off so that SQLAlchemy's ``begin``
+    event can start them. Connections whose execution options carry ``dsn_write=True`` start
+    with ``BEGIN IMMEDIATE``.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn) -> None:
+        if conn.get_execution_options().get("dsn_write"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")

@@ -1,0 +1,244 @@
+"""The handle of one upload: live numbers, ``wait()``, ``await``, ``cancel()``."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from ..errors import UploadCancelled, UsageError, WaitTimeout
+from ..models import DatasetVersion
+from ..progress import Listeners, Progress, ProgressListener, format_status
+from ..store.catalog import utcnow
+from ..tasks import TERMINAL_STATUSES
+
+__all__ = ["RETRYABLE_STATUSES", "UploadTask"]
+
+log = logging.getLogger("dsnotebook")
+
+#: Statuses from which an upload can be started again with the same frame and options.
+RETRYABLE_STATUSES = frozenset({"failed", "cancelled", "interrupted"})
+
+
+class UploadTask:
+    """The handle of one upload: live numbers, ``wait()``, ``await``, ``cancel()``.
+
+    Its attributes are updated on the loop that runs the upload and can be read from any thread.
+    """
+
+    def __init__(self, *, task_id: str, dataset: str, rows_total: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.id = task_id
+        self.dataset = dataset
+        self.rows_total = rows_total
+        self.rows_done = 0
+        self.status = "queued"
+        self.attempts = 0
+        self.error: BaseException | None = None
+        self.version: DatasetVersion | None = None
+        self.queued_at: datetime = utcnow()
+        self.started_at: datetime | None = None
+        self.finished_at: datetime | None = None
+        self._t0: float | None = None
+        self._t1: float | None = None
+        self._loop = loop
+        self._task: asyncio.Task | None = None
+        self._listeners: Listeners[ProgressListener] = Listeners()
+        self._interrupting = False
+        # A cancel that arrived while the publish was committing, which went through.
+        self._cancel_came_late = False
+        # Starts the same upload again; kept (with the frame) only while a retry makes sense.
+        self._resubmit: Callable[[], Awaitable[UploadTask]] | None = None
+        self._owner: Any = None  # the DatasetUploadService that started it
+        self._recording: asyncio.Task | None = None
+
+    # -- numbers -----------------------------------------------------------------------------
+
+    @property
+    def progress(self) -> float:
+        """Fraction of rows written, in [0, 1]."""
+        return self.snapshot().fraction
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the upload started running (0 while queued), frozen when it ends."""
+        if self._t0 is None:
+            return 0.0
+        return (self._t1 if self._t1 is not None else time.monotonic()) - self._t0
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.snapshot().rows_per_s
+
+    @property
+    def deduplicated(self) -> bool:
+        return bool(self.version is not None and self.version.deduplicated)
+
+    @property
+    def task(self) -> asyncio.Task | None:
+        """The underlying :class:`asyncio.Task` (on the loop that runs the upload)."""
+        return self._task
+
+    def done(self) -> bool:
+        """Whether the upload has ended (succeeded, failed, cancelled or interrupted)."""
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def can_retry(self) -> bool:
+        """Whether ``hub.retry(task)`` can start this upload again: it failed, was cancelled or interrupted.
+
+        Until then the handle keeps the frame it was given (a shallow, copy-on-write snapshot);
+        a successful upload lets go of it.
+        """
+        return self.status in RETRYABLE_STATUSES and self._resubmit is not None
+
+    def snapshot(self) -> Progress:
+        """The current state as an immutable :class:`~dsnotebook.progress.Progress`."""
+        return Progress(
+            task_id=self.id,
+            dataset=self.dataset,
+            status=self.status,
+            rows_done=self.rows_done,
+            rows_total=self.rows_total,
+            elapsed=self.elapsed,
+            version=None if self.version is None else self.version.version,
+            deduplicated=self.deduplicated,
+            error=None if self.error is None else str(self.error),
+            attempts=self.attempts,
+        )
+
+    def subscribe(self, listener: ProgressListener) -> Callable[[], None]:
+        """Call ``listener(progress)`` on every change; returns a function that unsubscribes.
+
+        Listeners run on the upload's loop thread and must be quick; an exception in one is
+        logged and does not affect the upload.
+        """
+        return self._listeners.add(listener)
+
+    def _emit(self) -> None:
+        listeners = self._listeners.snapshot()
+        if not listeners:
+            return
+        snap = self.snapshot()
+        for listener in listeners:
+            try:
+                listener(snap)
+            except Exception:  # noqa: BLE001 - a display problem must never break an upload
+                log.exception("progress listener of task %s failed", self.id)
+
+    def _set(self, **changes: Any) -> None:
+        for key, value in changes.items():
+            setattr(self, key, value)
+        if changes.get("status") == "running" and self._t0 is None:
+            self._t0 = time.monotonic()
+            self.started_at = utcnow()
+        if self.done() and self._t1 is None:
+            self._t1 = time.monotonic()
+            self.finished_at = utcnow()
+        self._emit()
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    def _outcome(self) -> DatasetVersion:
+        task = self._task
+        if task is None or not task.done():
+            raise UsageError("the upload has not finished yet")
+        if task.cancelled() and self.status == "succeeded" and self.version is not None:
+            return self.version  # cancelled after the upload had published and said so
+        if task.cancelled():
+            how = "interrupted by shutdown" if self.status == "interrupted" else "cancelled"
+            raise UploadCancelled(
+                f"the upload of {self.dataset!r} was {how}; nothing was published",
+                task_id=self.id,
+                dataset=self.dataset,
+            )
+        exc = task.exception()
+        if exc is not None:
+            raise exc
+        return task.result()
+
+    async def _settle(self) -> None:
+        # asyncio.wait never cancels the task it waits for, so an interrupted waiter leaves the upload alone.
+        await asyncio.wait({self._task})
+        if self._recording is not None:
+            # Cancelled while queued: its end is being written to the catalog; wait for that too.
+            await asyncio.wait({self._recording})
+
+    def _on_own_loop_thread(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    def wait(self, timeout: float | None = None) -> DatasetVersion:
+        """Block until the upload ends and return the published version.
+
+        Raises:
+            UploadError: the upload failed (the cause is chained).
+            UploadCancelled: the upload was cancelled or interrupted.
+            WaitTimeout: ``timeout`` seconds passed; the upload keeps running.
+            UsageError: called on the thread that runs the upload's loop, where it would deadlock.
+        """
+        if self._task is not None and self._task.done() and (self._recording is None or self._recording.done()):
+            return self._outcome()
+        if self._on_own_loop_thread():
+            raise UsageError(
+                "wait() was called on the event loop that runs this upload, where it would deadlock; "
+                "use 'await task' instead"
+            )
+        future = asyncio.run_coroutine_threadsafe(self._settle(), self._loop)
+        try:
+            future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise WaitTimeout(
+                f"the upload of {self.dataset!r} did not finish within {timeout} s; it keeps running "
+                f"({format_status(self.snapshot())})"
+            ) from None
+        return self._outcome()
+
+    async def _await(self) -> DatasetVersion:
+        if asyncio.get_running_loop() is self._loop:
+            await self._settle()
+        else:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._settle(), self._loop))
+        return self._outcome()
+
+    def __await__(self):
+        return self._await().__await__()
+
+    def cancel(self) -> bool:
+        """Ask the upload to stop. Returns False if it had already ended.
+
+        Nothing is published and waiting afterwards raises :class:`UploadCancelled`, except when
+        the cancel arrives while the publish is committing: the commit then finishes, and the
+        upload ends ``succeeded`` with its version, as the database says.
+        """
+        if self.done() or self._task is None:
+            return False
+        if self._on_own_loop_thread():
+            self._cancel_once()
+        else:
+            self._loop.call_soon_threadsafe(self._cancel_once)
+        return True
+
+    def _cancel_once(self) -> None:
+        # A repeated cancel (a double click) must not interrupt the cleanup of the first one.
+        if not self._task.cancelling():
+            self._task.cancel()
+
+    def __repr__(self) -> str:
+        return f"<UploadTask {format_status(self.snapshot())}>"
+
+    def _ipython_display_(self) -> None:
+        # The one place the engine reaches for the widgets: lazily, and only when IPython asks.
+        try:
+            from ..widgets.progress import display_task
+        except ImportError:
+            print(repr(self))
+            return
+        display_task(self)
+

@@ -1,0 +1,488 @@
+"""DatasetUploadService: validate, then schedule; stage in chunks; publish atomically.
+
+A push is validated and encoded completely on the caller's side, before anything is scheduled or
+written, so bad input fails at once with a clear error. The upload itself runs as a task of the
+hub's :class:`~dsnotebook.tasks.BackgroundTaskService`, with a session of its own:
+
+1. rows go into a staging table in chunks, each chunk committed with the task's progress, so
+   that progress is durable and a transient lock only costs one chunk's retry;
+2. the version row, the dataset's latest pointer and its SQL view are written in one
+   transaction, so readers never see a partial version;
+3. a failure or cancel drops the staging table; the previous version is never touched.
+
+An upload that was *interrupted* (its process died, or the interpreter exited while it ran) keeps
+its committed staging rows, so that pushing the same content to the same dataset again resumes
+from them (recognised by the frame's content hash) instead of starting over. Kept rows go once
+the dataset gets a newer version, after ``keep_interrupted`` seconds (7 days by default), or at
+once with ``hub.cleanup()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import socket
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from .. import _faults
+from ..errors import DsnotebookError, UploadError, VersionConflict
+from ..models import DatasetVersion
+from ..progress import Listeners
+from ..store import codec
+from ..store.backends import Backend
+from ..store.catalog import datasets, stage_table_name, tasks, utcnow
+from ..store.engine import WriteGate, translate, write_transaction
+from ..store.repository import drop_table, find_dataset, find_version, to_version
+from ..tasks import BackgroundTaskService, RetryPolicy, finish_through_cancel, release_cancelled_frames, run_to_completion, with_retries
+from .handle import UploadTask
+from .publish import dataset_changes, publish, record_success
+from .staging import DEFAULT_KEEP_INTERRUPTED_S, Checkpoints, Staging
+from .validate import IfExists, Request, check_append, encode_for, validate_name, validate_options
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "DatasetUploadService", "owner"]
+
+log = logging.getLogger("dsnotebook")
+T = TypeVar("T")
+
+#: Rows per staging chunk: large enough to amortise a commit, small enough to keep memory flat
+#: and the event loop responsive.
+DEFAULT_CHUNK_SIZE = 50_000
+#: How many of its most recent uploads a hub remembers for ``Hub.uploads()`` and the panel.
+HISTORY_LENGTH = 100
+
+
+def owner() -> tuple[str, int]:
+    """This process as recorded on its tasks: (host, pid)."""
+    return socket.gethostname(), os.getpid()
+
+
+class DatasetUploadService:
+    """Validates pushes and runs them as background tasks with sessions of their own."""
+
+    def __init__(
+        self,
+        *,
+        task_service: BackgroundTaskService,
+        write_sessions: async_sessionmaker,
+        backend: Backend,
+        retry: RetryPolicy | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        checkpoint: Callable[[], Awaitable[None]] | None = None,
+        gate: WriteGate | None = None,
+        keep_interrupted: float = DEFAULT_KEEP_INTERRUPTED_S,
+        io: Any = None,
+        read_sessions: async_sessionmaker | None = None,
+    ) -> None:
+        self._service = task_service
+        self._backend = backend
+        # What the codec stores for this database (a test writes what older releases wrote).
+        self._codec_dialect = backend.capabilities.codec_dialect
+        self._io = io
+        self._gate = gate or WriteGate(exclusive=False)
+        self._checkpoint = checkpoint
+        self._write = write_sessions
+        self._read = read_sessions or write_sessions
+        self._retry = retry or RetryPolicy()
+        self.staging = Staging(
+            backend=backend, write_sessions=write_sessions, gate=self._gate, retry=self._retry, keep_interrupted=keep_interrupted
+        )
+        self._chunk_size = chunk_size
+        self._handles: dict[str, UploadTask] = {}
+        self._history: deque[UploadTask] = deque(maxlen=HISTORY_LENGTH)
+        self._submit_listeners: Listeners[Callable[[UploadTask], None]] = Listeners()
+        self._recording: set[asyncio.Task] = set()
+
+    def handles(self) -> list[UploadTask]:
+        """Handles of the uploads started by this service that have not ended, oldest first."""
+        return list(self._handles.values())
+
+    def history(self) -> list[UploadTask]:
+        """The most recent uploads started by this service (ended or not), newest first."""
+        return list(reversed(self._history))
+
+    def on_submit(self, listener: Callable[[UploadTask], None]) -> Callable[[], None]:
+        """Call ``listener(handle)`` whenever an upload is started; returns a function that unsubscribes.
+
+        The listener runs on the loop that runs the uploads and must be quick; an exception in it
+        is logged and does not affect the upload.
+        """
+        return self._submit_listeners.add(listener)
+
+    async def submit(
+        self,
+        obj: pd.DataFrame | pd.Series,
+        name: str,
+        *,
+        description: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        if_exists: IfExists = "replace",
+        priority: int = 0,
+        chunk_size: int | None = None,
+    ) -> UploadTask:
+        """Validate everything, record the task as queued, and schedule the upload.
+
+        Raises:
+            ValidationError: bad frame, name or option; nothing was written.
+            VersionConflict: ``if_exists="fail"`` and the dataset exists.
+            SchemaMismatch: ``if_exists="append"`` with a schema other than the latest version's.
+        """
+        # pandas' copy-on-write makes this snapshot free until the caller mutates the frame.
+        snapshot = obj.copy(deep=False) if isinstance(obj, (pd.DataFrame, pd.Series)) else obj
+        encoded = self.validate(
+            snapshot, name, description=description, tags=tags, if_exists=if_exists, priority=priority, chunk_size=chunk_size
+        )
+        request = Request(
+            name=name,
+            description=description,
+            tags=None if tags is None else dict(tags),
+            if_exists=if_exists,
+            chunk_size=chunk_size or self._chunk_size,
+        )
+        task_id = uuid.uuid4().hex
+        host, pid = owner()
+
+        async def record_queued() -> None:
+            async with write_transaction(self._write, self._gate) as session:
+                await _check_target(session, name, if_exists, encoded)
+                await session.execute(
+                    tasks.insert().values(
+                        id=task_id,
+                        name=f"push {name}",
+                        dataset=name,
+                        status="queued",
+                        if_exists=if_exists,
+                        priority=priority,
+                        rows_total=encoded.nrows,
+                        rows_done=0,
+                        attempts=0,
+                        queued_at=utcnow(),
+                        heartbeat_at=utcnow(),
+                        owner_host=host,
+                        owner_pid=pid,
+                        staging_table=stage_table_name(task_id),
+                    )
+                )
+
+        try:
+            await with_retries(self._retry, record_queued, label=f"queueing {name!r}")
+        except DsnotebookError:
+            raise
+        except Exception as exc:
+            raise translate(exc, what=f"queueing the upload of {name!r}") from exc
+        await _faults.reached("queued")
+        handle = UploadTask(task_id=task_id, dataset=name, rows_total=encoded.nrows, loop=asyncio.get_running_loop())
+        self._handles[task_id] = handle
+        task = self._service.create_task_with_session(
+            self._run, handle, encoded, request, task_name=f"push {name!r} [{task_id[:8]}]", priority=priority
+        )
+        handle._task = task
+        handle._owner = self
+        handle._resubmit = functools.partial(
+            self.submit,
+            snapshot,
+            name,
+            description=description,
+            tags=request.tags,
+            if_exists=if_exists,
+            priority=priority,
+            chunk_size=chunk_size,
+        )
+        task.add_done_callback(functools.partial(self._ended, handle))
+        self._history.append(handle)
+        for listener in self._submit_listeners.snapshot():
+            try:
+                listener(handle)
+            except Exception:  # noqa: BLE001 - a display problem must never break an upload
+                log.exception("upload listener failed for task %s", task_id)
+        return handle
+
+    def validate(
+        self,
+        obj: Any,
+        name: str,
+        *,
+        description: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        if_exists: IfExists = "replace",
+        priority: int = 0,
+        chunk_size: int | None = None,
+    ) -> codec.EncodedFrame:
+        """The checks of :meth:`submit` that need no database: the name, the options, and the
+        frame against this database's storage and limits. Pure CPU work, safe on any thread.
+
+        Returns the encoded frame.
+
+        Raises:
+            ValidationError: naming the argument, column or value, and what would be accepted.
+        """
+        validate_name(name)
+        validate_options(description=description, tags=tags, if_exists=if_exists, priority=priority, chunk_size=chunk_size)
+        return encode_for(obj, self._backend, dialect=self._codec_dialect)
+
+    async def check_target(self, name: str, if_exists: IfExists, encoded: codec.EncodedFrame) -> None:
+        """The checks of :meth:`submit` against the dataset as it stands (``"fail"`` on an
+        existing dataset, an append's schema), in a read session of its own.
+
+        Raises:
+            VersionConflict, SchemaMismatch: as :meth:`submit` would.
+        """
+        if if_exists != "replace":
+            async with self._read() as session:
+                await _check_target(session, name, if_exists, encoded)
+
+    def _ended(self, handle: UploadTask, task: asyncio.Task) -> None:
+        self._handles.pop(handle.id, None)
+        if handle.status == "queued":
+            # It ended before it started (cancelled while waiting for a slot), so the upload
+            # itself never ran to record its end.
+            if task.cancelled():
+                status, error = ("interrupted" if handle._interrupting else "cancelled"), None
+            else:
+                status, error = "failed", task.exception()
+            handle.error = error
+            handle._set(status=status)
+            recording = asyncio.get_running_loop().create_task(
+                self._cleanup(handle, None, status, error), name=f"record the end of upload {handle.id}"
+            )
+            handle._recording = recording  # wait() and await return once the catalog says so
+            self._recording.add(recording)  # strongly held until done; drain() waits for it
+            recording.add_done_callback(self._recording.discard)
+
+    async def drain(self) -> None:
+        """Wait until the ends of cancelled uploads are recorded; a hub calls this before closing."""
+        while self._recording:
+            await asyncio.gather(*self._recording, return_exceptions=True)
+
+    # -- the task ---------------------------------------------------------------------------
+
+    async def _run(self, session: AsyncSession, handle: UploadTask, encoded: codec.EncodedFrame, req: Request) -> DatasetVersion:
+        stage = stage_table_name(handle.id)
+        staged = False
+        version: DatasetVersion | None = None
+        try:
+            handle._set(status="running", attempts=1)
+            content_hash = encoded.content_hash()
+            # The frame's hash is recorded at once: it is what a later push of the same content
+            # looks for to resume this one's staged rows, should this one be interrupted.
+            await self._retrying(
+                handle,
+                session,
+                lambda: self._update_task(
+                    session, handle, status="running", started_at=handle.started_at, attempts=1, content_hash=content_hash
+                ),
+            )
+            existing = await self._retrying(handle, session, lambda: self._dedupe(session, req, encoded, content_hash))
+            if existing is not None:
+                handle._set(rows_done=encoded.nrows)
+                await self._retrying(handle, session, lambda: record_success(session, handle, existing))
+                return self._succeed(handle, existing)
+
+            staged = True
+            done = await self._retrying(handle, session, lambda: self.staging.resume(session, handle.id, req.name, content_hash, stage))
+            if done is None:
+                done = 0
+                await self._retrying(handle, session, lambda: self.staging.create(session, stage, encoded))
+            else:
+                handle._set(rows_done=done)
+            writer = self._backend.open_writer(stage, encoded, io=self._io)
+            checkpoints = Checkpoints(self._checkpoint)
+            try:
+                for start in range(done, encoded.nrows, req.chunk_size):
+                    stop = min(start + req.chunk_size, encoded.nrows)
+                    write = functools.partial(self._write_chunk, session, handle, writer, start, stop)
+                    await self._retrying(handle, session, write)
+                    handle._set(rows_done=stop)
+                    checkpoints.start()
+                    await _faults.reached("between_chunks")
+            finally:
+                await run_to_completion(writer.aclose())
+                await checkpoints.close()
+            version = await self._retrying(
+                handle, session, lambda: publish(session, self._backend, handle, req, encoded, content_hash, stage), settle=True
+            )
+            staged = False
+            if handle._cancel_came_late:
+                return self._stands(handle, version)
+            await _faults.reached("published")
+            return self._succeed(handle, version)
+        except asyncio.CancelledError as exc:
+            if version is not None:
+                return self._stands(handle, version)
+            # The cancelled statement's cursor, held by the traceback, keeps SQLite's write lock
+            # until it is freed; the cleanup below needs that lock.
+            release_cancelled_frames(exc)
+            # The process going away interrupts the upload, and its committed rows stay for a resume.
+            status = "interrupted" if handle._interrupting else "cancelled"
+            await self._abandon(session, handle, stage if staged else None, status=status, error=None)
+            raise
+        except Exception as exc:
+            failure = UploadError(_failure_message(req.name, exc), task_id=handle.id, dataset=req.name)
+            failure.__cause__ = exc
+            await self._abandon(session, handle, stage if staged else None, status="failed", error=failure)
+            raise failure from exc
+
+    async def _retrying(
+        self, handle: UploadTask, session: AsyncSession, step: Callable[[], Awaitable[T]], *, settle: bool = False
+    ) -> T:
+        """Run one transactional step of the task's session; retry transient errors.
+
+        ``settle``: a cancel that arrives while the step commits waits for the commit. If the
+        commit succeeds, the step's result is returned and ``handle._cancel_came_late`` is set;
+        if it fails, the cancel is raised. Without it, a cancel could land after the database
+        had committed, and the upload would report a version it did publish as not published.
+        """
+
+        async def attempt() -> T:
+            async with self._gate:
+                try:
+                    result = await step()
+                    if settle:
+                        _, handle._cancel_came_late = await finish_through_cancel(session.commit())
+                    else:
+                        await session.commit()
+                    return result
+                except BaseException as exc:
+                    # Free a cancelled statement's cursor before the gate opens: until then it keeps
+                    # SQLite's write lock, and the next writer would wait on it.
+                    release_cancelled_frames(exc)
+                    await run_to_completion(session.rollback())
+                    raise
+
+        def count_retry(_exc: BaseException, _failures: int, _delay: float) -> None:
+            handle._set(attempts=handle.attempts + 1)
+
+        return await with_retries(self._retry, attempt, label=f"upload {handle.id}", on_retry=count_retry)
+
+    async def expire_staging(self, *, everything: bool = False) -> int:
+        """Drop kept staging rows that can no longer be resumed; see :meth:`Staging.expire`."""
+        return await self.staging.expire(everything=everything)
+
+    async def _write_chunk(self, session: AsyncSession, handle: UploadTask, writer, start: int, stop: int) -> None:
+        """One chunk: the task's progress and the rows, committed together by the caller."""
+        # Through SQLAlchemy first: this starts the transaction (BEGIN IMMEDIATE on SQLite).
+        await self._update_task(session, handle, rows_done=stop, attempts=handle.attempts, heartbeat_at=utcnow())
+        await writer.write(session, start, stop)
+        await _faults.reached("staging")
+
+    async def _update_task(self, session: AsyncSession, handle: UploadTask, **values: Any) -> None:
+        await session.execute(tasks.update().where(tasks.c.id == handle.id).values(**values))
+
+    async def _dedupe(self, session: AsyncSession, req: Request, encoded, content_hash: str) -> DatasetVersion | None:
+        """The latest version if this push would publish identical content, else None."""
+        dataset = await find_dataset(session, req.name)
+        if dataset is None or dataset.latest_version is None:
+            return None
+        if req.if_exists == "fail":
+            raise VersionConflict(
+                f"dataset {req.name!r} already exists (latest version {dataset.latest_version}) and if_exists='fail'"
+            )
+        latest = await find_version(session, dataset)
+        if req.if_exists == "append":
+            check_append(req.name, latest.manifest, encoded.manifest)
+            if encoded.nrows > 0:
+                return None
+        elif latest.content_hash != content_hash:
+            return None
+        # Nothing new to publish, but a new description or tags still apply to the dataset.
+        changes = dataset_changes(req, dataset)
+        if changes:
+            await session.execute(datasets.update().where(datasets.c.id == dataset.id).values(**changes))
+        return to_version(latest, dataset.name, deduplicated=True)
+
+    def _stands(self, handle: UploadTask, version: DatasetVersion) -> DatasetVersion:
+        """A cancel came once the publish had committed: the version is there, and the upload
+        says so rather than claim that nothing was published."""
+        asyncio.current_task().uncancel()
+        log.info("upload %s: a cancel arrived after its publish committed; version %d stands", handle.id, version.version)
+        return self._succeed(handle, version)
+
+    def _succeed(self, handle: UploadTask, version: DatasetVersion) -> DatasetVersion:
+        handle.version = version
+        handle._resubmit = None
+        handle._set(status="succeeded")
+        return version
+
+    async def _abandon(self, session: AsyncSession, handle: UploadTask, stage: str | None, *, status: str, error: BaseException | None) -> None:
+        """Record the end of a failed, cancelled or interrupted upload and drop its staging rows
+        (an interrupted upload keeps those it committed, for a resume).
+
+        Runs in a fresh session of this task: the task's main session may be mid-statement. Any
+        error here is logged, never raised over the original one.
+        """
+        handle.error = error
+        handle._set(status=status)
+        try:
+            await run_to_completion(session.rollback())
+        except Exception:  # noqa: BLE001 - the connection may be gone; the cleanup below still runs
+            log.debug("rollback after upload %s ended failed", handle.id, exc_info=True)
+        await run_to_completion(self._cleanup(handle, stage, status, error))
+
+    async def _cleanup(self, handle: UploadTask, stage: str | None, status: str, error: BaseException | None) -> None:
+        async def record() -> None:
+            async with write_transaction(self._write, self._gate) as cleanup:
+                # The rows committed, as the catalog has them: each chunk's count is committed with
+                # its rows, while the handle's may lag one chunk behind when a cancel lands.
+                committed = (await cleanup.execute(select(tasks.c.rows_done).where(tasks.c.id == handle.id))).scalar()
+                # Only an interrupted upload keeps its staging table, and only with committed rows.
+                keep = status == "interrupted" and stage is not None and bool(committed)
+                if stage is not None and not keep:
+                    await drop_table(cleanup, stage)
+                # A cancel that lands while the publish commits must not overwrite its success.
+                await cleanup.execute(
+                    tasks.update()
+                    .where(tasks.c.id == handle.id, tasks.c.status != "succeeded")
+                    .values(
+                        status=status,
+                        **({} if keep else {"staging_table": None}),
+                        error=None if error is None else str(error),
+                        attempts=handle.attempts,
+                        finished_at=handle.finished_at,
+                    )
+                )
+                if committed is not None:
+                    handle.rows_done = committed
+
+        try:
+            # A locked database must not leave the row saying "running" while this process lives.
+            await with_retries(self._retry, record, label=f"recording the end of upload {handle.id}")
+        except Exception:  # noqa: BLE001 - reported through the handle and the log, never hides the cause
+            log.exception("could not record the end of upload %s (%s)", handle.id, status)
+
+
+def _failure_message(name: str, exc: BaseException) -> str:
+    """``"the upload of 'x' failed: <why>"``, with a driver error put in users' words once."""
+    upload = f"the upload of {name!r}"
+    if not isinstance(exc, DsnotebookError):
+        translated = translate(exc, what=upload)
+        if isinstance(translated, UploadError):
+            return str(translated)  # it already names the upload
+        exc = translate(exc, what="the database")
+    return f"{upload} failed: {exc}"
+
+
+
+
+async def _check_target(session: AsyncSession, name: str, if_exists: str, encoded: codec.EncodedFrame) -> None:
+    """Refuse a push the dataset as it stands would refuse: ``"fail"`` on an existing one, or an
+    append whose schema differs from the latest version's."""
+    if if_exists == "replace":
+        return
+    dataset = await find_dataset(session, name)
+    if dataset is None or dataset.latest_version is None:
+        return
+    if if_exists == "fail":
+        raise VersionConflict(
+            f"dataset {name!r} already exists (latest version {dataset.latest_version}) and "
+            "if_exists='fail'; use if_exists='replace' or 'append'"
+        )
+    latest = await find_version(session, dataset)
+    check_append(name, latest.manifest, encoded.manifest)

@@ -1,0 +1,144 @@
+"""Checks of a push before anything is scheduled: the name, the options, the frame against the
+backend's limits, and an append's schema."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..errors import SchemaMismatch, ValidationError
+from ..store import codec
+from ..store.backends import Backend
+
+__all__ = ["IF_EXISTS", "MAX_NAME_LENGTH", "IfExists", "Request", "check_append", "encode_for", "validate_name", "validate_options"]
+
+IfExists = Literal["replace", "append", "fail"]
+IF_EXISTS: tuple[str, ...] = ("replace", "append", "fail")
+MAX_NAME_LENGTH = 255
+
+
+def validate_name(name: object) -> str:
+    """Check a dataset name; names are data, so anything printable up to 255 characters goes.
+
+    Raises:
+        ValidationError: not a str, empty or whitespace-only, too long, with control characters,
+            or with a lone surrogate (not valid Unicode text).
+    """
+    if not isinstance(name, str):
+        raise ValidationError(f"name: expected a str, got {type(name).__name__} {name!r}")
+    if not name.strip():
+        raise ValidationError(f"name: {name!r} is empty or whitespace only; give a non-empty dataset name")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValidationError(f"name: {len(name)} characters is too long; at most {MAX_NAME_LENGTH} are accepted")
+    # Control characters and line breaks make names that print badly and are easy to mistype;
+    # format characters (such as the joiner inside emoji sequences) are fine. A lone surrogate
+    # (from a bad decode) is not text at all: no database driver can send it.
+    bad = next((ch for ch in name if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp")), None)
+    if bad is not None:
+        what = "the lone surrogate" if unicodedata.category(bad) == "Cs" else "the control character"
+        raise ValidationError(f"name: {name!r} contains {what} {bad!r} (U+{ord(bad):04X}); use printable characters only")
+    return name
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+@dataclass(frozen=True)
+class Request:
+    """A validated push: what the upload task needs besides the frame."""
+
+    name: str
+    description: str | None
+    tags: dict | None
+    if_exists: str
+    chunk_size: int
+
+
+def validate_options(*, description=None, tags=None, if_exists="replace", priority=0, chunk_size=None) -> None:
+    """Check ``push``'s keyword options.
+
+    Raises:
+        ValidationError: naming the option and what would be accepted.
+    """
+    if if_exists not in IF_EXISTS:
+        raise ValidationError(f"if_exists: {if_exists!r} is not allowed; use one of {', '.join(map(repr, IF_EXISTS))}")
+    if description is not None and not isinstance(description, str):
+        raise ValidationError(f"description: expected a str or None, got {type(description).__name__}")
+    if description is not None and "\x00" in description:
+        # PostgreSQL's text cannot hold it, and a description should read the same everywhere.
+        raise ValidationError("description: contains a NUL character ('\\x00'); remove it")
+    if description is not None and _has_surrogate(description):
+        raise ValidationError("description: contains a lone surrogate, which is not valid Unicode text; use UTF-8 text")
+    if tags is not None:
+        if not isinstance(tags, Mapping) or not all(isinstance(k, str) for k in tags):
+            raise ValidationError(f"tags: expected a dict with str keys, got {tags!r}")
+        try:
+            text = json.dumps(dict(tags), allow_nan=False, ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"tags: values must be JSON-compatible (str, numbers, bools, lists, dicts): {exc}") from exc
+        # JSON can only escape a surrogate, and an escaped pair reads back as the one character it encodes.
+        if _has_surrogate(text):
+            raise ValidationError(
+                f"tags: {tags!r} holds a lone surrogate in a key or value, which is not valid Unicode text; use UTF-8 text"
+            )
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ValidationError(f"priority: expected an int (higher runs first), got {priority!r}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValidationError(f"chunk_size: expected a positive int or None for the default, got {chunk_size!r}")
+
+
+def check_append(name: str, old_manifest: dict, new_manifest: dict) -> None:
+    added, missing, retyped = codec.schema_diff(old_manifest, new_manifest)
+    if not (added or missing or retyped):
+        return
+    parts = []
+    if added:
+        parts.append("added " + ", ".join(repr(a) for a in added))
+    if missing:
+        parts.append("missing " + ", ".join(repr(m) for m in missing))
+    if retyped:
+        parts.append("retyped " + ", ".join(f"{label!r} ({old} -> {new})" for label, old, new in retyped))
+    raise SchemaMismatch(
+        f"cannot append to {name!r}: the frame's schema differs from the latest version: {'; '.join(parts)}. "
+        "Use if_exists='replace' to publish a new schema",
+        added=added,
+        missing=missing,
+        retyped=retyped,
+    )
+
+
+
+
+def encode_for(obj: Any, backend: Backend, *, dialect: str | None = None) -> codec.EncodedFrame:
+    """Validate and encode a frame for ``backend``'s storage (or the codec's ``dialect``), within
+    the backend's limits.
+
+    Raises:
+        ValidationError: the frame cannot be stored (see :func:`dsnotebook.store.codec.encode`),
+            or needs more columns or wider rows than the database allows.
+    """
+    encoded = codec.encode(obj, dialect=dialect or backend.capabilities.codec_dialect)
+    limits = backend.capabilities
+    if len(encoded.columns) + 1 > limits.max_columns:
+        raise ValidationError(
+            f"the frame needs {len(encoded.columns)} SQL columns (its columns, index levels and "
+            f"missing-value marks), but this database allows at most {limits.max_columns - 1} per "
+            "table; split the frame into several datasets"
+        )
+    if limits.max_row_bytes is not None:
+        width = backend.row_bytes(encoded.columns)
+        if width > limits.max_row_bytes:
+            raise ValidationError(
+                f"a row of this frame needs about {width:,} bytes in the database (8 per number or "
+                f"date column, 1 per boolean, 18 per text column), but this database stores at most "
+                f"{limits.max_row_bytes:,} per row; split the frame into several datasets"
+            )
+    return encoded
