@@ -131,11 +131,11 @@ def test_versions_stored_with_the_generic_types_still_read_and_append(hub):
     """A dataset pushed before native types existed (bool as 0/1, times as integer counts)."""
     df = everything()
     uploads = hub._async._uploads
-    uploads._codec_dialect = "sqlite"  # what earlier releases wrote on PostgreSQL too
+    uploads._native_types = False  # what earlier releases wrote on PostgreSQL too
     try:
         old = hub.push(df, "legacy").wait(timeout=60)
     finally:
-        uploads._codec_dialect = "postgresql"
+        uploads._native_types = True
     assert set(column_types(hub, old.table_name).values()) <= {"bigint", "double precision", "text", "bytea"}
     hub.push(df, "legacy", if_exists="append").wait(timeout=60)
     assert_identical(hub.pull("legacy"), pd.concat([df, df]))

@@ -1,10 +1,12 @@
 """The dtype codec: pandas frames to typed SQL columns plus a JSON manifest, and back.
 
 :func:`encode` turns a DataFrame (or a Series) into columns of four generic storage types
-(:data:`SQL_TYPES`; for PostgreSQL also its native types, see below) and a JSON *manifest*. :func:`decode` rebuilds the identical frame from
-the values a DB driver returns for those columns plus the manifest. The stored values stay
-readable for SQL users; the manifest records what SQL cannot: dtypes, units, time zones,
-categories, missing-value kinds, the index and the original column labels.
+(:data:`SQL_TYPES`; for PostgreSQL also its native types, see below) and a JSON *manifest*.
+:func:`decode` rebuilds the identical frame from the values a DB driver returns for those
+columns plus the manifest; :func:`decode_arrow` does the same from Arrow columns (see "The
+Arrow path" below). The stored values stay readable for SQL users; the manifest records what
+SQL cannot: dtypes, units, time zones, categories, missing-value kinds, the index and the
+original column labels.
 
 How each dtype is stored
 ------------------------
@@ -26,7 +28,7 @@ object: JSON lists and dicts   TEXT                     compact JSON text
 object: bool / int / float     INTEGER / REAL           one kind per column
 =============================  =======================  ==========================================
 
-On PostgreSQL (``encode(..., dialect="postgresql")``) a column takes the native type that holds
+With native types (``encode(..., native_types=True)``, PostgreSQL) a column takes the native type that holds
 its values exactly: BOOLEAN for bools; NUMERIC for Decimals whose digits and exponent numeric
 keeps (else TEXT); JSONB for JSON values jsonb gives back unchanged (else JSON, which keeps the
 text); TIMESTAMP / TIMESTAMPTZ for datetimes at microsecond precision within years 1 to 9999
@@ -34,8 +36,42 @@ text); TIMESTAMP / TIMESTAMPTZ for datetimes at microsecond precision within yea
 the manifest records the choice, and :func:`decode` takes the values a driver returns for it.
 
 String columns come back with the storage they were pushed with (``python`` or ``pyarrow``).
-Where pyarrow is not installed, a ``pyarrow`` column comes back with ``python`` storage and the
-same missing value (NaN for ``str``, pd.NA for ``string``): equal values, another backing.
+(pyarrow is required by the Arrow path; should it still be missing when a ``pyarrow`` column is
+decoded, that column comes back with ``python`` storage and the same missing value: equal
+values, another backing.)
+
+The Arrow path
+--------------
+Bulk rows travel as Arrow, which drivers such as ADBC move without a Python object per value.
+:meth:`EncodedFrame.to_arrow` gives rows ``[start, stop)`` as a record batch, one field per
+SQL column, named as the column and typed by its storage type (:data:`ARROW_TYPES`):
+
+=============================  ============================================================
+storage type                   Arrow type (values)
+=============================  ============================================================
+INTEGER                        int64 (bools as 0/1, datetimes and timedeltas as counts)
+REAL                           float64 (NaN stays a NaN value; SQLite stores it as NULL)
+TEXT                           large_string
+BLOB                           large_binary
+BOOLEAN                        bool
+NUMERIC, JSON, JSONB           large_string: the text; the database casts it
+TIMESTAMP / TIMESTAMPTZ        timestamp[us] / timestamp[us, tz=UTC], from the Unix epoch
+INTERVAL                       duration[us]
+=============================  ============================================================
+
+Missing values (``None`` in :meth:`EncodedFrame.rows`) are Arrow nulls, and every value equals
+what :meth:`EncodedFrame.rows` gives. Each prepared array (a ``_Part``) carries an ``arrow``
+producer next to its ``values``: NumPy and masked arrays hand over their buffers (the mask as
+the validity bitmap), Arrow-backed strings their Arrow chunks, Python strings go through
+pyarrow's C conversion, and categories take their categories' stored values by code; only
+rare object kinds (Decimal, JSON) are converted from Python values.
+
+:func:`decode_arrow` finds the table's columns by name, brings each to its storage type's
+Arrow type (readers differ: ADBC's SQLite reader guesses types from the first rows, its
+PostgreSQL reader gives INTERVAL as month_day_nano and numeric and json as extension types),
+and rebuilds the arrays from the buffers: integers, floats and times through NumPy with the
+null mask, Arrow-backed strings wrapped as they are, categories by a vectorised lookup of the
+stored values among the stored categories. Its result is identical to :func:`decode`'s.
 
 Missing values and marks
 ------------------------
@@ -96,19 +132,23 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from dsnotebook.errors import DatasetError, ValidationError
 
 __all__ = [
+    "ARROW_TYPES",
     "HIDDEN_PREFIX",
     "MANIFEST_FORMAT",
-    "DIALECTS",
     "NATIVE_TYPES",
+    "ROW_ID",
     "SQL_TYPES",
     "TIME_TYPES",
     "EncodedFrame",
     "SqlColumn",
     "decode",
+    "decode_arrow",
     "encode",
     "schema",
     "schema_diff",
@@ -122,10 +162,31 @@ PostgreSQL also the native types of :data:`NATIVE_TYPES` where they hold the val
 NATIVE_TYPES = ("BOOLEAN", "NUMERIC", "JSON", "JSONB", "TIMESTAMP", "TIMESTAMPTZ", "INTERVAL")
 #: Native types whose values the driver turns into Python datetime objects (see ``wire``).
 TIME_TYPES = ("TIMESTAMP", "TIMESTAMPTZ", "INTERVAL")
-DIALECTS = ("sqlite", "postgresql")
 
 MANIFEST_FORMAT = 1
 HIDDEN_PREFIX = "__dsn_"
+#: The row-number column :meth:`EncodedFrame.to_arrow` puts first with ``row_ids=True``.
+ROW_ID = HIDDEN_PREFIX + "row"
+
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "INTEGER": pa.int64(),
+    "REAL": pa.float64(),
+    # large_*: 64-bit offsets, so a chunk may hold more than 2 GiB of text; pandas' own
+    # Arrow-backed strings are large_string too, which makes pushing them zero-copy.
+    "TEXT": pa.large_string(),
+    "BLOB": pa.large_binary(),
+    "BOOLEAN": pa.bool_(),
+    # PostgreSQL's numeric and json hold what Arrow has no exact type for: the text travels,
+    # and the database casts it.
+    "NUMERIC": pa.large_string(),
+    "JSON": pa.large_string(),
+    "JSONB": pa.large_string(),
+    "TIMESTAMP": pa.timestamp("us"),
+    "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
+    "INTERVAL": pa.duration("us"),
+}
+"""The Arrow type of each storage type: what :meth:`EncodedFrame.to_arrow` produces and what
+:func:`decode_arrow` brings each column it reads to first. Read-only."""
 MAX_NAME_BYTES = 63  # PostgreSQL's identifier limit (NAMEDATALEN - 1)
 
 _CHUNK = 65_536  # rows per step when hashing or validating, to keep memory flat
@@ -168,6 +229,14 @@ _OBJECT_SQL_TYPES = {
     # to it later are stored as they are.
     "none": "BLOB",
 }
+#: Object kinds pyarrow converts from the objects themselves (bool widens to INTEGER later).
+_OBJECT_ARROW_TYPES = {
+    "str": pa.large_string(),
+    "bytes": pa.large_binary(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+}
 _OBJECT_ACCEPTS = (
     "an object column may hold str, bytes, decimal.Decimal, JSON lists/dicts, or plain "
     "Python bool, int or float values (one kind per column), with None, NaN, pd.NA or "
@@ -198,28 +267,86 @@ class SqlColumn:
 class _Part:
     """One pandas array, prepared for storage.
 
-    ``values(start, stop)`` and ``marks(start, stop)`` return the DB values of rows
-    ``[start, stop)``; ``feed`` adds the array's content to a hash. ``owner`` keeps the
-    pandas object alive: with copy-on-write, a live reference makes later in-place edits of
-    the user's frame copy instead of changing the data we still have to write.
+    ``values(start, stop)`` returns the DB values of rows ``[start, stop)`` as Python
+    objects, and ``arrow(start, stop)`` the same values as one Arrow array, made without a
+    Python object per value (its type may be a narrower relative of the storage type, such
+    as int8 or bool for INTEGER: :meth:`EncodedFrame.to_arrow` widens it). ``marks(start,
+    stop)`` returns the companion column's codes as an int8 array, 0 where a row has no
+    mark. ``feed`` adds the array's content to a hash. ``owner`` keeps the pandas object
+    alive: with copy-on-write, a live reference makes later in-place edits of the user's
+    frame copy instead of changing the data we still have to write.
     """
 
     spec: dict[str, Any]
     sql_type: str
     n: int
     values: Callable[[int, int], list]
-    marks: Callable[[int, int], list] | None
+    marks: Callable[[int, int], np.ndarray] | None
     feed: Callable[[Any], None] | None
     owner: Any = None
     wire: Callable[[int, int], list] | None = None
+    arrow: Callable[[int, int], pa.Array] | None = None
+
+
+def _arrow_of(part: _Part) -> Callable[[int, int], pa.Array]:
+    """The part's Arrow producer, or one made from its Python values (for kinds too rare to
+    vectorise). The values producer is taken now: a later change of ``part.values`` (as
+    :func:`_store_text_with_nul_as_bytes` makes) must not change what this returns."""
+    if part.arrow is not None:
+        return part.arrow
+    return _arrow_from_producer(part.values, ARROW_TYPES[part.sql_type])
+
+
+def _arrow_from_producer(values: Callable[[int, int], list], arrow_type: pa.DataType) -> Callable[[int, int], pa.Array]:
+    return lambda start, stop: _arrow_from_values(values(start, stop), arrow_type)
+
+
+def _arrow_from_values(values: Sequence, arrow_type: pa.DataType) -> pa.Array:
+    """An Arrow array of Python values (None is null); Python bools become 0 and 1 where
+    the type is an integer (Arrow refuses to convert them directly)."""
+    try:
+        return pa.array(values, type=arrow_type)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        return pa.array(values).cast(arrow_type)
+
+
+def _marks_arrow(codes: np.ndarray) -> pa.Array:
+    """A marks column as Arrow int64: the code, or null where the row has none."""
+    return pa.array(codes.astype(np.int64), mask=codes == 0)
+
+
+def _chunked_slice(chunked: pa.ChunkedArray, start: int, stop: int) -> pa.Array:
+    """Rows ``[start, stop)`` of a chunked array as one array, without copying when they lie
+    in one chunk (the usual case: pandas keeps one chunk per column)."""
+    part = chunked.slice(start, stop - start)
+    if part.num_chunks == 1:
+        return part.chunk(0)
+    if part.num_chunks == 0:
+        return pa.array([], type=chunked.type)
+    return pa.concat_arrays(part.chunks)
+
+
+@dataclass(frozen=True)
+class _TableColumn:
+    """One column of the SQL table being built, with its producers (see :class:`_Part`)."""
+
+    name: str
+    sql_type: str
+    values: Callable[[int, int], list]
+    wire: Callable[[int, int], list]
+    arrow: Callable[[int, int], pa.Array]
 
 
 class EncodedFrame:
     """A validated frame, ready to be written as rows of an SQL table.
 
+    Rows come out in chunks, as Python tuples (:meth:`rows`, :meth:`iter_rows`) or as Arrow
+    record batches (:meth:`to_arrow`), converted only when asked for.
+
     Attributes:
         columns: the table's columns, in table order.
-        manifest: JSON-serialisable description that :func:`decode` needs.
+        manifest: JSON-serialisable description that :func:`decode` and
+            :func:`decode_arrow` need.
         nrows: number of rows.
     """
 
@@ -232,12 +359,16 @@ class EncodedFrame:
         feeders: list[Callable[[Any], None]],
         owners: list[Any],
         wire_producers: list[Callable[[int, int], list]] | None = None,
+        arrow_producers: list[Callable[[int, int], pa.Array]] | None = None,
     ) -> None:
         self.columns = columns
         self.manifest = manifest
         self.nrows = nrows
         self._producers = producers
         self._wire_producers = wire_producers or producers
+        self._arrow_producers = arrow_producers or [
+            _arrow_from_producer(produce, ARROW_TYPES[c.sql_type]) for produce, c in zip(producers, columns)
+        ]
         self._feeders = feeders
         self._owners = owners
         self._hash: str | None = None
@@ -278,6 +409,51 @@ class EncodedFrame:
         if row_ids:
             columns.insert(0, range(start + 1, stop + 1))
         return zip(*columns)
+
+    def arrow_schema(self) -> pa.Schema:
+        """The Arrow schema of :meth:`to_arrow`'s batches (without the row numbers): one
+        field per entry of :attr:`columns`, in that order, named by :attr:`SqlColumn.name`,
+        of the storage type's Arrow type (:data:`ARROW_TYPES`)."""
+        return pa.schema([pa.field(c.name, ARROW_TYPES[c.sql_type]) for c in self.columns])
+
+    def to_arrow(self, start: int, stop: int, *, row_ids: bool = False) -> pa.RecordBatch:
+        """Return rows ``[start, stop)`` as an Arrow record batch of storage types.
+
+        The batch holds the values :meth:`rows` gives, column for column, in the Arrow types
+        of :data:`ARROW_TYPES`: None is null, a float NaN stays a NaN value (SQLite turns it
+        into NULL itself), bools stored as INTEGER are 0 and 1, datetimes and timedeltas
+        stored as INTEGER are their counts, TIMESTAMP and TIMESTAMPTZ hold microseconds
+        since the Unix epoch, INTERVAL microseconds, and NUMERIC, JSON and JSONB their text.
+        The common dtypes are converted without a Python object per value: NumPy and masked
+        arrays hand over their buffers and masks, Arrow-backed strings their Arrow arrays,
+        categories take their stored categories by code. Bounds are clipped to
+        ``[0, nrows]``.
+
+        Args:
+            start: the first row, counted from 0.
+            stop: the row after the last one.
+            row_ids: put first an int64 column :data:`ROW_ID` holding the rows' numbers,
+                counted from 1 (``start + 1`` to ``stop``).
+
+        Returns:
+            A record batch with the schema :meth:`arrow_schema` (after :data:`ROW_ID`).
+        """
+        start = max(0, start)
+        stop = max(start, min(self.nrows, stop))
+        schema = self.arrow_schema()
+        if start == stop:
+            arrays = [pa.array([], type=field.type) for field in schema]
+        else:
+            arrays = []
+            for produce, field in zip(self._arrow_producers, schema):
+                array = produce(start, stop)
+                # Widening only (int8 or bool to int64, float32 to float64, string to
+                # large_string); a safe cast refuses anything that would change a value.
+                arrays.append(array if array.type == field.type else array.cast(field.type))
+        if row_ids:
+            schema = schema.insert(0, pa.field(ROW_ID, pa.int64()))
+            arrays.insert(0, pa.array(np.arange(start + 1, stop + 1, dtype=np.int64)))
+        return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
     @property
     def time_types(self) -> set[str]:
@@ -378,7 +554,7 @@ def _feed_floats(array: np.ndarray) -> Callable[[Any], None]:
 
 
 def _feed_encoded(
-    n: int, values: Callable[[int, int], list], marks: Callable[[int, int], list] | None
+    n: int, values: Callable[[int, int], list], marks: Callable[[int, int], np.ndarray] | None
 ) -> Callable[[Any], None]:
     def feed(h: Any) -> None:
         # repr of a list of str/bytes/int/float/None is unambiguous and computed in C.
@@ -386,7 +562,7 @@ def _feed_encoded(
             stop = min(n, start + _CHUNK)
             h.update(repr(values(start, stop)).encode("utf-8", "surrogatepass"))
             if marks is not None:
-                h.update(repr(marks(start, stop)).encode())
+                h.update(repr(_marks_to_list(marks(start, stop))).encode())
 
     return feed
 
@@ -592,15 +768,16 @@ def _encode_numpy(obj: pd.Series | pd.Index, where: str) -> _Part:
         marks=None,
         feed=_feed_buffer(a),
         owner=obj,
+        arrow=lambda start, stop: pa.array(a[start:stop]),
     )
 
 
-def _float_marks(a: np.ndarray, start: int, stop: int) -> list:
+def _float_marks(a: np.ndarray, start: int, stop: int) -> np.ndarray:
     sub = a[start:stop]
     codes = np.zeros(len(sub), dtype=np.int8)
     codes[np.isnan(sub)] = _MARK_CODES["nan"]
     codes[(sub == 0) & np.signbit(sub)] = _MARK_CODES["negzero"]
-    return _marks_to_list(codes)
+    return codes
 
 
 def _encode_float(obj: pd.Series | pd.Index) -> _Part:
@@ -615,6 +792,8 @@ def _encode_float(obj: pd.Series | pd.Index) -> _Part:
         marks=(lambda start, stop: _float_marks(a, start, stop)) if negzero else None,
         feed=_feed_floats(a),
         owner=obj,
+        # float16 has no exact Arrow cast on every version; NumPy widens it exactly.
+        arrow=lambda start, stop: pa.array(a[start:stop].astype(np.float64, copy=False)),
     )
 
 
@@ -651,12 +830,12 @@ def _encode_masked(obj: pd.Series | pd.Index, where: str) -> _Part:
             out[j] = None
         return out
 
-    def marks(start: int, stop: int) -> list:
+    def marks(start: int, stop: int) -> np.ndarray:
         codes = np.zeros(stop - start, dtype=np.int8)
         codes[mask[start:stop]] = _MARK_CODES["na"]
         codes[nan_cells[start:stop]] = _MARK_CODES["nan"]
         codes[negzero[start:stop]] = _MARK_CODES["negzero"]
-        return _marks_to_list(codes)
+        return codes
 
     def feed(h: Any) -> None:
         # Values under the mask are arbitrary; hash zeros there so equal frames agree.
@@ -675,6 +854,8 @@ def _encode_masked(obj: pd.Series | pd.Index, where: str) -> _Part:
         marks=marks if (has_na and has_nan) or has_negzero else None,
         feed=feed,
         owner=obj,
+        # The mask becomes the validity bitmap; a NaN that is not masked stays a NaN value.
+        arrow=lambda start, stop: pa.array(data[start:stop], mask=mask[start:stop]),
     )
 
 
@@ -717,6 +898,19 @@ def _encode_string(obj: pd.Series | pd.Index, where: str) -> _Part:
     def values(start: int, stop: int) -> list:
         return arr[start:stop].to_numpy(dtype=object, na_value=None).tolist()
 
+    if storage == "pyarrow":
+        chunked = arr.__arrow_array__()
+
+        def arrow(start: int, stop: int) -> pa.Array:
+            return _chunked_slice(chunked, start, stop)
+    else:
+
+        def arrow(start: int, stop: int) -> pa.Array:
+            # The array's own object ndarray (no copy); pyarrow reads it in C, and with
+            # from_pandas both pd.NA and NaN (the two na_values) become null.
+            objects = np.asarray(arr[start:stop], dtype=object)
+            return pa.array(objects, type=pa.large_string(), from_pandas=True)
+
     return _Part(
         spec={"kind": "string", "dtype": str(dtype), "storage": storage, "na": _string_na(dtype)},
         sql_type="TEXT",
@@ -725,14 +919,13 @@ def _encode_string(obj: pd.Series | pd.Index, where: str) -> _Part:
         marks=None,
         feed=_feed_strings(arr, storage, n, values),
         owner=obj,
+        arrow=arrow,
     )
 
 
 def _arrow_string_chunks(arr: Any) -> list | None:
     """(lengths in bytes with -1 for missing, the bytes) per chunk of an Arrow string array, or
     None where its layout is unusual (a missing value that still spans bytes)."""
-    import pyarrow as pa
-
     out = []
     for chunk in arr.__arrow_array__().chunks:
         chunk = chunk.cast(pa.large_string())
@@ -785,9 +978,19 @@ def _encode_datetimelike(obj: pd.Series | pd.Index, spec: dict) -> _Part:
                 out[j] = None
         return out
 
+    def arrow(start: int, stop: int) -> pa.Array:
+        return pa.array(i8[start:stop], mask=nat[start:stop] if has_nat else None)
+
     spec["unit"] = arr.unit
     return _Part(
-        spec=spec, sql_type="INTEGER", n=len(i8), values=values, marks=None, feed=_feed_buffer(i8), owner=obj
+        spec=spec,
+        sql_type="INTEGER",
+        n=len(i8),
+        values=values,
+        marks=None,
+        feed=_feed_buffer(i8),
+        owner=obj,
+        arrow=arrow,
     )
 
 
@@ -824,7 +1027,21 @@ def _encode_category(obj: pd.Series | pd.Index, where: str) -> _Part:
         marks=None,
         feed=_feed_buffer(codes),
         owner=obj,
+        arrow=_category_arrow(cat_part, codes),
     )
+
+
+def _category_arrow(cat_part: _Part, codes: np.ndarray) -> Callable[[int, int], pa.Array]:
+    """Rows of a categorical column as Arrow: the categories' stored values, made once, taken
+    by code (code -1, a missing value, takes null)."""
+    stored = _arrow_of(cat_part)(0, cat_part.n) if cat_part.n else pa.array([], type=ARROW_TYPES[cat_part.sql_type])
+    stored = stored.cast(ARROW_TYPES[cat_part.sql_type])
+
+    def arrow(start: int, stop: int) -> pa.Array:
+        chunk = codes[start:stop]
+        return stored.take(pa.array(chunk, mask=chunk < 0))
+
+    return arrow
 
 
 def _object_error(where: str, position: int, value: Any) -> ValidationError:
@@ -979,14 +1196,27 @@ def _encode_object(obj: pd.Series | pd.Index, where: str) -> _Part:
             return out.tolist()
         return chunk.tolist()
 
-    def marks(start: int, stop: int) -> list:
-        out: list = [None] * (stop - start)
+    def marks(start: int, stop: int) -> np.ndarray:
+        codes = np.zeros(stop - start, dtype=np.int8)
         for j, v in enumerate(a[start:stop]):
             if _is_object_marker(v, kind):
-                out[j] = _MARK_CODES[_marker_name(v)]
+                codes[j] = _MARK_CODES[_marker_name(v)]
             elif kind == "float" and v == 0 and math.copysign(1.0, v) < 0:
-                out[j] = _MARK_CODES["negzero"]
-        return out
+                codes[j] = _MARK_CODES["negzero"]
+        return codes
+
+    natural = _OBJECT_ARROW_TYPES.get(kind)
+
+    def arrow(start: int, stop: int) -> pa.Array:
+        if natural is not None:
+            # pyarrow reads the objects in C; from_pandas makes None, NaN, pd.NA and pd.NaT
+            # null, as values() does (a float column's NaN included).
+            return pa.array(a[start:stop], type=natural, from_pandas=True)
+        if kind == "none":
+            return pa.nulls(stop - start, type=ARROW_TYPES["BLOB"])
+        # Decimal and JSON text; these producers stay with the text even where PostgreSQL's
+        # native NUMERIC makes values() return the Decimals themselves.
+        return pa.array(values(start, stop), type=pa.large_string())
 
     marks_fn = marks if needs_marks else None
     null = next(iter(markers)) if len(markers) == 1 else "none"
@@ -998,6 +1228,7 @@ def _encode_object(obj: pd.Series | pd.Index, where: str) -> _Part:
         marks=marks_fn,
         feed=_feed_encoded(n, values, marks_fn),
         owner=obj,
+        arrow=arrow,
     )
 
 
@@ -1006,7 +1237,7 @@ def _embed(part: _Part) -> dict:
     spec = dict(part.spec)
     spec["values"] = _values_to_json(part.values(0, part.n))
     if part.marks is not None:
-        spec["marks"] = part.marks(0, part.n)
+        spec["marks"] = _marks_to_list(part.marks(0, part.n))
     return spec
 
 
@@ -1113,11 +1344,17 @@ def _store_text_with_nul_as_bytes(part: _Part) -> None:
     if not _has_nul(part):
         return
     values = part.values
+    text = _arrow_of(part)
 
     def as_bytes(start: int, stop: int) -> list:
         return [None if v is None else v.encode("utf-8") for v in values(start, stop)]
 
+    def arrow(start: int, stop: int) -> pa.Array:
+        # Arrow's text is UTF-8 already: the cast keeps the buffers and changes the type.
+        return text(start, stop).cast(pa.large_string()).cast(pa.large_binary())
+
     part.values = as_bytes
+    part.arrow = arrow
     part.sql_type = "BLOB"
     part.spec["text_as"] = "utf-8"
 
@@ -1237,8 +1474,16 @@ def _native_time(part: _Part) -> None:
                     out[j] = None
             return out
 
+    arrow_type = ARROW_TYPES[part.sql_type]
+
+    def arrow(start: int, stop: int) -> pa.Array:
+        # Arrow counts timestamps from the Unix epoch (not PostgreSQL's 2000-01-01) and keeps
+        # NaT as null; the buffer of microseconds is handed over as it is.
+        return pa.array(us[start:stop], mask=nat[start:stop] if has_nat else None, type=arrow_type)
+
     part.values = values
     part.wire = wire
+    part.arrow = arrow
 
 
 def _go_native(part: _Part, where: str) -> None:
@@ -1284,6 +1529,7 @@ def _go_native(part: _Part, where: str) -> None:
         values = lookup_of(cat_part.values)
         part.sql_type = cat_part.sql_type
         part.values = lambda start, stop: values[codes[start:stop]].tolist()
+        part.arrow = _category_arrow(cat_part, codes)
         if cat_part.wire is not None:
             wired = lookup_of(cat_part.wire)
             part.wire = lambda start, stop: wired[codes[start:stop]].tolist()
@@ -1318,7 +1564,7 @@ def _duplicate_labels(labels: pd.Index) -> list:
     return list({(type(d), _repr(d)): d for d in labels[equal].tolist()}.values())
 
 
-def encode(obj: pd.DataFrame | pd.Series, *, dialect: str = "sqlite") -> EncodedFrame:
+def encode(obj: pd.DataFrame | pd.Series, *, native_types: bool = False) -> EncodedFrame:
     """Validate a frame and prepare it for storage as a typed SQL table.
 
     Args:
@@ -1327,15 +1573,15 @@ def encode(obj: pd.DataFrame | pd.Series, *, dialect: str = "sqlite") -> Encoded
             RangeIndex column labels) when the name is None, and it is pulled back as
             that DataFrame.
 
-        dialect: the database the table is for: ``"sqlite"`` (the generic types INTEGER,
-            REAL, TEXT and BLOB) or ``"postgresql"``, which also uses the native types where
-            they hold the values exactly (see :func:`_go_native`), and stores a text column
-            holding NUL characters, which PostgreSQL's text cannot hold, as its UTF-8 bytes
-            (BLOB), losslessly.
+        native_types: store for a database with native types (PostgreSQL; see the backend's
+            capabilities): besides the generic types INTEGER, REAL, TEXT and BLOB, use the
+            native types where they hold the values exactly (see :func:`_go_native`), and store
+            a text column holding NUL characters, which such text cannot hold, as its UTF-8
+            bytes (BLOB), losslessly. Without, only the generic types.
 
     Returns:
         An :class:`EncodedFrame`: the table's columns, the manifest, and lazily
-        converted row chunks.
+        converted row chunks (Python tuples, or Arrow record batches).
 
     Raises:
         ValidationError: the input is not a DataFrame or Series; it has no columns, or
@@ -1345,8 +1591,6 @@ def encode(obj: pd.DataFrame | pd.Series, *, dialect: str = "sqlite") -> Encoded
             unsupported dtypes). The message names the column (or label) and the first
             offending value. All rows are checked before this returns.
     """
-    if dialect not in DIALECTS:
-        raise ValueError(f"dialect: expected one of {DIALECTS}, got {dialect!r}")
     if isinstance(obj, pd.Series):
         frame = obj.to_frame()
     elif isinstance(obj, pd.DataFrame):
@@ -1372,7 +1616,7 @@ def encode(obj: pd.DataFrame | pd.Series, *, dialect: str = "sqlite") -> Encoded
     index_spec, index_parts = _encode_index(frame.index, "the index", embed=False)
     label_list = labels.tolist()
     data_parts = [_encode_array(frame.iloc[:, i], _where_column(label)) for i, label in enumerate(label_list)]
-    if dialect == "postgresql":
+    if native_types:
         for k, part in enumerate(index_parts):
             _go_native(part, f"the index (level {k})")
         for label, part in zip(label_list, data_parts):
@@ -1382,8 +1626,8 @@ def encode(obj: pd.DataFrame | pd.Series, *, dialect: str = "sqlite") -> Encoded
                 _store_text_with_nul_as_bytes(part)
 
     # Index levels first (a key for SQL users), data in column order, marks at the end.
-    value_cols: list[tuple[str, str, Callable[[int, int], list], Callable[[int, int], list]]] = []
-    mark_cols: list[tuple[str, str, Callable[[int, int], list], Callable[[int, int], list]]] = []
+    value_cols: list[_TableColumn] = []
+    mark_cols: list[_TableColumn] = []
     named = [
         (f"{HIDDEN_PREFIX}index_{k}", f"{HIDDEN_PREFIX}index_{k}_missing", part)
         for k, part in enumerate(index_parts)
@@ -1394,27 +1638,35 @@ def encode(obj: pd.DataFrame | pd.Series, *, dialect: str = "sqlite") -> Encoded
     ]
     for name, marks_name, part in named:
         part.spec["sql"] = name
-        value_cols.append((name, part.sql_type, part.values, part.wire or part.values))
+        value_cols.append(_TableColumn(name, part.sql_type, part.values, part.wire or part.values, _arrow_of(part)))
         if part.marks is not None:
             part.spec["marks_sql"] = marks_name
-            mark_cols.append((marks_name, "INTEGER", part.marks, part.marks))
+
+            def mark_values(start: int, stop: int, marks: Callable = part.marks) -> list:
+                return _marks_to_list(marks(start, stop))
+
+            def mark_arrow(start: int, stop: int, marks: Callable = part.marks) -> pa.Array:
+                return _marks_arrow(marks(start, stop))
+
+            mark_cols.append(_TableColumn(marks_name, "INTEGER", mark_values, mark_values, mark_arrow))
     table = value_cols + mark_cols
     manifest = {
         "format": MANIFEST_FORMAT,
         "columns": columns_spec,
         "index": index_spec,
         "data": [part.spec for part in data_parts],
-        "sql_columns": [[name, sql_type] for name, sql_type, _, _ in table],
+        "sql_columns": [[c.name, c.sql_type] for c in table],
     }
     parts = index_parts + data_parts
     return EncodedFrame(
-        columns=[SqlColumn(name, sql_type) for name, sql_type, _, _ in table],
+        columns=[SqlColumn(c.name, c.sql_type) for c in table],
         manifest=manifest,
         nrows=len(frame),
-        producers=[fn for _, _, fn, _ in table],
+        producers=[c.values for c in table],
         feeders=[part.feed for part in parts if part.feed is not None],
         owners=[part.owner for part in parts],
-        wire_producers=[fn for _, _, _, fn in table],
+        wire_producers=[c.wire for c in table],
+        arrow_producers=[c.arrow for c in table],
     )
 
 
@@ -1699,20 +1951,315 @@ def decode(manifest: dict, columns: Sequence[Sequence]) -> pd.DataFrame:
     by_name = dict(zip(names, columns))
     types = dict((name, sql_type) for name, sql_type in manifest["sql_columns"])
 
+    def array_of(spec: dict, where: str) -> Any:
+        marks = by_name[spec["marks_sql"]] if "marks_sql" in spec else None
+        return _decode_array(spec, by_name[spec["sql"]], marks, n, where, types[spec["sql"]])
+
+    return _build_frame(manifest, n, array_of)
+
+
+def _build_frame(manifest: dict, n: int, array_of: Callable[[dict, str], Any]) -> pd.DataFrame:
+    """Assemble the frame of ``n`` rows: the index, one column per data spec, the labels.
+
+    ``array_of(spec, where)`` decodes the stored array an index level's or a column's spec
+    names; ``where`` names it for error messages.
+    """
+
     def arrays(k: int, level: dict) -> Any:
-        marks = by_name[level["marks_sql"]] if "marks_sql" in level else None
-        return _decode_array(level, by_name[level["sql"]], marks, n, f"index level {k}", types[level["sql"]])
+        return array_of(level, f"index level {k}")
 
     index = _decode_index(manifest["index"], n, arrays)
     data = {}
     for i, spec in enumerate(manifest["data"]):
-        marks = by_name[spec["marks_sql"]] if "marks_sql" in spec else None
-        array = _decode_array(spec, by_name[spec["sql"]], marks, n, f"column {spec['sql']!r}", types[spec["sql"]])
+        array = array_of(spec, f"column {spec['sql']!r}")
         # An explicit dtype: the DataFrame constructor would turn object strings into str.
         data[i] = pd.Series(array, index=index, dtype=array.dtype, copy=False)
     frame = pd.DataFrame(data, copy=False) if data else pd.DataFrame(index=index)
     frame.columns = _decode_columns(manifest)
     return frame
+
+
+# ---------------------------------------------------------------------------------------
+# Decoding from Arrow
+# ---------------------------------------------------------------------------------------
+
+
+def decode_arrow(manifest: dict, table: pa.Table | pa.RecordBatch) -> pd.DataFrame:
+    """Rebuild the DataFrame from stored values read as Arrow, and its manifest.
+
+    The inverse of :meth:`EncodedFrame.to_arrow`, and of a database read of what it wrote:
+    the result is identical to what :func:`decode` gives for the same values, and the
+    common dtypes are rebuilt from the Arrow buffers without a Python object per value.
+
+    Args:
+        manifest: the manifest from :func:`encode` (or the reduced one from :func:`select`).
+        table: the stored columns, found by name: one per entry of
+            ``manifest["sql_columns"]``; other columns (such as :data:`ROW_ID`) are ignored.
+            A prefix of the rows (a ``LIMIT``) is fine, as for :func:`decode`; with no SQL
+            columns at all, the row count is read from ``manifest["nrows"]`` (else the
+            table's). Readers differ in the types they give, so each column is first
+            brought to its storage type's Arrow type (:data:`ARROW_TYPES`). Accepted:
+
+            - INTEGER: any integer type, or bool; REAL: float or integer types.
+            - TEXT: string, large_string or string_view; BLOB: binary types, or text.
+            - BOOLEAN: bool, or integers (0 is False).
+            - TIMESTAMP, TIMESTAMPTZ: timestamps of any unit and zone, or integers counting
+              microseconds since the Unix epoch.
+            - INTERVAL: durations of any unit, month_day_nano intervals without months (as
+              ADBC's PostgreSQL reader gives them), or integers counting microseconds.
+            - NUMERIC: text, or decimal128/256 (but a decimal type has one scale for the
+              whole column, so ``1.0`` and ``1.00`` only come back apart from text).
+            - JSON, JSONB: text.
+            - Extension types over these (ADBC's PostgreSQL reader tags numeric and json
+              this way), and dictionaries of them.
+            - A column that is NULL throughout: any type, ``pa.null()`` included (ADBC's
+              SQLite reader calls such a column int64).
+
+    Returns:
+        The DataFrame, equal to the encoded one in values, dtypes, index and labels.
+
+    Raises:
+        ValidationError: ``table`` is not a pyarrow Table or RecordBatch, or lacks (or
+            repeats) a column the manifest lists.
+        DatasetError: the manifest has an unknown format, a column's Arrow type cannot be
+            read as its storage type, or the stored values do not fit the manifest.
+    """
+    _check_format(manifest)
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    elif not isinstance(table, pa.Table):
+        raise ValidationError(
+            f"decode_arrow() expects a pyarrow Table or RecordBatch, got {type(table).__name__}"
+        )
+    present = table.schema.names
+    counts = {name: present.count(name) for name, _ in manifest["sql_columns"]}
+    missing = [name for name, count in counts.items() if count == 0]
+    if missing:
+        raise ValidationError(
+            f"decode_arrow() got a table without the column(s) {', '.join(map(repr, missing))}; "
+            f"the manifest lists {list(counts)}, the table has {present}"
+        )
+    repeated = [name for name, count in counts.items() if count > 1]
+    if repeated:
+        raise ValidationError(
+            f"decode_arrow() got a table with the column {repeated[0]!r} {counts[repeated[0]]} times; "
+            "each stored column must appear once"
+        )
+    n = table.num_rows if counts else int(manifest.get("nrows", table.num_rows))
+    types = {name: sql_type for name, sql_type in manifest["sql_columns"]}
+    columns = {name: _storage_column(table.column(name), t, f"column {name!r}") for name, t in types.items()}
+
+    def array_of(spec: dict, where: str) -> Any:
+        marks = _numpy(columns[spec["marks_sql"]]).astype(np.int8) if "marks_sql" in spec else None
+        return _decode_arrow_array(spec, columns[spec["sql"]], marks, n, where, types[spec["sql"]])
+
+    return _build_frame(manifest, n, array_of)
+
+
+#: The layout of Arrow's month_day_nano_interval values (PostgreSQL's INTERVAL in ADBC).
+_MONTH_DAY_NANO = np.dtype([("months", "<i4"), ("days", "<i4"), ("nanoseconds", "<i8")])
+_US_PER_DAY = 86_400_000_000
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+_TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+_BINARY_TYPES = (
+    pa.types.is_binary,
+    pa.types.is_large_binary,
+    pa.types.is_binary_view,
+    pa.types.is_fixed_size_binary,
+)
+#: The Arrow type families :func:`decode_arrow` reads as each storage type (dictionaries of
+#: them too). Integers stand for microseconds in the time types, and for 0 and 1 in BOOLEAN.
+#: The families a driver may pick for one storage type, and no other: casts exist between
+#: more types than these (text parses as numbers), but a value of another family in a column
+#: means the table does not hold what the manifest says.
+_READABLE_AS: dict[str, tuple[Callable[[pa.DataType], bool], ...]] = {
+    "INTEGER": (pa.types.is_integer, pa.types.is_boolean),
+    "REAL": (pa.types.is_floating, pa.types.is_integer),
+    "TEXT": _TEXT_TYPES,
+    "BLOB": _BINARY_TYPES + _TEXT_TYPES,
+    "BOOLEAN": (pa.types.is_boolean, pa.types.is_integer),
+    "NUMERIC": (pa.types.is_decimal, *_TEXT_TYPES),
+    "JSON": _TEXT_TYPES,
+    "JSONB": _TEXT_TYPES,
+    "TIMESTAMP": (pa.types.is_timestamp, pa.types.is_integer),
+    "TIMESTAMPTZ": (pa.types.is_timestamp, pa.types.is_integer),
+    "INTERVAL": (pa.types.is_duration, pa.types.is_interval, pa.types.is_integer),
+}
+
+
+def _storage_column(column: pa.ChunkedArray, sql_type: str, where: str) -> pa.ChunkedArray:
+    """The column in its storage type's Arrow type (:data:`ARROW_TYPES`), from whatever
+    type the reader gave it (see :func:`decode_arrow`)."""
+    target = ARROW_TYPES.get(sql_type)
+    if target is None:
+        raise DatasetError(f"{where}: unknown storage type {sql_type!r} in the manifest")
+    if isinstance(column.type, pa.BaseExtensionType):
+        # ADBC's PostgreSQL reader gives numeric as arrow.opaque and json/jsonb as arrow.json,
+        # both over their text.
+        column = pa.chunked_array([chunk.storage for chunk in column.chunks], type=column.type.storage_type)
+    if column.null_count == len(column):
+        # No value to convert, and the reader may only have guessed the type: ADBC's SQLite
+        # reader calls a column that is NULL in its first batch int64, and some give pa.null().
+        return column if column.type == target else pa.chunked_array([pa.nulls(len(column), target)], type=target)
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)  # a reader may dictionary-encode repeats
+    source = column.type
+    if source == target:
+        return column
+    accepted = _READABLE_AS[sql_type]
+    if not any(test(source) for test in accepted):
+        raise DatasetError(
+            f"{where}: stored values of Arrow type {source} cannot be read as {sql_type}; "
+            f"accepted Arrow types: {', '.join(test.__name__.removeprefix('is_') for test in accepted)}"
+        )
+    try:
+        if sql_type == "INTERVAL" and pa.types.is_interval(source):
+            return pa.chunked_array([_interval_to_duration(chunk, where) for chunk in column.chunks], type=target)
+        if sql_type in TIME_TYPES and pa.types.is_integer(source):
+            # Microseconds since the Unix epoch (or microseconds), as to_arrow writes them.
+            return column.cast(pa.int64()).cast(target)
+        return column.cast(target)
+    except _ARROW_ERRORS as exc:
+        raise DatasetError(
+            f"{where}: stored values of Arrow type {source} cannot be read as {sql_type} ({exc})"
+        ) from exc
+
+
+def _interval_to_duration(chunk: pa.Array, where: str) -> pa.Array:
+    """month_day_nano intervals as a duration in microseconds. Arrow has no cast for them,
+    so the fixed-width values are read straight from the buffer."""
+    n = len(chunk)
+    if n == 0:
+        return pa.array([], type=ARROW_TYPES["INTERVAL"])
+    raw = np.frombuffer(chunk.buffers()[1], dtype=_MONTH_DAY_NANO, count=chunk.offset + n)[chunk.offset :]
+    valid = chunk.is_valid().to_numpy(zero_copy_only=False)
+    if np.any((raw["months"] != 0) & valid):
+        raise DatasetError(
+            f"{where}: a stored INTERVAL counts months, which have no fixed length; a timedelta "
+            "column holds days and smaller units only"
+        )
+    nanoseconds = raw["nanoseconds"]
+    if np.any((nanoseconds % 1_000 != 0) & valid):
+        raise DatasetError(f"{where}: a stored INTERVAL is finer than a microsecond")
+    us = raw["days"].astype(np.int64) * _US_PER_DAY + nanoseconds // 1_000
+    return pa.array(us, mask=~valid, type=ARROW_TYPES["INTERVAL"])
+
+
+def _numpy(column: pa.ChunkedArray) -> np.ndarray:
+    """The column's values as a writable NumPy array, nulls given a placeholder (0, False or
+    NaN): callers take the null mask from Arrow itself (:func:`_null_mask`)."""
+    if column.null_count:
+        t = column.type
+        fill = False if pa.types.is_boolean(t) else np.nan if pa.types.is_floating(t) else 0
+        column = column.fill_null(fill)
+    return np.require(column.to_numpy(), requirements="W")
+
+
+def _null_mask(column: pa.ChunkedArray) -> np.ndarray:
+    if not column.null_count:
+        return np.zeros(len(column), dtype=bool)
+    return np.require(column.is_null().to_numpy(), requirements="W")
+
+
+def _time_counts(column: pa.ChunkedArray, sql_type: str, unit: str) -> tuple[np.ndarray, np.ndarray]:
+    """Stored datetimes or timedeltas as counts of ``unit`` (since the Unix epoch), and the
+    null mask; TIME_TYPES hold microseconds, INTEGER the counts themselves."""
+    null = _null_mask(column)
+    if sql_type not in TIME_TYPES:
+        return _numpy(column), null
+    us = _numpy(column.cast(pa.int64()))
+    return (us * 1_000 if unit == "ns" else us // _US_PER_UNIT[unit]), null
+
+
+def _decode_arrow_array(
+    spec: dict, column: pa.ChunkedArray, marks: np.ndarray | None, n: int, where: str, sql_type: str
+) -> Any:
+    """Like :func:`_decode_array`, from a column in its storage type (:func:`_storage_column`)
+    and the marks' codes (0 for no mark)."""
+    if spec.get("text_as") == "utf-8":
+        try:
+            column = column.cast(pa.large_string())  # checks the UTF-8 as it goes
+        except _ARROW_ERRORS as exc:
+            raise DatasetError(f"{where}: stored text bytes are not UTF-8 ({exc})") from exc
+        sql_type = "TEXT"
+    kind = spec["kind"]
+    if kind == "numpy":
+        dtype = np.dtype(spec["dtype"])
+        if column.null_count:
+            raise DatasetError(f"{where}: NULL stored in a column of dtype {dtype}")
+        return _numpy(column).astype(dtype)
+    if kind == "float":
+        floats = _numpy(column)
+        if marks is not None:
+            floats[marks == _MARK_CODES["negzero"]] = -0.0
+        return floats.astype(spec["dtype"])
+    if kind == "masked":
+        return _decode_masked_arrow(spec, column, marks, n)
+    if kind == "string":
+        dtype = _string_dtype(spec)
+        if dtype.storage == "pyarrow":
+            return dtype.__from_arrow__(column)  # wraps the Arrow array as it is
+        # Python storage holds one str object per value, and making them is most of the cost
+        # (about 55 of 65 ms for a million); pd.array's check in C is then cheaper than
+        # __from_arrow__'s chunk-wise copy (measured, pandas 3.1).
+        return pd.array(column.to_numpy(), dtype=dtype)
+    if kind == "category":
+        return _decode_category_arrow(spec, column, where, sql_type)
+    if kind in ("datetime", "timedelta"):
+        unit = spec["unit"]
+        ints, null = _time_counts(column, sql_type, unit)
+        ints[null] = _NAT
+        letter = "M" if kind == "datetime" else "m"
+        array = pd.array(ints.view(f"{letter}8[{unit}]"))
+        if kind == "datetime" and spec["tz"] is not None:
+            array = array.tz_localize("UTC").tz_convert(_tz_from_json(spec["tz"]))
+        return array
+    # Object columns and anything rarer: Python values, as a DB driver returns them.
+    if kind == "object" and spec["object"] in ("str", "bytes"):
+        return _decode_object(spec, column.to_numpy(), marks, n)
+    return _decode_array(spec, column.to_pylist(), marks, n, where, sql_type)
+
+
+def _decode_masked_arrow(spec: dict, column: pa.ChunkedArray, marks: np.ndarray | None, n: int) -> Any:
+    dtype = pd.api.types.pandas_dtype(spec["dtype"])
+    if isinstance(dtype, pd.Float32Dtype | pd.Float64Dtype):
+        floats = _numpy(column)
+        if marks is not None:
+            floats[marks == _MARK_CODES["negzero"]] = -0.0
+            mask = marks == _MARK_CODES["na"]
+        elif spec["null"] == "na":
+            # Arrow tells NULL (pd.NA) from a NaN value (PostgreSQL keeps them).
+            mask = _null_mask(column)
+        else:
+            mask = np.zeros(n, dtype=bool)
+        return pd.arrays.FloatingArray(floats.astype(dtype.numpy_dtype), mask)
+    values = _numpy(column)
+    if isinstance(dtype, pd.BooleanDtype):
+        return pd.arrays.BooleanArray(values.astype(bool), _null_mask(column))
+    return pd.arrays.IntegerArray(values.astype(dtype.numpy_dtype), _null_mask(column))
+
+
+def _decode_category_arrow(spec: dict, column: pa.ChunkedArray, where: str, sql_type: str) -> pd.Categorical:
+    cat_spec = spec["categories"]
+    if sql_type in TIME_TYPES:
+        # The embedded categories hold the generic stored form: counts of their unit.
+        ints, null = _time_counts(column, sql_type, cat_spec["unit"])
+        column = pa.chunked_array([pa.array(ints, mask=null)])
+    array = _decode_embedded(cat_spec, where)
+    categories = pd.Index(array, dtype=array.dtype)
+    stored = _arrow_from_values(_values_from_json(cat_spec["values"]), column.type)
+    values = column
+    if pa.types.is_floating(column.type):
+        # -0.0 and 0.0 are one category to pandas (and SQLite keeps no -0.0), but two keys
+        # to Arrow's hash lookup: adding 0.0 turns -0.0 into 0.0 on both sides.
+        values, stored = pc.add(values, 0.0), pc.add(stored, 0.0)
+    codes = pc.index_in(values, value_set=stored)
+    unknown = pc.and_(pc.is_null(codes), pc.is_valid(values))
+    if pc.any(unknown).as_py():
+        first = values[pc.index(unknown, True).as_py()].as_py()
+        raise DatasetError(f"{where}: stored value {_short(first)} is not one of the column's categories")
+    dtype = pd.CategoricalDtype(categories, ordered=spec["ordered"])
+    return pd.Categorical.from_codes(_numpy(codes.fill_null(-1)), dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------------

@@ -84,8 +84,8 @@ class DatasetUploadService:
     ) -> None:
         self._service = task_service
         self._backend = backend
-        # What the codec stores for this database (a test writes what older releases wrote).
-        self._codec_dialect = backend.capabilities.codec_dialect
+        # Whether the codec stores native types here (a test writes what older releases wrote).
+        self._native_types = backend.capabilities.native_types
         self._io = io
         self._gate = gate or WriteGate(exclusive=False)
         self._checkpoint = checkpoint
@@ -226,7 +226,7 @@ class DatasetUploadService:
         """
         validate_name(name)
         validate_options(description=description, tags=tags, if_exists=if_exists, priority=priority, chunk_size=chunk_size)
-        return encode_for(obj, self._backend, dialect=self._codec_dialect)
+        return encode_for(obj, self._backend, native_types=self._native_types)
 
     async def check_target(self, name: str, if_exists: IfExists, encoded: codec.EncodedFrame) -> None:
         """The checks of :meth:`submit` against the dataset as it stands (``"fail"`` on an
@@ -298,6 +298,7 @@ class DatasetUploadService:
             try:
                 for start in range(done, encoded.nrows, req.chunk_size):
                     stop = min(start + req.chunk_size, encoded.nrows)
+                    await writer.prepare(start, stop)
                     write = functools.partial(self._write_chunk, session, handle, writer, start, stop)
                     await self._retrying(handle, session, write)
                     handle._set(rows_done=stop)

@@ -117,15 +117,16 @@ def check_append(name: str, old_manifest: dict, new_manifest: dict) -> None:
 
 
 
-def encode_for(obj: Any, backend: Backend, *, dialect: str | None = None) -> codec.EncodedFrame:
-    """Validate and encode a frame for ``backend``'s storage (or the codec's ``dialect``), within
-    the backend's limits.
+def encode_for(obj: Any, backend: Backend, *, native_types: bool | None = None) -> codec.EncodedFrame:
+    """Validate and encode a frame for ``backend``'s storage (with ``native_types`` if given,
+    else the backend's), within the backend's limits.
 
     Raises:
         ValidationError: the frame cannot be stored (see :func:`dsnotebook.store.codec.encode`),
             or needs more columns or wider rows than the database allows.
     """
-    encoded = codec.encode(obj, dialect=dialect or backend.capabilities.codec_dialect)
+    native = backend.capabilities.native_types if native_types is None else native_types
+    encoded = codec.encode(obj, native_types=native)
     limits = backend.capabilities
     if len(encoded.columns) + 1 > limits.max_columns:
         raise ValidationError(

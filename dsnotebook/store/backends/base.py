@@ -11,7 +11,8 @@ contract test (``tests/test_backends.py``).
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -23,13 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, c
 from sqlalchemy.types import TypeEngine
 
 from ...errors import ConfigError
-from ..codec import EncodedFrame, SqlColumn
+from ...tasks import finish_through_cancel
+from ..codec import ROW_ID, EncodedFrame, SqlColumn
 from ..engine import driver_message, mask_url
 
-__all__ = ["ROW_ID", "Backend", "Capabilities", "ChunkWriter", "check_engine", "create_engine_for"]
-
-#: The hidden column that keeps every stored table in push order.
-ROW_ID = "__dsn_row"
+__all__ = ["ROW_ID", "Backend", "Capabilities", "ChunkWriter", "check_engine", "create_engine_for", "off_loop"]
 
 
 @dataclass(frozen=True)
@@ -42,26 +41,31 @@ class Capabilities:
         default_concurrency: uploads that run at once unless ``connect(concurrency=…)`` says.
         single_writer: the database has one write lock; the writers of a hub then take turns
             through a fair :class:`~dsnotebook.store.engine.WriteGate` instead of racing for it.
-        codec_dialect: the storage the codec encodes for (see :func:`dsnotebook.store.codec.encode`):
-            ``"sqlite"`` for the four generic types, ``"postgresql"`` for native types too.
+        native_types: the codec stores native types where they hold the values exactly, not only
+            the four generic ones (see :func:`dsnotebook.store.codec.encode`).
     """
 
     max_columns: int
     max_row_bytes: int | None
     default_concurrency: int
     single_writer: bool
-    codec_dialect: str
+    native_types: bool
 
 
 class ChunkWriter(abc.ABC):
     """Writes the rows of one upload into its staging table, chunk by chunk.
 
-    One writer serves one upload and one staging table. ``write`` is called inside the upload's
-    own write transaction (its session); a backend that moves the rows on a connection of its own
-    commits them there first, so that the session's commit of the task's progress never claims
-    rows that are not durable. ``aclose`` lets go of whatever the writer holds, also when the
-    upload was cancelled; it never raises over the upload's own error.
+    One writer serves one upload and one staging table. For each chunk the upload calls
+    :meth:`prepare` outside any transaction (work that needs no database lock, such as
+    converting the rows), then :meth:`write` inside its own write transaction, which it commits
+    with the task's progress; a failed :meth:`write` may be called again for the same chunk. A
+    backend that moves rows on a connection of its own commits them there first, so that the
+    progress commit never claims rows that are not durable. :meth:`aclose` lets go of whatever
+    the writer holds, also after a cancel.
     """
+
+    async def prepare(self, start: int, stop: int) -> None:  # noqa: B027 - most writers have nothing to prepare
+        """Get rows ``[start, stop)`` ready, without a transaction."""
 
     @abc.abstractmethod
     async def write(self, session: AsyncSession, start: int, stop: int) -> None:
@@ -222,3 +226,24 @@ async def check_engine(engine: AsyncEngine, url: URL) -> AsyncEngine:
         await engine.dispose()
         raise ConfigError(f"cannot connect to {mask_url(url)}: {driver_message(exc)}") from exc
     return engine
+
+
+async def off_loop(io: Any, func: Callable[..., Any], *args: Any, on_cancel: Callable[[], None] | None = None) -> Any:
+    """Run ``func(*args)`` in the hub's I/O thread. A cancel calls ``on_cancel`` (to stop the
+    driver call early), waits for the thread to end, then is raised."""
+    loop = asyncio.get_running_loop()
+    work = loop.run_in_executor(io, func, *args)
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        if on_cancel is not None and not work.done():
+            on_cancel()
+        await finish_through_cancel(_quietly(work))
+        raise
+
+
+async def _quietly(work: asyncio.Future) -> None:
+    try:
+        await work
+    except Exception:  # noqa: BLE001 - the cancel that stopped it is what is raised
+        pass

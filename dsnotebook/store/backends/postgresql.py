@@ -11,15 +11,26 @@ What is special here:
 - A kept staging table is locked (``ACCESS EXCLUSIVE``) before a resume counts its rows, so that
   an upload only presumed dead cannot add a chunk between the count and the take-over.
 - Rows are limited to one 8 kB page, long values moved out of line.
+
+Bulk rows move through Arrow and ADBC (``adbc-driver-postgresql``), off the event loop, on a
+connection of each upload's or read's own: a chunk is one binary COPY, committed before the
+upload's session commits the chunk's progress, so the progress never claims rows that are not
+there. Rows committed without their progress (a kill between the two commits) are still rows
+``1..n`` of the staging table, which is all a resume counts. Frames with NUMERIC columns go
+through asyncpg's COPY instead: ADBC writes decimals without their display scale (1.50 as 1.5),
+and refuses numeric text. Reads of NUMERIC or JSON columns, whose values the codec rebuilds one
+by one anyway, go through asyncpg's rows too.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 import pandas as pd
+import pyarrow as pa
 from sqlalchemy import BigInteger, Boolean, Column, DateTime, Float, Insert, LargeBinary, MetaData, Numeric, Table, Text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
@@ -27,8 +38,8 @@ from sqlalchemy.types import TypeEngine
 
 from .. import codec
 from ..codec import EncodedFrame, SqlColumn
-from . import _rows
-from .base import ROW_ID, Backend, Capabilities, ChunkWriter, check_engine, create_engine_for
+from . import _arrow_io, _rows
+from .base import ROW_ID, Backend, Capabilities, ChunkWriter, check_engine, create_engine_for, off_loop
 
 __all__ = ["PostgreSQLBackend", "time_codecs"]
 
@@ -49,6 +60,10 @@ _TYPES = {
 # of line, leaving an 18-byte pointer.
 _FIXED_WIDTHS = {"BOOLEAN": 1, "INTEGER": 8, "REAL": 8, "TIMESTAMP": 8, "TIMESTAMPTZ": 8, "INTERVAL": 16}
 _DIGITS_PER_UNIT = {"s": 0, "ms": 3, "us": 6, "ns": 9}
+# Storage types whose values ADBC's COPY writes and its reader gives back exactly as the codec's
+# Arrow arrays hold them (see _arrow_io).
+_ARROW_WRITES = frozenset({"INTEGER", "REAL", "TEXT", "BLOB", "BOOLEAN", "JSON", "JSONB", "TIMESTAMP", "TIMESTAMPTZ", "INTERVAL"})
+_ARROW_READS = frozenset({"INTEGER", "REAL", "TEXT", "BLOB", "BOOLEAN", "TIMESTAMP", "TIMESTAMPTZ", "INTERVAL"})
 # Any key: only dsnotebook takes it, around creating or migrating the catalog.
 _CATALOG_LOCK_KEY = 7369737
 
@@ -62,11 +77,19 @@ class PostgreSQLBackend(Backend):
         max_row_bytes=8160,
         default_concurrency=4,
         single_writer=False,
-        codec_dialect="postgresql",
+        native_types=True,
     )
+
+    def __init__(self, url) -> None:
+        super().__init__(url)
+        self._uri = _arrow_io.pg_uri(url)
 
     async def open_engine(self, *, create: bool = True) -> AsyncEngine:
         return await check_engine(create_engine_for(self.url, self.url), self.url)
+
+    def io_workers(self) -> int:
+        # Uploads run four at a time here, and reads beside them.
+        return self.capabilities.default_concurrency + 1
 
     async def lock_catalog(self, conn: AsyncConnection) -> None:
         # Kernels connecting at once must not race to create the same tables.
@@ -84,6 +107,8 @@ class PostgreSQLBackend(Backend):
         return Table(name, MetaData(), row_id, *(Column(c.name, self.column_type(c.sql_type)) for c in columns))
 
     def open_writer(self, stage: str, encoded: EncodedFrame, *, io: Any) -> ChunkWriter:
+        if all(c.sql_type in _ARROW_WRITES for c in encoded.columns):
+            return _ArrowWriter(stage, encoded, io, self._uri)
         return _CopyWriter(stage, encoded)
 
     async def lock_staging(self, conn: AsyncConnection, table: str) -> None:
@@ -134,6 +159,12 @@ class PostgreSQLBackend(Backend):
         )
 
     async def read(self, session: AsyncSession, sql: str, manifest: dict, *, io: Any) -> pd.DataFrame:
+        if not all(t in _ARROW_READS for _, t in manifest["sql_columns"]):
+            return await self._read_rows(session, sql, manifest)
+        table = await off_loop(io, _fetch, self._uri, sql)
+        return codec.decode_arrow(manifest, table)
+
+    async def _read_rows(self, session: AsyncSession, sql: str, manifest: dict) -> pd.DataFrame:
         conn = await session.connection()
         raw = await conn.get_raw_connection()
         time_types = {t for _, t in manifest["sql_columns"] if t in codec.TIME_TYPES}
@@ -141,6 +172,53 @@ class PostgreSQLBackend(Backend):
         async with time_codecs(raw, time_types):
             records = await raw.driver_connection.fetch(sql)
         return codec.decode(manifest, _rows.columns_of(records, len(manifest["sql_columns"])))
+
+
+def _fetch(uri: str, sql: str) -> pa.Table:
+    conn = _arrow_io.pg_connect(uri)
+    try:
+        table = _arrow_io.pg_fetch(conn, sql)
+        conn.rollback()
+    finally:
+        conn.close()
+    return table
+
+
+class _ArrowWriter(ChunkWriter):
+    """Each chunk: one binary COPY of its Arrow batch, with the row ids, on the upload's own ADBC
+    connection, committed there before the upload commits the chunk's progress."""
+
+    def __init__(self, stage: str, encoded: EncodedFrame, io: Any, uri: str) -> None:
+        self._stage = stage
+        self._encoded = encoded
+        self._io = io
+        self._uri = uri
+        self._conn: Any = None
+        self._cancel = threading.Event()
+        # Chunks whose rows are committed: a retry of the progress commit must not send them again.
+        self._written: set[tuple[int, int]] = set()
+
+    async def write(self, session: AsyncSession, start: int, stop: int) -> None:
+        if (start, stop) in self._written:
+            return
+        await off_loop(self._io, self._ingest, start, stop, on_cancel=self._stop)
+        self._written.add((start, stop))
+
+    def _ingest(self, start: int, stop: int) -> None:
+        if self._conn is None:
+            self._conn = _arrow_io.pg_connect(self._uri)
+        _arrow_io.pg_ingest(self._conn, self._stage, self._encoded.to_arrow(start, stop, row_ids=True), cancel=self._cancel)
+
+    def _stop(self) -> None:
+        if self._conn is not None:
+            _arrow_io.pg_cancel(self._conn, self._cancel)
+        else:
+            self._cancel.set()
+
+    async def aclose(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await off_loop(self._io, conn.close)
 
 
 class _CopyWriter(ChunkWriter):

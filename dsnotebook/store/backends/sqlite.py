@@ -13,10 +13,26 @@ What is special here:
   BLOB column holds any value, and the row id is the rowid itself.
 - After each staged chunk, a passive WAL checkpoint runs on another connection, beside the next
   chunk.
+
+Bulk rows move through Arrow and ADBC, but never with ADBC opening the hub's database file:
+``adbc-driver-sqlite`` links its own copy of SQLite, and two copies in one process that open the
+same file break SQLite's POSIX locks (committed rows can silently vanish). So the two copies meet
+only in private hand-off files (see :mod:`._arrow_io`), each opened by one copy at a time:
+
+- a push: ADBC writes a chunk into a new hand-off file, off the event loop; the upload's own
+  aiosqlite connection ``ATTACH``es it and copies the rows into the staging table with
+  ``INSERT … SELECT``, inside the upload's transaction, exactly where the row tuples went before;
+- a pull: the read session's connection copies the selected rows into a new hand-off file
+  (``CREATE TABLE … AS SELECT``) and lets go of it; then ADBC reads it into Arrow, off the loop.
+
+A connection detaches its hand-off file before it goes back to the pool. Columns whose values
+the hand-off cannot carry exactly (a column holding values of several SQLite storage classes)
+are read through the driver's rows instead.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +40,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote as url_quote
 
 import pandas as pd
+import pyarrow as pa
 from sqlalchemy import BigInteger, Column, Float, Insert, Integer, LargeBinary, MetaData, Table, Text, event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL
@@ -34,10 +51,19 @@ from ...errors import ConfigError
 from .. import codec
 from ..codec import EncodedFrame, SqlColumn
 from ..engine import mask_url
-from . import _rows
-from .base import ROW_ID, Backend, Capabilities, ChunkWriter, check_engine, create_engine_for
+from . import _arrow_io, _rows
+from .base import ROW_ID, Backend, Capabilities, ChunkWriter, check_engine, create_engine_for, off_loop
 
 __all__ = ["SQLiteBackend"]
+
+log = logging.getLogger("dsnotebook")
+
+#: The schema name a connection attaches a hand-off file under.
+HANDOFF = "dsn_handoff"
+# The pool record's note that its connection has a hand-off file attached.
+_ATTACHED = "dsn_handoff_attached"
+# Each storage type as the hand-off carries it.
+_HANDOFF_TYPES = {"INTEGER": pa.int64(), "REAL": pa.float64(), "TEXT": pa.large_string(), "BLOB": pa.large_binary()}
 
 #: How long a SQLite connection waits for a lock before it reports "database is locked".
 SQLITE_BUSY_TIMEOUT_S = 5.0
@@ -60,7 +86,7 @@ class SQLiteBackend(Backend):
         max_row_bytes=None,
         default_concurrency=1,
         single_writer=True,
-        codec_dialect="sqlite",
+        native_types=False,
     )
 
     @classmethod
@@ -124,7 +150,7 @@ class SQLiteBackend(Backend):
         return Table(name, MetaData(), row_id, *(Column(c.name, self.column_type(c.sql_type)) for c in columns))
 
     def open_writer(self, stage: str, encoded: EncodedFrame, *, io: Any) -> ChunkWriter:
-        return _RowWriter(stage, encoded)
+        return _HandoffWriter(stage, encoded, io)
 
     def utf8_bytes(self, expression: str) -> str:
         return f"CAST({expression} AS BLOB)"
@@ -135,6 +161,28 @@ class SQLiteBackend(Backend):
         await conn.exec_driver_sql(f"UPDATE {q(table)} SET {q(column)} = {self.utf8_bytes(q(column))}")
 
     async def read(self, session: AsyncSession, sql: str, manifest: dict, *, io: Any) -> pd.DataFrame:
+        columns = manifest["sql_columns"]
+        schema = pa.schema([pa.field(name, _HANDOFF_TYPES[sql_type]) for name, sql_type in columns])
+        path = _arrow_io.new_handoff_path("pull")
+        try:
+            conn = await session.connection()
+            raw = await conn.get_raw_connection()
+            await _attach(raw, path)
+            await raw.driver_connection.execute(f"CREATE TABLE {HANDOFF}.r AS {sql}")
+            # Ends the read and returns the connection, which detaches the file on the way: from
+            # here on only ADBC has it open.
+            await session.commit()
+            names = ", ".join(_quote(name) for name, _ in columns)
+            table = await off_loop(io, _arrow_io.read_handoff_table, path, f"SELECT {names} FROM r", schema)
+        except _arrow_io.HandoffTypeError as exc:
+            # A column holds values of several storage classes: its rows come through the driver.
+            log.debug("reading through the driver's rows instead of the hand-off: %s", exc)
+            return await self._read_rows(session, sql, manifest)
+        finally:
+            _arrow_io.remove_handoff(path)
+        return codec.decode_arrow(manifest, table)
+
+    async def _read_rows(self, session: AsyncSession, sql: str, manifest: dict) -> pd.DataFrame:
         conn = await session.connection()
         raw = await conn.get_raw_connection()
         cursor = await raw.driver_connection.execute(sql)
@@ -145,19 +193,58 @@ class SQLiteBackend(Backend):
         return codec.decode(manifest, _rows.columns_of(rows, len(manifest["sql_columns"])))
 
 
-class _RowWriter(ChunkWriter):
-    """Rows as tuples through the upload's own aiosqlite connection, in its transaction."""
+class _HandoffWriter(ChunkWriter):
+    """Each chunk: ADBC writes it into a private hand-off file off the event loop, and the
+    upload's own connection copies it into the staging table, in the upload's transaction."""
 
-    def __init__(self, stage: str, encoded: EncodedFrame) -> None:
+    def __init__(self, stage: str, encoded: EncodedFrame, io: Any) -> None:
         self._encoded = encoded
-        names = ", ".join(_quote(c.name) for c in encoded.columns)
-        marks = ", ".join("?" * len(encoded.columns))
-        self._sql = f"INSERT INTO {_quote(stage)} ({names}) VALUES ({marks})"
+        self._io = io
+        names = ", ".join(_quote(name) for name in [ROW_ID, *(c.name for c in encoded.columns)])
+        self._copy = f"INSERT INTO main.{_quote(stage)} ({names}) SELECT {names} FROM {HANDOFF}.chunk"
+        self._files: dict[tuple[int, int], str] = {}
+
+    async def prepare(self, start: int, stop: int) -> None:
+        self._forget_written()
+        path = _arrow_io.new_handoff_path("push")
+        self._files[start, stop] = path
+        await off_loop(self._io, self._fill, path, start, stop)
+
+    def _fill(self, path: str, start: int, stop: int) -> None:
+        # The Arrow conversion runs in this thread too: the event loop stays free meanwhile.
+        _arrow_io.write_handoff(path, "chunk", self._encoded.to_arrow(start, stop, row_ids=True))
 
     async def write(self, session: AsyncSession, start: int, stop: int) -> None:
+        if (start, stop) not in self._files:
+            await self.prepare(start, stop)
         conn = await session.connection()
         raw = await conn.get_raw_connection()
-        await raw.driver_connection.executemany(self._sql, self._encoded.iter_rows(start, stop))
+        await _attach(raw, self._files[start, stop])
+        await raw.driver_connection.execute(self._copy)
+
+    def _forget_written(self) -> None:
+        # A chunk's file is detached once its transaction ended and the connection went back to
+        # the pool; by the next chunk (or the end) it can go.
+        for path in self._files.values():
+            _arrow_io.remove_handoff(path)
+        self._files.clear()
+
+    async def aclose(self) -> None:
+        self._forget_written()
+
+
+async def _attach(raw: Any, path: str) -> None:
+    """Attach a hand-off file to a pool connection as :data:`HANDOFF`; the connection detaches
+    it when it goes back to the pool (see :func:`_install_hooks`)."""
+    driver = raw.driver_connection
+    # Noted first: a cancel may land once the attach itself has run.
+    raw.info[_ATTACHED] = True
+    cursor = await driver.execute("PRAGMA database_list")
+    attached = {row[1] for row in await cursor.fetchall()}
+    await cursor.close()
+    if HANDOFF in attached:  # left by a return that could not detach it
+        await driver.execute(f"DETACH DATABASE {HANDOFF}")
+    await driver.execute(f"ATTACH DATABASE ? AS {HANDOFF}", (path,))
 
 
 def _quote(name: str) -> str:
@@ -208,6 +295,22 @@ def _install_hooks(engine: AsyncEngine, busy_timeout: float) -> None:
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(dbapi_connection, record) -> None:
+        # A hand-off file never stays attached to a pooled connection: it is private to one
+        # upload or read, and ADBC may open it next.
+        if dbapi_connection is None or not record.info.pop(_ATTACHED, False):
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA database_list")
+            if any(row[1] == HANDOFF for row in cursor.fetchall()):
+                cursor.execute(f"DETACH DATABASE {HANDOFF}")
+            cursor.close()
+        except Exception:  # noqa: BLE001 - the next attach on this connection detaches first
+            record.info[_ATTACHED] = True
+            log.debug("could not detach a hand-off file", exc_info=True)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn) -> None:
