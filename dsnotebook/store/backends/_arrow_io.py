@@ -135,6 +135,7 @@ import contextlib
 import itertools
 import math
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -215,6 +216,7 @@ class IngestCancelled(Exception):
 # pull's hand-off holds a whole table.
 _SHM_MIN_FREE = 256 * 2**20
 _SQLITE_SUFFIXES = ("", "-journal", "-wal", "-shm")
+_DIR_PREFIX = "dsnotebook-handoff-"  # then the owner's pid, so that dead owners' leftovers can go
 
 _dir_lock = threading.Lock()
 _dir: str | None = None
@@ -239,12 +241,37 @@ def _remove_dir(path: str, pid: int) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _sweep_stale(base: str) -> None:
+    """Remove hand-off directories of dead processes (killed before their exit hook ran)."""
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    uid = os.getuid()
+    for name in names:
+        if not name.startswith(_DIR_PREFIX):
+            continue
+        pid_text = name[len(_DIR_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit():
+            continue
+        path = os.path.join(base, name)
+        try:
+            if os.lstat(path).st_uid != uid or not os.path.isdir(path):
+                continue
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:  # alive (perhaps another user's process with that pid), or gone already
+            continue
+
+
 def handoff_dir() -> str:
     """This process's private directory for hand-off files.
 
     Created on first use with mode 0700, on ``/dev/shm`` when it is a writable directory with at
     least 256 MiB free, else in the system's temporary directory, and removed at interpreter exit.
-    A forked child gets a directory of its own.
+    A forked child gets a directory of its own. The name holds the process id; creating one also
+    removes those that processes no longer alive left behind (killed before their exit hook).
 
     Returns:
         The directory's absolute path.
@@ -260,8 +287,9 @@ def handoff_dir() -> str:
         bases = (["/dev/shm"] if _shm_usable() else []) + [tempfile.gettempdir()]
         error: OSError | None = None
         for base in bases:
+            _sweep_stale(base)
             try:
-                path = tempfile.mkdtemp(prefix="dsnotebook-handoff-", dir=base)
+                path = tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{pid}-", dir=base)
             except OSError as exc:
                 error = exc
                 continue
@@ -406,8 +434,14 @@ def _sentinel_sql(sql: str, schema: pa.Schema) -> str:
     return f"SELECT 1 AS {_MARK}, {first} UNION ALL SELECT NULL, * FROM ({sql})"
 
 
-def _mismatch(exc: BaseException) -> bool:
-    return "Type mismatch" in str(exc)
+def _mismatch(exc: BaseException, schema: pa.Schema) -> HandoffTypeError | None:
+    # "[SQLite] Type mismatch in column 3: expected INT64 but got DOUBLE"; column 0 is the mark.
+    found = re.search(r"Type mismatch in column (\d+)", str(exc))
+    if found is None:
+        return None
+    index = int(found.group(1)) - 1
+    name = schema.field(index).name if 0 <= index < len(schema) else None
+    return HandoffTypeError(f"column {name!r} holds values of another storage class: {exc}", name)
 
 
 def read_handoff(
@@ -435,7 +469,8 @@ def read_handoff(
             affinity does not pin the storage class (a BLOB-affinity column holding text).
 
     Yields:
-        Record batches of at most ``batch_rows`` rows (none for an empty result).
+        Record batches of at most ``batch_rows`` rows (the first one row fewer; none for an
+        empty result).
 
     Raises:
         ValueError: ``schema`` has another type, or ``sql`` gives another number of columns.
@@ -451,6 +486,7 @@ def read_handoff(
     import adbc_driver_manager
     import adbc_driver_sqlite.dbapi as adbc_sqlite
 
+    sql = sql.strip().rstrip(";")
     targets = [f.type for f in schema]
     raw = [_READ_TYPES[t][0] for t in targets]
     first = True
@@ -464,8 +500,8 @@ def read_handoff(
         except adbc_driver_manager.Error as exc:
             if "SELECTs to the left and right of UNION ALL" in str(exc):
                 raise ValueError(f"the SQL does not give {len(schema)} columns: {exc}") from exc
-            if _mismatch(exc):
-                raise HandoffTypeError(f"hand-off read failed: {exc}") from exc
+            if (error := _mismatch(exc, schema)) is not None:
+                raise error from exc
             raise
         got = reader.schema
         for i, want in enumerate(raw):
@@ -482,8 +518,8 @@ def read_handoff(
             except StopIteration:
                 break
             except (OSError, pa.ArrowException) as exc:
-                if _mismatch(exc):
-                    raise HandoffTypeError(f"hand-off read failed: {exc}") from exc
+                if (error := _mismatch(exc, schema)) is not None:
+                    raise error from exc
                 raise
             if first:
                 first = False
@@ -499,13 +535,14 @@ def read_handoff(
             yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def read_handoff_table(path: str, sql: str, schema: pa.Schema, *, strict: bool = False) -> pa.Table:
+def read_handoff_table(path: str, sql: str, schema: pa.Schema, *, batch_rows: int = 65_536, strict: bool = False) -> pa.Table:
     """All of :func:`read_handoff`'s batches as one table (an empty one for no rows).
 
     Raises:
         The same as :func:`read_handoff`.
     """
-    return pa.Table.from_batches(list(read_handoff(path, sql, schema, strict=strict)), schema=schema)
+    batches = list(read_handoff(path, sql, schema, batch_rows=batch_rows, strict=strict))
+    return pa.Table.from_batches(batches, schema=schema)
 
 
 # --------------------------------------------------------------------------------------------
@@ -863,6 +900,8 @@ def pg_cancel(conn: Any, cancel: threading.Event) -> None:
 def pg_fetch(conn: Any, sql: str) -> pa.Table:
     """Run ``sql`` and return all rows as one Arrow table, with ADBC's types (module docstring).
 
+    The query runs in the connection's transaction (autocommit is off): commit or roll back after.
+
     Raises:
         adbc_driver_manager.Error: the server refused the query.
     """
@@ -874,7 +913,8 @@ def pg_fetch(conn: Any, sql: str) -> pa.Table:
 def pg_fetch_batches(conn: Any, sql: str) -> Iterator[pa.RecordBatch]:
     """Run ``sql`` and yield its rows as record batches, with ADBC's types (module docstring).
 
-    The cursor stays open until the iterator ends or is closed.
+    The cursor stays open until the iterator ends or is closed; the query runs in the
+    connection's transaction (autocommit is off): commit or roll back after.
 
     Raises:
         adbc_driver_manager.Error: the server refused the query.

@@ -28,7 +28,7 @@ from ...tasks import finish_through_cancel
 from ..codec import ROW_ID, EncodedFrame, SqlColumn
 from ..engine import driver_message, mask_url
 
-__all__ = ["ROW_ID", "Backend", "Capabilities", "ChunkWriter", "check_engine", "create_engine_for", "off_loop"]
+__all__ = ["ROW_ID", "Backend", "Capabilities", "ChunkWriter", "await_thread", "check_engine", "create_engine_for", "off_loop", "settled"]
 
 
 @dataclass(frozen=True)
@@ -229,21 +229,26 @@ async def check_engine(engine: AsyncEngine, url: URL) -> AsyncEngine:
 
 
 async def off_loop(io: Any, func: Callable[..., Any], *args: Any, on_cancel: Callable[[], None] | None = None) -> Any:
-    """Run ``func(*args)`` in the hub's I/O thread. A cancel calls ``on_cancel`` (to stop the
-    driver call early), waits for the thread to end, then is raised."""
-    loop = asyncio.get_running_loop()
-    work = loop.run_in_executor(io, func, *args)
+    """Run ``func(*args)`` in the hub's I/O thread; see :func:`await_thread`."""
+    return await await_thread(asyncio.get_running_loop().run_in_executor(io, func, *args), on_cancel=on_cancel)
+
+
+async def await_thread(work: asyncio.Future, *, on_cancel: Callable[[], None] | None = None) -> Any:
+    """Await a thread's work. A cancel calls ``on_cancel`` (to stop the driver call early), waits
+    for the thread to end (it cannot be stopped, and what it uses must not be released under
+    it), then is raised."""
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
         if on_cancel is not None and not work.done():
             on_cancel()
-        await finish_through_cancel(_quietly(work))
+        await finish_through_cancel(settled(work))
         raise
 
 
-async def _quietly(work: asyncio.Future) -> None:
+async def settled(work: asyncio.Future) -> None:
+    """Wait for ``work`` to end, whatever its outcome (reported elsewhere)."""
     try:
         await work
-    except Exception:  # noqa: BLE001 - the cancel that stopped it is what is raised
+    except Exception:  # noqa: BLE001 - whoever awaits the work itself sees its error
         pass

@@ -216,9 +216,11 @@ class _ArrowWriter(ChunkWriter):
             self._cancel.set()
 
     async def aclose(self) -> None:
+        # No ingest runs any more (each write waited for its thread), and closing only sends a
+        # goodbye: done here, it also works at interpreter exit, when the I/O thread takes no work.
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            await off_loop(self._io, conn.close)
+            conn.close()
 
 
 class _CopyWriter(ChunkWriter):
