@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
 import pandas as pd
-from sqlalchemy import select
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
@@ -25,11 +23,12 @@ from ._portal import get_portal
 from .errors import DatasetError, DsnotebookError, HubClosed, UsageError, ValidationError
 from .models import DatasetInfo
 from .store.backends import Backend, backend_for
-from .store.catalog import ensure_schema, tasks, utcnow
-from .store.engine import WriteGate, mask_url, translate, write_transaction
-from .store.repository import Repository, drop_table
+from .store.catalog import ensure_schema
+from .store.engine import WriteGate, mask_url, translate
+from .store.repository import Repository
 from .tasks import BackgroundTaskService, RetryPolicy, with_retries
-from .upload import DEFAULT_KEEP_INTERRUPTED_S, DatasetUploadService, IfExists, UploadTask, owner
+from .upload import DEFAULT_KEEP_INTERRUPTED_S, DatasetUploadService, IfExists, UploadTask
+from .upload.leases import DEFAULT_LEASE_S, Leases
 
 __all__ = ["AsyncHub", "Hub", "connect", "datasets", "default_hub", "pull", "push", "tasks_frame"]
 
@@ -38,19 +37,6 @@ T = TypeVar("T")
 
 #: At interpreter exit, how long running uploads get to stop before the process goes on exiting.
 EXIT_GRACE_S = 3.0
-#: Seconds without a heartbeat after which another machine's queued or running upload counts as
-#: interrupted. Its owner renews the heartbeat four times per lease.
-DEFAULT_LEASE_S = 60.0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class AsyncHub:
@@ -175,10 +161,10 @@ class AsyncHub:
             self._engine = engine
             self._io = io
             self._loop = asyncio.get_running_loop()
-            self._write_sessions = write_sessions
-            await with_retries(retry, lambda: self._mark_interrupted(write_sessions), label="marking ended uploads")
+            self._leases = Leases(self._uploads, write_sessions, gate, lease=self._lease)
+            await with_retries(retry, self._leases.mark_interrupted, label="marking ended uploads")
             await self._uploads.expire_staging()
-            self._heartbeat = self._loop.create_task(self._keep_alive(), name=f"dsnotebook heartbeat {id(self):x}")
+            self._heartbeat = self._loop.create_task(self._leases.keep_alive(), name=f"dsnotebook heartbeat {id(self):x}")
         except BaseException as exc:
             self._engine = None
             self._io = None
@@ -188,73 +174,6 @@ class AsyncHub:
                 raise
             raise translate(exc, what=f"opening {mask_url(self.url)}") from exc
         return self
-
-    async def _mark_interrupted(self, write_sessions: async_sessionmaker) -> None:
-        """Mark the uploads whose process is gone as interrupted.
-
-        On this host, a process that no longer exists is gone. For another host, whose processes
-        cannot be checked from here, an upload is gone once its heartbeat is older than the lease.
-        """
-        host, _pid = owner()
-        stale = utcnow() - timedelta(seconds=self._lease)
-        async with write_transaction(write_sessions, self._uploads._gate) as session:
-            rows = (
-                await session.execute(
-                    select(
-                        tasks.c.id,
-                        tasks.c.owner_host,
-                        tasks.c.owner_pid,
-                        tasks.c.staging_table,
-                        tasks.c.rows_done,
-                        tasks.c.heartbeat_at,
-                        tasks.c.queued_at,
-                    ).where(tasks.c.status.in_(("queued", "running")))
-                )
-            ).all()
-
-            def gone(r) -> bool:
-                if r.owner_host == host:
-                    return not _pid_alive(r.owner_pid)
-                return (r.heartbeat_at or r.queued_at) < stale
-
-            dead = [r for r in rows if gone(r)]
-            for r in dead:
-                # Committed staging rows stay for a resume (see DatasetUploadService.expire_staging);
-                # a staging table without any is of no use.
-                keep = r.staging_table if r.rows_done > 0 else None
-                if r.staging_table and keep is None:
-                    await drop_table(session, r.staging_table)
-                await session.execute(
-                    tasks.update()
-                    .where(tasks.c.id == r.id)
-                    .values(
-                        status="interrupted",
-                        error="the process running this upload ended before it finished",
-                        staging_table=keep,
-                        finished_at=utcnow(),
-                    )
-                )
-        if dead:
-            log.info("marked %d upload(s) of ended processes as interrupted", len(dead))
-
-    async def _keep_alive(self) -> None:
-        """Renew the heartbeat of this hub's uploads, and mark other processes' dead ones."""
-        interval = self._lease / 4
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                ids = [handle.id for handle in self._uploads.handles()]
-                if ids:
-                    async with write_transaction(self._write_sessions, self._uploads._gate) as session:
-                        await session.execute(
-                            tasks.update()
-                            .where(tasks.c.id.in_(ids), tasks.c.status.in_(("queued", "running")))
-                            .values(heartbeat_at=utcnow())
-                        )
-                await self._mark_interrupted(self._write_sessions)
-                await self._uploads.expire_staging()
-            except Exception:  # noqa: BLE001 - a missed beat is retried at the next one; the lease allows four
-                log.debug("heartbeat of %r failed", self, exc_info=True)
 
     async def __aenter__(self) -> AsyncHub:
         return await self.open()
