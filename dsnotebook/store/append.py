@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
 from typing import TYPE_CHECKING
 
 from .codec import _MARK_CODES, HIDDEN_PREFIX, _label_key, merged_object_kind, schema

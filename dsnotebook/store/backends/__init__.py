@@ -10,7 +10,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from ...errors import ConfigError
-from ..engine import default_url, mask_url, mask_text
+from ..engine import default_url, mask_text, mask_url
 from .base import ROW_ID, Backend, Capabilities, ChunkWriter
 from .postgresql import PostgreSQLBackend
 from .sqlite import SQLiteBackend

@@ -54,7 +54,17 @@ from .. import codec
 from ..codec import EncodedFrame, SqlColumn
 from ..engine import mask_url
 from . import _arrow_io, _rows
-from .base import ROW_ID, Backend, Capabilities, ChunkWriter, await_thread, check_engine, create_engine_for, off_loop, settled
+from .base import (
+    ROW_ID,
+    Backend,
+    Capabilities,
+    ChunkWriter,
+    await_thread,
+    check_engine,
+    create_engine_for,
+    off_loop,
+    settled,
+)
 
 __all__ = ["SQLiteBackend"]
 
