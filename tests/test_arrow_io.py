@@ -53,6 +53,23 @@ def test_handoff_dir_is_private_and_stable():
     assert not os.path.exists(path)
 
 
+def test_handoff_dir_sweeps_dead_processes_leftovers(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    pid = int(dead.stdout)
+    stale = tmp_path / f"dsnotebook-handoff-{pid}-abc"
+    stale.mkdir()
+    (stale / "push-1.db").write_bytes(b"x")
+    alive = tmp_path / f"dsnotebook-handoff-{os.getpid()}-def"
+    alive.mkdir()
+    other = tmp_path / "dsnotebook-handoff-notapid"
+    other.mkdir()
+    aio._sweep_stale(str(tmp_path))
+    assert not stale.exists() and alive.exists() and other.exists()
+
+
 def _main_db(tmp_path, ddl: str) -> sqlite3.Connection:
     con = sqlite3.connect(tmp_path / "main.db", isolation_level=None)
     con.execute("PRAGMA journal_mode=WAL")
@@ -352,8 +369,9 @@ def _mixed_file(tmp_path, values: list, declared: str = "") -> str:
 def test_read_handoff_detects_values_that_do_not_fit(tmp_path, values, declared, arrow_type):
     path = _mixed_file(tmp_path, values, declared)
     schema = pa.schema([("x", arrow_type)])
-    with pytest.raises(aio.HandoffTypeError):
-        list(aio.read_handoff(path, "SELECT x FROM r", schema, batch_rows=100))
+    with pytest.raises(aio.HandoffTypeError) as info:
+        list(aio.read_handoff(path, "SELECT x FROM r;", schema, batch_rows=100))
+    assert info.value.column == "x"
 
 
 @pytest.mark.parametrize(
