@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from dsnotebook.errors import ConfigError
 from dsnotebook.store import codec
-from dsnotebook.store.backends import BACKENDS, ROW_ID, Backend, backend_for
+from dsnotebook.store.backends import BACKENDS, ROW_ID, Backend, Rows, backend_for
 from dsnotebook.store.catalog import datasets, ensure_schema, utcnow
 
 from conftest import BACKENDS as TESTED_BACKENDS
@@ -199,14 +199,18 @@ async def _contract(backend: Backend) -> None:
             await conn.exec_driver_sql(f'ALTER TABLE "{stage}" RENAME TO "dsn_data_contract"')
         if backend.has_after_chunk:
             await backend.after_chunk(engine)
-        names = ", ".join(f'"{c.name}"' for c in encoded.columns)
-        sql = f'SELECT {names} FROM "dsn_data_contract" ORDER BY "{ROW_ID}"'
         async with read() as session:
-            back = await backend.read(session, sql, encoded.manifest, io=io)
+            back = await backend.read(session, "dsn_data_contract", encoded.manifest, Rows(), io=io)
         assert_identical(back, df)
         async with read() as session:
-            part = await backend.read(session, sql + " LIMIT 10", encoded.manifest, io=io)
+            part = await backend.read(session, "dsn_data_contract", encoded.manifest, Rows(limit=10), io=io)
         assert_identical(part, df.iloc[:10])
+        async with read() as session:
+            middle = await backend.read(session, "dsn_data_contract", encoded.manifest, Rows(after=100, upto=350), io=io)
+        assert_identical(middle, df.iloc[100:350])
+        async with read() as session:
+            none = await backend.read(session, "dsn_data_contract", encoded.manifest, Rows(after=len(df)), io=io)
+        assert_identical(none, df.iloc[:0])
 
         # Appending's conversions: text to its UTF-8 bytes.
         async with write() as session, session.begin():

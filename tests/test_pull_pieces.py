@@ -147,3 +147,18 @@ def test_iter_batches_memory_is_bounded_by_the_batch_not_the_dataset(hub, db_url
     # what the process keeps of the first batch's allocations.
     assert full["growth"] >= size * 0.8, (full, size)
     assert streamed["growth"] < size / 3, (streamed, size)
+
+
+@pytest.mark.sqlite_only
+def test_a_pull_in_many_parts_keeps_order_across_appends(hub, monkeypatch):
+    """SQLite pulls part by part (one hand-off file filled while ADBC reads the last); with tiny
+    parts, a pull of an appended version (row ids up to 0, then from 1) crosses many of them."""
+    from dsnotebook.store.backends import sqlite as sqlite_backend
+
+    monkeypatch.setattr(sqlite_backend, "PULL_PART_ROWS", 7)
+    first, second = _frame(40), _frame(33, start=40)
+    hub.push(first, "parts").wait(timeout=60)
+    hub.push(second, "parts", if_exists="append").wait(timeout=60)
+    assert_identical(hub.pull("parts"), pd.concat([first, second], ignore_index=True))
+    assert_identical(hub.pull("parts", limit=12), first.iloc[:12])
+    assert_identical(pd.concat(hub.iter_batches("parts", batch_rows=30)), pd.concat([first, second], ignore_index=True))

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 from ..errors import DatasetNotFound, ValidationError
 from ..models import DatasetInfo, DatasetVersion
 from . import codec
-from .backends.base import ROW_ID, Backend
+from .backends.base import ROW_ID, Backend, Rows
 from .catalog import datasets, tasks, versions
 from .engine import WriteGate, write_transaction
 
@@ -188,11 +188,7 @@ class Repository:
             row, sql_names, manifest = await self._plan(session, name, version, columns)
             if not sql_names:  # only columns of a RangeIndex: nothing to read but the count
                 return codec.decode({**manifest, "nrows": row.rows if limit is None else min(row.rows, limit)}, [])
-            conn = await session.connection()
-            sql = f"SELECT {_select_list(conn, sql_names)} FROM {quote(conn, row.table_name)} ORDER BY {quote(conn, ROW_ID)}"
-            if limit is not None:
-                sql += f" LIMIT {int(limit)}"
-            return await self._backend.read(session, sql, manifest, io=self._io)
+            return await self._backend.read(session, row.table_name, manifest, Rows(limit=limit), io=self._io)
 
     async def iter_batches(
         self,
@@ -220,13 +216,12 @@ class Repository:
             row, sql_names, manifest = await self._plan(session, name, version, columns)
             conn = await session.connection()
             table, row_id = quote(conn, row.table_name), quote(conn, ROW_ID)
-            select_list = _select_list(conn, sql_names)
         index = manifest["index"]
         done, last = 0, None
         while done < row.rows:
-            after = "" if last is None else f" WHERE {row_id} > {last}"
             async with self._read() as session:
                 # The batch's last row id, found on the key alone; then the batch's rows.
+                after = Rows(after=last).where(row_id)
                 bound = f"SELECT MAX({row_id}) FROM (SELECT {row_id} FROM {table}{after} ORDER BY {row_id} LIMIT {int(batch_rows)}) AS b"
                 upper = (await session.execute(text(bound))).scalar()
                 if upper is None:
@@ -237,9 +232,7 @@ class Repository:
                     # The labels of these rows: the range continues where the last batch stopped.
                     batch["index"] = {**index, "start": index["start"] + done * index["step"]}
                 if sql_names:
-                    within = f"{row_id} <= {int(upper)}" + ("" if last is None else f" AND {row_id} > {last}")
-                    sql = f"SELECT {select_list} FROM {table} WHERE {within} ORDER BY {row_id}"
-                    frame = await self._backend.read(session, sql, batch, io=self._io)
+                    frame = await self._backend.read(session, row.table_name, batch, Rows(after=last, upto=upper), io=self._io)
                 else:
                     frame = codec.decode(batch, [])
             done += len(frame)

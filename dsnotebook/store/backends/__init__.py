@@ -11,11 +11,11 @@ from sqlalchemy.exc import ArgumentError
 
 from ...errors import ConfigError
 from ..engine import default_url, mask_text, mask_url
-from .base import ROW_ID, Backend, Capabilities, ChunkWriter
+from .base import ROW_ID, Backend, Capabilities, ChunkWriter, Rows
 from .postgresql import PostgreSQLBackend
 from .sqlite import SQLiteBackend
 
-__all__ = ["BACKENDS", "ROW_ID", "Backend", "Capabilities", "ChunkWriter", "backend_for", "supported_url_forms"]
+__all__ = ["BACKENDS", "ROW_ID", "Backend", "Capabilities", "ChunkWriter", "Rows", "backend_for", "supported_url_forms"]
 
 #: The registered backends, by SQLAlchemy backend name.
 BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (SQLiteBackend, PostgreSQLBackend)}

@@ -28,7 +28,7 @@ from ...tasks import finish_through_cancel
 from ..codec import ROW_ID, EncodedFrame, SqlColumn
 from ..engine import driver_message, mask_url
 
-__all__ = ["ROW_ID", "Backend", "Capabilities", "ChunkWriter", "await_thread", "check_engine", "create_engine_for", "off_loop", "settled"]
+__all__ = ["ROW_ID", "Backend", "Capabilities", "ChunkWriter", "Rows", "await_thread", "check_engine", "create_engine_for", "off_loop", "settled"]
 
 
 @dataclass(frozen=True)
@@ -185,15 +185,45 @@ class Backend(abc.ABC):
     # -- reading -----------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def read(self, session: AsyncSession, sql: str, manifest: dict, *, io: Any) -> pd.DataFrame:
-        """Run ``sql``, a SELECT of the columns ``manifest["sql_columns"]`` lists, in that order,
-        and rebuild its rows as the frame the manifest describes.
+    async def read(self, session: AsyncSession, table: str, manifest: dict, rows: Rows, *, io: Any) -> pd.DataFrame:
+        """Read ``rows`` of ``table`` in order, the columns ``manifest["sql_columns"]`` lists,
+        and rebuild them as the frame the manifest describes.
 
         ``session`` is the caller's read session. A backend that reads on a connection of its own
         may see a later snapshot than the catalog row the caller read; that is harmless, since a
         version's table never changes, and a table dropped meanwhile fails the read clearly.
         """
 
+
+@dataclass(frozen=True)
+class Rows:
+    """Which rows of a stored table a read takes, in row-id order.
+
+    Attributes:
+        after: only rows whose row id is greater (None: from the first).
+        upto: only rows whose row id is at most this (None: to the last).
+        limit: at most this many rows, the first ones (None: all).
+    """
+
+    after: int | None = None
+    upto: int | None = None
+    limit: int | None = None
+
+    def where(self, row_id: str) -> str:
+        """The SQL condition on the quoted row-id column (``""`` for every row)."""
+        parts = []
+        if self.after is not None:
+            parts.append(f"{row_id} > {int(self.after)}")
+        if self.upto is not None:
+            parts.append(f"{row_id} <= {int(self.upto)}")
+        return f" WHERE {' AND '.join(parts)}" if parts else ""
+
+    def select(self, conn: AsyncConnection | AsyncSession, table: str, columns: Sequence[str]) -> str:
+        """The SELECT of ``columns`` of ``table`` for these rows, in row-id order."""
+        q = (conn.bind.dialect if isinstance(conn, AsyncSession) else conn.dialect).identifier_preparer.quote
+        row_id = q(ROW_ID)
+        sql = f"SELECT {', '.join(q(c) for c in columns)} FROM {q(table)}{self.where(row_id)} ORDER BY {row_id}"
+        return sql if self.limit is None else f"{sql} LIMIT {int(self.limit)}"
 
 
 def create_engine_for(url: URL, connect_url: URL, **kwargs: Any) -> AsyncEngine:

@@ -39,7 +39,7 @@ from sqlalchemy.types import TypeEngine
 from .. import codec
 from ..codec import EncodedFrame, SqlColumn
 from . import _arrow_io, _rows
-from .base import ROW_ID, Backend, Capabilities, ChunkWriter, check_engine, create_engine_for, off_loop
+from .base import ROW_ID, Rows, Backend, Capabilities, ChunkWriter, check_engine, create_engine_for, off_loop
 
 __all__ = ["PostgreSQLBackend", "time_codecs"]
 
@@ -158,11 +158,11 @@ class PostgreSQLBackend(Backend):
             f"ALTER TABLE {q(table)} ALTER COLUMN {q(column)} TYPE BYTEA USING {self.utf8_bytes(q(column))}"
         )
 
-    async def read(self, session: AsyncSession, sql: str, manifest: dict, *, io: Any) -> pd.DataFrame:
+    async def read(self, session: AsyncSession, table: str, manifest: dict, rows: Rows, *, io: Any) -> pd.DataFrame:
+        sql = rows.select(session, table, [name for name, _ in manifest["sql_columns"]])
         if not all(t in _ARROW_READS for _, t in manifest["sql_columns"]):
             return await self._read_rows(session, sql, manifest)
-        table = await off_loop(io, _fetch, self._uri, sql)
-        return codec.decode_arrow(manifest, table)
+        return codec.decode_arrow(manifest, await off_loop(io, _fetch, self._uri, sql))
 
     async def _read_rows(self, session: AsyncSession, sql: str, manifest: dict) -> pd.DataFrame:
         conn = await session.connection()

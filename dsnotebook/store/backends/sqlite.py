@@ -33,6 +33,7 @@ are read through the driver's rows instead.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 from collections.abc import Sequence
@@ -59,10 +60,10 @@ from .base import (
     Backend,
     Capabilities,
     ChunkWriter,
+    Rows,
     await_thread,
     check_engine,
     create_engine_for,
-    off_loop,
     settled,
 )
 
@@ -74,6 +75,8 @@ log = logging.getLogger("dsnotebook")
 HANDOFF = "dsn_handoff"
 # The pool record's note that its connection has a hand-off file attached.
 _ATTACHED = "dsn_handoff_attached"
+#: Rows per part of a pull: ADBC reads one part's hand-off file while the next one is filled.
+PULL_PART_ROWS = 200_000
 # Each storage type as the hand-off carries it.
 _HANDOFF_TYPES = {"INTEGER": pa.int64(), "REAL": pa.float64(), "TEXT": pa.large_string(), "BLOB": pa.large_binary()}
 
@@ -176,27 +179,59 @@ class SQLiteBackend(Backend):
         q = conn.dialect.identifier_preparer.quote
         await conn.exec_driver_sql(f"UPDATE {q(table)} SET {q(column)} = {self.utf8_bytes(q(column))}")
 
-    async def read(self, session: AsyncSession, sql: str, manifest: dict, *, io: Any) -> pd.DataFrame:
-        columns = manifest["sql_columns"]
-        schema = pa.schema([pa.field(name, _HANDOFF_TYPES[sql_type]) for name, sql_type in columns])
-        path = _arrow_io.new_handoff_path("pull")
+    async def read(self, session: AsyncSession, table: str, manifest: dict, rows: Rows, *, io: Any) -> pd.DataFrame:
+        names = [name for name, _ in manifest["sql_columns"]]
+        schema = pa.schema([pa.field(name, _HANDOFF_TYPES[sql_type]) for name, sql_type in manifest["sql_columns"]])
+        select = f"SELECT {', '.join(_quote(n) for n in names)} FROM r"
+        paths: list[str] = []
+        reading: asyncio.Future | None = None
+        parts: list[pa.Table] = []
         try:
-            conn = await session.connection()
-            raw = await conn.get_raw_connection()
-            await _attach(raw, path)
-            await raw.driver_connection.execute(f"CREATE TABLE {HANDOFF}.r AS {sql}")
-            # Ends the read and returns the connection, which detaches the file on the way: from
-            # here on only ADBC has it open.
-            await session.commit()
-            names = ", ".join(_quote(name) for name, _ in columns)
-            table = await off_loop(io, _arrow_io.read_handoff_table, path, f"SELECT {names} FROM r", schema)
+            # Part by part: while ADBC reads one hand-off file, the connection fills the next.
+            for part in await self._parts(session, table, rows):
+                path = _arrow_io.new_handoff_path("pull")
+                paths.append(path)
+                await self._copy_out(session, path, part.select(session, table, names))
+                if reading is not None:
+                    parts.append(await await_thread(reading))
+                reading = asyncio.get_running_loop().run_in_executor(
+                    io, functools.partial(_arrow_io.read_handoff_table, path, select, schema, batch_rows=PULL_PART_ROWS)
+                )
+            parts.append(await await_thread(reading))
         except _arrow_io.HandoffTypeError as exc:
             # A column holds values of several storage classes: its rows come through the driver.
             log.debug("reading through the driver's rows instead of the hand-off: %s", exc)
-            return await self._read_rows(session, sql, manifest)
+            return await self._read_rows(session, rows.select(session, table, names), manifest)
         finally:
-            _arrow_io.remove_handoff(path)
-        return codec.decode_arrow(manifest, table)
+            if reading is not None:
+                await finish_through_cancel(settled(reading))
+            for path in paths:
+                _arrow_io.remove_handoff(path)
+        return codec.decode_arrow(manifest, pa.concat_tables(parts))
+
+    async def _parts(self, session: AsyncSession, table: str, rows: Rows) -> list[Rows]:
+        """``rows`` in parts of about :data:`PULL_PART_ROWS` (row ids are contiguous in a
+        version's table); a limited read is one part."""
+        if rows.limit is not None:
+            return [rows]
+        conn = await session.connection()
+        row_id = _quote(ROW_ID)
+        sql = f"SELECT MIN({row_id}), MAX({row_id}) FROM {_quote(table)}{rows.where(row_id)}"
+        low, high = (await conn.exec_driver_sql(sql)).one()
+        if low is None:
+            return [rows]
+        edges = list(range(low - 1, high, PULL_PART_ROWS)) + [high]
+        return [Rows(after=a, upto=b) for a, b in zip(edges, edges[1:])]
+
+    async def _copy_out(self, session: AsyncSession, path: str, sql: str) -> None:
+        """Copy the rows of ``sql`` into the hand-off file's table ``r``, then let go of the file."""
+        conn = await session.connection()
+        raw = await conn.get_raw_connection()
+        await _attach(raw, path)
+        await raw.driver_connection.execute(f"CREATE TABLE {HANDOFF}.r AS {sql}")
+        # Ends the read and returns the connection, which detaches the file on the way: from
+        # here on only ADBC has it open.
+        await session.commit()
 
     async def _read_rows(self, session: AsyncSession, sql: str, manifest: dict) -> pd.DataFrame:
         conn = await session.connection()
