@@ -1,81 +1,56 @@
-"""Push 1,000,000 rows × 8 columns into PostgreSQL: dsnotebook against to_sql and bare COPY.
+"""Push 1,000,000 rows × 8 columns into PostgreSQL: dsnotebook against ADBC, to_sql and bare COPY.
 
-    python benchmarks/bench_push_pg.py [--rows N] [--runs K]
+    python benchmarks/bench_push_pg.py [--rows N] [--repeats K]
 
-Needs a PostgreSQL server at 127.0.0.1:5432 (user postgres, trust auth, database test); the
-benchmark creates a database of its own, dsn_bench_<pid>, and drops it at the end. Every method
-starts from the same DataFrame, so building the row values counts for the baselines too. Each
-run of each method is a fresh subprocess writing a fresh table; connecting is not timed, and
-each timed run starts once the server is quiet (no autovacuum at work, a checkpoint just done).
+Needs a PostgreSQL server (default postgresql://postgres@127.0.0.1:5432/test, trust auth; set
+DSNOTEBOOK_BENCH_POSTGRES to change it); the benchmark creates a database of its own,
+dsn_bench_<pid>, and drops it at the end. Each run of each case is a fresh subprocess writing a
+fresh table; connecting is not timed, and each timed run starts once the server is quiet (no
+autovacuum at work, a checkpoint just done). Cases:
+
+  dsnotebook push                     hub.push(df, name) until task.wait() returns (a new name
+                                      each run, so deduplication never answers); the child then
+                                      pulls it back, untimed, and checks it equals the frame
+  ADBC ingest (pyarrow)               pa.Table.from_pandas(df), adbc_ingest(mode="create") with
+                                      ADBC's own PostgreSQL driver (binary COPY), commit
+  ADBC ingest + primary key           the ordered floor: the same with a bigint row-number column
+                                      added to the Arrow table, then ALTER TABLE ... ADD PRIMARY
+                                      KEY on it, all in one transaction. It is the least any table
+                                      that gives its rows back in order needs, so it is the
+                                      yardstick of the speed target
+  to_sql (psycopg)                    df.to_sql over a SQLAlchemy postgresql+psycopg engine
+  bare asyncpg COPY                   copy_records_to_table from per-column Python lists, into a
+                                      table typed as dsnotebook types it
+  bare COPY, ordered                  the same plus a row number and a primary key built after
+                                      the COPY, in one transaction
+
+Every case starts from the same DataFrame, so building the values a baseline sends (an Arrow
+table, Python lists) is timed too. Note that ADBC stores the datetime64[ns] column as a
+timestamp (microseconds), where dsnotebook and the COPY cases store an exact bigint.
+
+Targets: dsnotebook ≤ 1.1x the ADBC + primary key floor; ≥ 4x faster than to_sql; within
+1.3x of the bare asyncpg COPY; peak RSS growth during the push ≤ the frame's
+memory_usage(deep=True).
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import make_frame, print_table, reset_peak_rss, rss_mb, run_benchmark  # noqa: E402
+from _common import Place, Stopwatch, frame_mb, make_frame, pg_admin, pg_url, print_table, print_targets, ratio, run_benchmark  # noqa: E402
 
-SERVER = "postgres@127.0.0.1:5432"
-METHODS = [
-    "dsnotebook push",
-    "to_sql (psycopg)",
-    "bare asyncpg COPY",
-    "bare COPY, ordered",
-]
-# "bare COPY, ordered" is the same COPY plus what any table that gives its rows back in order
-# needs: a row number column, and a primary key on it built once the rows are in (one
-# transaction). It is the floor for dsnotebook's tables, which must pull back identical frames.
-
-
-def _url(driver: str, database: str) -> str:
-    return f"postgresql{driver}://{SERVER}/{database}"
-
-
-async def _admin(sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(_url("", "test"))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-async def _quiesce() -> None:
-    """Start every timed run from a quiet server: no autovacuum worker still busy with an
-    earlier run's table, and no dirty buffers left for a checkpoint to write mid-run."""
-    import asyncpg
-
-    conn = await asyncpg.connect(_url("", "test"))
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            busy = await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")
-            if not busy:
-                break
-            await asyncio.sleep(0.2)
-        await conn.execute("CHECKPOINT")
-    finally:
-        await conn.close()
-
-
-def quiesce() -> None:
-    asyncio.run(_quiesce())
-
-
-def prepare(rows: int, workdir: Path) -> None:
-    """Create this run's own database (via ``test``) and drop it whenever the benchmark exits."""
-    database = f"dsn_bench_{os.getpid()}"
-    asyncio.run(_admin(f"CREATE DATABASE {database}"))
-    atexit.register(lambda: asyncio.run(_admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")))
-    (workdir / "database").write_text(database)
+OURS = "dsnotebook push"
+ADBC = "ADBC ingest (pyarrow)"
+ADBC_PK = "ADBC ingest + primary key"
+TO_SQL = "to_sql (psycopg)"
+COPY = "bare asyncpg COPY"
+COPY_ORDERED = "bare COPY, ordered"
+CASES = [OURS, ADBC, ADBC_PK, TO_SQL, COPY, COPY_ORDERED]
 
 
 def _pg_type(s) -> str:
@@ -127,57 +102,38 @@ def _columns(df) -> list[list]:
     return cols
 
 
-def child(method: str, rows: int, workdir: Path) -> dict:
-    import pandas as pd
+def _adbc_ingest(df, place: Place, table: str, *, ordered: bool) -> Stopwatch:
+    import adbc_driver_postgresql.dbapi
+    import numpy as np
+    import pyarrow as pa
 
-    df = make_frame(rows)
-    database = (workdir / "database").read_text()
-    table = f"bench_{os.getpid()}"
-    if method == "dsnotebook push":
-        import dsnotebook as dsn
+    con = adbc_driver_postgresql.dbapi.connect(pg_url(place.database))
+    place.quiesce()
+    with Stopwatch() as sw:
+        arrow = pa.Table.from_pandas(df, preserve_index=False)
+        if ordered:
+            arrow = arrow.add_column(0, "row_id", pa.array(np.arange(1, len(df) + 1, dtype=np.int64)))
+        with con.cursor() as cur:  # one transaction: the DB-API connection does not autocommit
+            cur.adbc_ingest(table, arrow, mode="create")
+            if ordered:
+                cur.execute(f'ALTER TABLE "{table}" ADD PRIMARY KEY (row_id)')
+        con.commit()
+    con.close()
+    return sw
 
-        hub = dsn.connect(_url("+asyncpg", database))
-        quiesce()
-        reset_peak_rss()
-        before, _ = rss_mb()
-        t0 = time.perf_counter()
-        version = hub.push(df, table).wait()
-        seconds = time.perf_counter() - t0
-        _, peak = rss_mb()
-        # A new name per run, so the push is never answered by deduplication; checked here too.
-        assert not version.deduplicated and version.rows == rows, version
-        pd.testing.assert_frame_equal(hub.pull(table), df, check_exact=True)
-        hub.close()
-    elif method == "to_sql (psycopg)":
-        import sqlalchemy
 
-        engine = sqlalchemy.create_engine(_url("+psycopg", database))
-        with engine.connect():
-            pass  # connect outside the timed region, as for the others
-        quiesce()
-        reset_peak_rss()
-        before, _ = rss_mb()
-        t0 = time.perf_counter()
-        df.to_sql(table, engine, if_exists="replace", index=False)
-        seconds = time.perf_counter() - t0
-        _, peak = rss_mb()
-        engine.dispose()
-    elif method in ("bare asyncpg COPY", "bare COPY, ordered"):
-        import asyncpg
+def _asyncpg_copy(df, place: Place, table: str, *, ordered: bool) -> Stopwatch:
+    import asyncpg
 
-        ordered = method == "bare COPY, ordered"
-
-        async def copy() -> tuple[float, float]:
-            conn = await asyncpg.connect(_url("", database))
-            try:
-                columns = ", ".join(f'"{name}" {_pg_type(df[name])}' for name in df.columns)
-                if ordered:
-                    columns = "row_id bigint NOT NULL, " + columns
-                await conn.execute(f'CREATE TABLE "{table}" ({columns})')
-                await _quiesce()
-                reset_peak_rss()
-                before, _ = rss_mb()
-                t0 = time.perf_counter()
+    async def copy() -> Stopwatch:
+        conn = await asyncpg.connect(pg_url(place.database))
+        try:
+            columns = ", ".join(f'"{name}" {_pg_type(df[name])}' for name in df.columns)
+            if ordered:
+                columns = "row_id bigint NOT NULL, " + columns
+            await conn.execute(f'CREATE TABLE "{table}" ({columns})')
+            place.quiesce()
+            with Stopwatch() as sw:
                 if ordered:
                     async with conn.transaction():
                         records = zip(range(1, len(df) + 1), *_columns(df))
@@ -185,34 +141,78 @@ def child(method: str, rows: int, workdir: Path) -> dict:
                         await conn.execute(f'ALTER TABLE "{table}" ADD PRIMARY KEY (row_id)')
                 else:
                     await conn.copy_records_to_table(table, records=zip(*_columns(df)), columns=list(df.columns))
-                return time.perf_counter() - t0, before
-            finally:
-                await conn.close()
+            return sw
+        finally:
+            await conn.close()
 
-        seconds, before = asyncio.run(copy())
-        _, peak = rss_mb()
+    return asyncio.run(copy())
+
+
+def child(case: str, rows: int, place: Place) -> dict:
+    import pandas as pd
+
+    df = make_frame(rows)
+    table = f"bench_{os.getpid()}"
+    if case == OURS:
+        import dsnotebook as dsn
+
+        hub = dsn.connect(place.dsn_url())
+        place.quiesce()
+        with Stopwatch() as sw:
+            hub.push(df, table).wait()
+        try:  # untimed: the version must come back as pushed
+            pd.testing.assert_frame_equal(hub.pull(table), df, check_exact=True)
+            exact = "yes"
+        except AssertionError as exc:
+            exact = f"NO: {' '.join(str(exc).split())[:400]}"
+        hub.close()
+        return sw.result(bound_mb=frame_mb(df), bound_label="≤ the frame's memory_usage(deep=True)", exact=exact)
+    if case in (ADBC, ADBC_PK):
+        sw = _adbc_ingest(df, place, table, ordered=case == ADBC_PK)
+    elif case in (COPY, COPY_ORDERED):
+        sw = _asyncpg_copy(df, place, table, ordered=case == COPY_ORDERED)
+    elif case == TO_SQL:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(pg_url(place.database, "+psycopg"))
+        with engine.connect():
+            pass  # connect outside the timed region, as for the others
+        place.quiesce()
+        with Stopwatch() as sw:
+            df.to_sql(table, engine, index=False)
+        engine.dispose()
     else:
-        raise SystemExit(f"unknown method {method!r}")
-    return {"seconds": seconds, "rss_growth_mb": peak - before, "frame_mb": df.memory_usage(deep=True).sum() / 2**20}
+        raise SystemExit(f"unknown case {case!r}")
+    pg_admin(f'DROP TABLE "{table}"', place.database)  # untimed; keeps the scratch database small
+    return sw.result()
 
 
 def main() -> None:
-    results, rows = run_benchmark(__file__, __doc__, METHODS, child, prepare=prepare)
-    frame_mb = results[METHODS[0]][0]["frame_mb"]
-    medians = print_table(f"push {rows:,} rows × 8 columns to PostgreSQL", results, "dsnotebook push", frame_mb)
-    ours = medians["dsnotebook push"]
-    faster = medians["to_sql (psycopg)"] / ours
-    of_copy = ours / medians["bare asyncpg COPY"]
-    floor = medians["bare COPY, ordered"] / medians["bare asyncpg COPY"]
-    of_ordered = ours / medians["bare COPY, ordered"]
-    print("\ntargets:")
-    checks = [
-        ("≥ 4x faster than to_sql over psycopg", faster >= 4, f"to_sql psycopg / ours = {faster:.2f}x"),
-        ("within 1.3x of bare asyncpg COPY", of_copy <= 1.3, f"ours / bare COPY = {of_copy:.2f}x"),
-    ]
-    for label, met, detail in checks:
-        print(f"  {'met    ' if met else 'NOT met'}  {label} ({detail})")
-    print(f"\nan ordered table alone costs {floor:.2f}x the bare COPY; ours / bare COPY, ordered = {of_ordered:.2f}x")
+    results = run_benchmark(__file__, __doc__, CASES, child, backends=("postgresql",))
+    print_table(f"push {results.rows:,} rows × 8 columns to PostgreSQL", results, OURS)
+    exact = results.first(OURS, "exact")
+    if exact:
+        print(f"  dsnotebook push: pulled back, equals the pushed frame exactly: {exact}")
+    ours = results.median(OURS)
+    growth, bound = results.median(OURS, "rss_growth_mb"), results.median(OURS, "bound_mb")
+    print_targets(
+        [
+            ("dsnotebook / (ADBC ingest + primary key) ≤ 1.1", ratio(ours, results.median(ADBC_PK)), lambda v: v <= 1.1, "{:.2f}x"),
+            ("≥ 4x faster than to_sql over psycopg", ratio(results.median(TO_SQL), ours), lambda v: v >= 4, "{:.2f}x"),
+            ("within 1.3x of bare asyncpg COPY", ratio(ours, results.median(COPY)), lambda v: v <= 1.3, "{:.2f}x"),
+            ("peak RSS growth ≤ frame memory", ratio(growth, bound), lambda v: v <= 1, f"{growth or 0:.0f} MB = {{:.2f}}x the frame's {bound or 0:.0f} MB"),
+        ]
+    )
+
+    def show(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}x"
+
+    print(
+        f"\nan ordered table costs {show(ratio(results.median(ADBC_PK), results.median(ADBC)))} the plain ADBC ingest "
+        f"and {show(ratio(results.median(COPY_ORDERED), results.median(COPY)))} the plain COPY; "
+        f"dsnotebook / ADBC ingest = {show(ratio(ours, results.median(ADBC)))}, "
+        f"dsnotebook / bare COPY, ordered = {show(ratio(ours, results.median(COPY_ORDERED)))}"
+    )
 
 
 if __name__ == "__main__":
