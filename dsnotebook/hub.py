@@ -39,6 +39,12 @@ T = TypeVar("T")
 EXIT_GRACE_S = 3.0
 
 
+def _log_failure(future: concurrent.futures.Future) -> None:
+    # Loading a driver early is an optimisation: if it fails, the first transfer says why.
+    if not future.cancelled() and future.exception() is not None:
+        log.debug("loading the bulk driver failed", exc_info=future.exception())
+
+
 class AsyncHub:
     """The async face: every method runs on the caller's event loop.
 
@@ -129,6 +135,7 @@ class AsyncHub:
         # Driver calls that run off the event loop (bulk transfers) get threads of their own,
         # which close with the hub.
         io = concurrent.futures.ThreadPoolExecutor(backend.io_workers(), thread_name_prefix="dsnotebook-io")
+        io.submit(backend.warm_up).add_done_callback(_log_failure)
         try:
 
             async def check_schema() -> None:

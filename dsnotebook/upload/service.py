@@ -1,20 +1,9 @@
-"""DatasetUploadService: validate, then schedule; stage in chunks; publish atomically.
-
-A push is validated and encoded completely on the caller's side, before anything is scheduled or
-written, so bad input fails at once with a clear error. The upload itself runs as a task of the
-hub's :class:`~dsnotebook.tasks.BackgroundTaskService`, with a session of its own:
-
-1. rows go into a staging table in chunks, each chunk committed with the task's progress, so
-   that progress is durable and a transient lock only costs one chunk's retry;
-2. the version row, the dataset's latest pointer and its SQL view are written in one
-   transaction, so readers never see a partial version;
-3. a failure or cancel drops the staging table; the previous version is never touched.
-
-An upload that was *interrupted* (its process died, or the interpreter exited while it ran) keeps
-its committed staging rows, so that pushing the same content to the same dataset again resumes
-from them (recognised by the frame's content hash) instead of starting over. Kept rows go once
-the dataset gets a newer version, after ``keep_interrupted`` seconds (7 days by default), or at
-once with ``hub.cleanup()``.
+"""Orchestration: :class:`DatasetUploadService` validates a push, records it as queued, and runs
+it as a task of the hub's :class:`~dsnotebook.tasks.BackgroundTaskService`, with a session of its
+own: chunk by chunk into the staging table (each chunk committed with the task's progress), then
+the publish in one transaction. A failure or cancel drops the staging rows and records how the
+upload ended; an interrupted upload (its process went away) keeps its committed rows, so that
+pushing the same content again resumes from them.
 """
 
 from __future__ import annotations

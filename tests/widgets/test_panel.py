@@ -147,6 +147,24 @@ def test_an_unstorable_value_is_named_with_its_column(hub, namespace):
         panel.close()
 
 
+def test_a_frame_beyond_the_databases_limits_is_refused_before_the_click(hub, namespace, backend):
+    """The panel checks through hub.check, so the backend's column limit refuses a frame that
+    the codec alone would take (SQLite allows 2,000 columns, PostgreSQL 1,600)."""
+    namespace["wide"] = pd.DataFrame(np.zeros((3, 2_500)), columns=[f"c{i}" for i in range(2_500)])
+    panel = hub.panel(namespace=namespace)
+    try:
+        panel.frame_dropdown.value = "wide"
+        assert panel.upload_button.disabled
+        assert "split the frame into several datasets" in panel.controller.problem
+        assert hub.tasks().empty
+    finally:
+        panel.close()
+    with pytest.raises(dsn.ValidationError, match="at most"):
+        hub.check(namespace["wide"], "wide")
+    hub.check(namespace["sales"], "sales")  # a frame push takes passes, and nothing is written
+    assert hub.datasets().empty and hub.tasks().empty
+
+
 def test_refresh_finds_new_frames_and_forgets_deleted_ones(panel, namespace):
     panel.frame_dropdown.value = "costs"
     namespace["fresh"] = sales_frame(7)

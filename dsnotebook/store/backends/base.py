@@ -128,6 +128,11 @@ class Backend(abc.ABC):
         """Threads the hub keeps for driver calls made off the event loop (ADBC)."""
         return 1
 
+    def warm_up(self) -> None:  # noqa: B027 - a backend without bulk drivers has nothing to load
+        """Load what the bulk path needs (driver modules take a few tenths of a second to
+        import); called in the hub's I/O thread when it opens, so that the first upload or read
+        does not wait for it."""
+
     # -- the catalog -------------------------------------------------------------------------
 
     async def lock_catalog(self, conn: AsyncConnection) -> None:  # noqa: B027 - a single writer needs none

@@ -87,6 +87,9 @@ class PostgreSQLBackend(Backend):
     async def open_engine(self, *, create: bool = True) -> AsyncEngine:
         return await check_engine(create_engine_for(self.url, self.url), self.url)
 
+    def warm_up(self) -> None:
+        import adbc_driver_postgresql.dbapi  # noqa: F401 - loaded once, for the first transfer
+
     def io_workers(self) -> int:
         # Uploads run four at a time here, and reads beside them.
         return self.capabilities.default_concurrency + 1

@@ -33,6 +33,7 @@ are read through the driver's rows instead.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import sqlite3
@@ -121,6 +122,9 @@ class SQLiteBackend(Backend):
             path = path[5:].split("?", 1)[0]
         return Path(path).expanduser().resolve()
 
+    def warm_up(self) -> None:
+        import adbc_driver_sqlite.dbapi  # noqa: F401 - loaded once, for the first transfer
+
     def io_workers(self) -> int:
         # One for an upload's next chunk, one for a read beside it.
         return 2
@@ -184,27 +188,31 @@ class SQLiteBackend(Backend):
         schema = pa.schema([pa.field(name, _HANDOFF_TYPES[sql_type]) for name, sql_type in manifest["sql_columns"]])
         select = f"SELECT {', '.join(_quote(n) for n in names)} FROM r"
         paths: list[str] = []
-        reading: asyncio.Future | None = None
+        reading: collections.deque[asyncio.Future] = collections.deque()
         parts: list[pa.Table] = []
         try:
-            # Part by part: while ADBC reads one hand-off file, the connection fills the next.
+            # Part by part: while ADBC reads earlier parts' hand-off files (two at a time, one per
+            # I/O thread), the connection fills the next one.
             for part in await self._parts(session, table, rows):
                 path = _arrow_io.new_handoff_path("pull")
                 paths.append(path)
                 await self._copy_out(session, path, part.select(session, table, names))
-                if reading is not None:
-                    parts.append(await await_thread(reading))
-                reading = asyncio.get_running_loop().run_in_executor(
-                    io, functools.partial(_arrow_io.read_handoff_table, path, select, schema, batch_rows=PULL_PART_ROWS)
+                reading.append(
+                    asyncio.get_running_loop().run_in_executor(
+                        io, functools.partial(_arrow_io.read_handoff_table, path, select, schema, batch_rows=PULL_PART_ROWS)
+                    )
                 )
-            parts.append(await await_thread(reading))
+                while len(reading) >= self.io_workers():
+                    parts.append(await await_thread(reading.popleft()))
+            while reading:
+                parts.append(await await_thread(reading.popleft()))
         except _arrow_io.HandoffTypeError as exc:
             # A column holds values of several storage classes: its rows come through the driver.
             log.debug("reading through the driver's rows instead of the hand-off: %s", exc)
             return await self._read_rows(session, rows.select(session, table, names), manifest)
         finally:
-            if reading is not None:
-                await finish_through_cancel(settled(reading))
+            for future in reading:
+                await finish_through_cancel(settled(future))
             for path in paths:
                 _arrow_io.remove_handoff(path)
         return codec.decode_arrow(manifest, pa.concat_tables(parts))
@@ -228,6 +236,9 @@ class SQLiteBackend(Backend):
         conn = await session.connection()
         raw = await conn.get_raw_connection()
         await _attach(raw, path)
+        # A private scratch file needs no rollback journal (its syncing can only be changed
+        # outside a transaction, and on tmpfs costs nothing).
+        await raw.driver_connection.execute(f"PRAGMA {HANDOFF}.journal_mode = OFF")
         await raw.driver_connection.execute(f"CREATE TABLE {HANDOFF}.r AS {sql}")
         # Ends the read and returns the connection, which detaches the file on the way: from
         # here on only ADBC has it open.
