@@ -42,7 +42,7 @@ def test_handoff_dir_is_private_and_stable():
     assert os.path.isabs(d) and os.path.isdir(d)
     assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
     assert aio.handoff_dir() == d
-    if aio._shm_usable():
+    if aio.handoff._shm_usable():
         assert d.startswith("/dev/shm/")
     path = aio.new_handoff_path("x")
     assert os.path.dirname(path) == d
@@ -66,7 +66,7 @@ def test_handoff_dir_sweeps_dead_processes_leftovers(tmp_path, monkeypatch):
     alive.mkdir()
     other = tmp_path / "dsnotebook-handoff-notapid"
     other.mkdir()
-    aio._sweep_stale(str(tmp_path))
+    aio.handoff._sweep_stale(str(tmp_path))
     assert not stale.exists() and alive.exists() and other.exists()
 
 
