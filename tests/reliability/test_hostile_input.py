@@ -602,3 +602,13 @@ def test_unhashable_labels_are_refused_up_front(hub, label):
     # pandas' uniqueness check raised TypeError out of push.
     df = pd.DataFrame([[1, 2]], columns=pd.Index(["a", label], dtype=object))
     _refused(hub, df, "unhashable", "column labels", repr(label), "cannot be hashed")
+
+
+def test_a_float_label_beyond_float32_beside_a_float32_label(hub):
+    """Found by the label fuzzing: pandas checks such labels through a narrowing cast that warns
+    of an overflow (an error under the test suite's warning filter) without changing the answer."""
+    labels = pd.Index([3.4028235677973366e38, np.float32(0.0)], dtype=object)  # just above float32
+    df = pd.DataFrame([[1, 2]], columns=labels)
+    name = fresh("float32 labels")
+    hub.push(df, name).wait(timeout=60)
+    assert_identical(hub.pull(name), df)

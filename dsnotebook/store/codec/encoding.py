@@ -3,6 +3,7 @@ the SQL column names, and :func:`encode`, which assembles the :class:`EncodedFra
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -136,9 +137,13 @@ def _duplicate_labels(labels: pd.Index) -> list:
     """Every label pandas counts as equal to another, each shown once: True, 1 and 1.0 are one
     label to pandas, and all three are named."""
     try:
-        if labels.is_unique:
-            return []
-        equal = labels.duplicated(keep=False)
+        with warnings.catch_warnings():
+            # pandas checks float32 labels near their largest value through a narrowing cast,
+            # which warns of an overflow without changing the answer.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            if labels.is_unique:
+                return []
+            equal = labels.duplicated(keep=False)
     except OverflowError:
         # pandas first checks whether the labels are sorted, and comparing np.float64(1.0) with
         # 2**1100 overflows; Series.duplicated only hashes them.
