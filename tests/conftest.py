@@ -144,11 +144,15 @@ def hub(db_url):
     """A sync hub on a fresh SQLite file, closed (cancelling leftovers) after the test."""
     h = dsn.connect(db_url)
     yield h
-    if not h.closed and not h.running():
-        # Every upload and every read has closed its session: no connection is still checked out.
-        checked_out = h._portal.run(_checked_out(h))
-        assert checked_out == 0, f"{checked_out} database connection(s) left checked out"
-    h.close(cancel=True)
+    try:
+        if not h.closed and not h.running():
+            # Every upload and every read has closed its session: no connection is still checked out.
+            checked_out = h._portal.run(_checked_out(h))
+            assert checked_out == 0, f"{checked_out} database connection(s) left checked out"
+    finally:
+        # Closed whatever happened, so that one failure does not leave this hub's heartbeat on
+        # the portal loop to fail every later test's leak check.
+        h.close(cancel=True)
 
 
 async def _checked_out(hub) -> int:
