@@ -387,19 +387,24 @@ async def finish_through_cancel(coro: Awaitable[T]) -> tuple[T, bool]:
     """
     work = asyncio.ensure_future(coro)
     cancelled: asyncio.CancelledError | None = None
-    while True:
+    while not work.done():
         try:
-            result = await asyncio.shield(work)
+            await asyncio.shield(work)
         except asyncio.CancelledError as exc:
-            if work.done():
+            if work.cancelled():
                 raise
+            # The caller was cancelled; ``work`` may even have finished just now: go on to its end.
             cancelled = exc
-        except BaseException:
-            if cancelled is not None:
-                raise cancelled  # noqa: B904
-            raise
-        else:
-            return result, cancelled is not None
+        except BaseException:  # noqa: BLE001 - work's own error, raised below
+            break
+    if work.cancelled():
+        raise asyncio.CancelledError()
+    error = work.exception()
+    if error is not None:
+        if cancelled is not None:
+            raise cancelled from error
+        raise error
+    return work.result(), cancelled is not None
 
 
 async def run_to_completion(coro: Awaitable[Any]) -> None:

@@ -162,3 +162,21 @@ def test_a_pull_in_many_parts_keeps_order_across_appends(hub, monkeypatch):
     assert_identical(hub.pull("parts"), pd.concat([first, second], ignore_index=True))
     assert_identical(hub.pull("parts", limit=12), first.iloc[:12])
     assert_identical(pd.concat(hub.iter_batches("parts", batch_rows=30)), pd.concat([first, second], ignore_index=True))
+
+
+def test_columns_named_like_sql_keywords_come_back(hub):
+    """Found by the label fuzzing: SQLite's CREATE TABLE … AS names a column "False" after the
+    keyword, not the column, so reads take the hand-off's columns by position."""
+    df = pd.DataFrame(
+        {
+            False: pd.Series([[], {"a": 1}, None], dtype=object),
+            "true": [1.5, None, 2.5],
+            "NULL": ["x", "y", None],
+            "select": pd.array([1, None, 3], dtype="Int64"),
+        }
+    )
+    hub.push(df.iloc[:0], "keywords").wait(timeout=60)
+    hub.push(df, "keywords", if_exists="append").wait(timeout=60)
+    assert_identical(hub.pull("keywords"), df)
+    assert_identical(hub.pull("keywords", columns=[False, "NULL"]), df[[False, "NULL"]])
+    assert_identical(pd.concat(hub.iter_batches("keywords", batch_rows=2)), df)

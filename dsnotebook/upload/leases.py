@@ -82,8 +82,11 @@ class Leases:
             dead = [r for r in rows if gone(r)]
             for r in dead:
                 # Committed staging rows stay for a resume (see Staging.expire); a staging table
-                # without any is of no use.
-                keep = r.staging_table if r.rows_done > 0 else None
+                # without any is of no use. A chunk's rows are committed before its progress, so
+                # the table may hold one chunk more than the progress says: it is what counts.
+                staged = await self._uploads.staging.staged_rows(session, r.staging_table) if r.staging_table else None
+                rows_done = r.rows_done if staged is None else staged
+                keep = r.staging_table if rows_done > 0 else None
                 if r.staging_table and keep is None:
                     await drop_table(session, r.staging_table)
                 await session.execute(
@@ -93,6 +96,7 @@ class Leases:
                         status="interrupted",
                         error="the process running this upload ended before it finished",
                         staging_table=keep,
+                        rows_done=rows_done,
                         finished_at=utcnow(),
                     )
                 )

@@ -364,10 +364,14 @@ class DatasetUploadService:
         return await self.staging.expire(everything=everything)
 
     async def _write_chunk(self, session: AsyncSession, handle: UploadTask, writer, start: int, stop: int) -> None:
-        """One chunk: the task's progress and the rows, committed together by the caller."""
-        # Through SQLAlchemy first: this starts the transaction (BEGIN IMMEDIATE on SQLite).
-        await self._update_task(session, handle, rows_done=stop, attempts=handle.attempts, heartbeat_at=utcnow())
+        """One chunk: its rows, then the task's progress, which the caller commits.
+
+        The writer commits the rows first where it moves them on a connection of its own (see
+        :class:`~dsnotebook.store.backends.ChunkWriter`): the progress never counts rows that are
+        not there, and a resume counts the staged rows themselves.
+        """
         await writer.write(session, start, stop)
+        await self._update_task(session, handle, rows_done=stop, attempts=handle.attempts, heartbeat_at=utcnow())
         await _faults.reached("staging")
 
     async def _update_task(self, session: AsyncSession, handle: UploadTask, **values: Any) -> None:
@@ -426,9 +430,14 @@ class DatasetUploadService:
     async def _cleanup(self, handle: UploadTask, stage: str | None, status: str, error: BaseException | None) -> None:
         async def record() -> None:
             async with write_transaction(self._write, self._gate) as cleanup:
-                # The rows committed, as the catalog has them: each chunk's count is committed with
-                # its rows, while the handle's may lag one chunk behind when a cancel lands.
-                committed = (await cleanup.execute(select(tasks.c.rows_done).where(tasks.c.id == handle.id))).scalar()
+                # The rows committed, as the catalog has them (the handle's count may lag one chunk
+                # behind when a cancel lands); for rows kept for a resume, as the staging table has
+                # them, since a chunk's rows are committed before its progress.
+                committed = None
+                if status == "interrupted" and stage is not None:
+                    committed = await self.staging.staged_rows(cleanup, stage)
+                if committed is None:
+                    committed = (await cleanup.execute(select(tasks.c.rows_done).where(tasks.c.id == handle.id))).scalar()
                 # Only an interrupted upload keeps its staging table, and only with committed rows.
                 keep = status == "interrupted" and stage is not None and bool(committed)
                 if stage is not None and not keep:
@@ -439,7 +448,7 @@ class DatasetUploadService:
                     .where(tasks.c.id == handle.id, tasks.c.status != "succeeded")
                     .values(
                         status=status,
-                        **({} if keep else {"staging_table": None}),
+                        **({"rows_done": committed} if keep else {"staging_table": None}),
                         error=None if error is None else str(error),
                         attempts=handle.attempts,
                         finished_at=handle.finished_at,

@@ -53,6 +53,21 @@ class Staging:
         table = self._backend.staging_table(stage, encoded.columns)
         await conn.run_sync(lambda sync: table.create(sync))
 
+    async def staged_rows(self, session: AsyncSession, stage: str) -> int | None:
+        """How many rows the staging table holds (an upload writes rows ``1..n``), or None where
+        there is no such table, or it is not one an upload wrote."""
+        conn = await session.connection()
+
+        def columns(sync) -> list[str] | None:
+            inspector = sa_inspect(sync)
+            return [c["name"] for c in inspector.get_columns(stage)] if inspector.has_table(stage) else None
+
+        found = await conn.run_sync(columns)
+        if found is None or ROW_ID not in found:
+            return None
+        row_id = quote(conn, ROW_ID)
+        return int((await conn.exec_driver_sql(f"SELECT COALESCE(MAX({row_id}), 0) FROM {quote(conn, stage)}")).scalar())
+
     async def resume(self, session: AsyncSession, task_id: str, dataset: str, content_hash: str, stage: str) -> int | None:
         """Take over the staged rows of an interrupted upload of the same content, if any.
 

@@ -57,11 +57,12 @@ class ChunkWriter(abc.ABC):
 
     One writer serves one upload and one staging table. For each chunk the upload calls
     :meth:`prepare` outside any transaction (work that needs no database lock, such as
-    converting the rows), then :meth:`write` inside its own write transaction, which it commits
-    with the task's progress; a failed :meth:`write` may be called again for the same chunk. A
-    backend that moves rows on a connection of its own commits them there first, so that the
-    progress commit never claims rows that are not durable. :meth:`aclose` lets go of whatever
-    the writer holds, also after a cancel.
+    converting the rows), then, inside one attempt of its write step, :meth:`write` followed by
+    the task's progress, which the upload's session commits. A writer that moves the rows on a
+    connection of its own commits them there, before the progress: the progress then never
+    counts rows that are not there, and a resume counts the staged rows themselves. A failed
+    step is tried again, so :meth:`write` must not write a chunk twice. :meth:`aclose` lets go of
+    whatever the writer holds, also after a cancel.
     """
 
     async def prepare(self, start: int, stop: int) -> None:  # noqa: B027 - most writers have nothing to prepare
@@ -69,7 +70,9 @@ class ChunkWriter(abc.ABC):
 
     @abc.abstractmethod
     async def write(self, session: AsyncSession, start: int, stop: int) -> None:
-        """Write rows ``[start, stop)`` of the frame (row ids ``start + 1 .. stop``)."""
+        """Write rows ``[start, stop)`` of the frame (row ids ``start + 1 .. stop``), in the
+        upload's session (committed with the progress) or committed on the writer's own
+        connection; a chunk already committed there is not written again."""
 
     async def aclose(self) -> None:  # noqa: B027 - most writers hold nothing between chunks
         """Release the writer's resources."""
@@ -223,11 +226,15 @@ class Rows:
             parts.append(f"{row_id} <= {int(self.upto)}")
         return f" WHERE {' AND '.join(parts)}" if parts else ""
 
-    def select(self, conn: AsyncConnection | AsyncSession, table: str, columns: Sequence[str]) -> str:
-        """The SELECT of ``columns`` of ``table`` for these rows, in row-id order."""
+    def select(
+        self, conn: AsyncConnection | AsyncSession, table: str, columns: Sequence[str], *, aliases: Sequence[str] | None = None
+    ) -> str:
+        """The SELECT of ``columns`` of ``table`` for these rows, in row-id order (with
+        ``aliases``, each column is named by its alias in the result)."""
         q = (conn.bind.dialect if isinstance(conn, AsyncSession) else conn.dialect).identifier_preparer.quote
         row_id = q(ROW_ID)
-        sql = f"SELECT {', '.join(q(c) for c in columns)} FROM {q(table)}{self.where(row_id)} ORDER BY {row_id}"
+        shown = [q(c) for c in columns] if aliases is None else [f"{q(c)} AS {q(a)}" for c, a in zip(columns, aliases, strict=True)]
+        sql = f"SELECT {', '.join(shown)} FROM {q(table)}{self.where(row_id)} ORDER BY {row_id}"
         return sql if self.limit is None else f"{sql} LIMIT {int(self.limit)}"
 
 

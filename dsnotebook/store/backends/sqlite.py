@@ -19,15 +19,19 @@ Bulk rows move through Arrow and ADBC, but never with ADBC opening the hub's dat
 same file break SQLite's POSIX locks (committed rows can silently vanish). So the two copies meet
 only in private hand-off files (see :mod:`._arrow_io`), each opened by one copy at a time:
 
-- a push: ADBC writes a chunk into a new hand-off file, off the event loop; the upload's own
-  aiosqlite connection ``ATTACH``es it and copies the rows into the staging table with
-  ``INSERT … SELECT``, inside the upload's transaction, exactly where the row tuples went before;
-- a pull: the read session's connection copies the selected rows into a new hand-off file
-  (``CREATE TABLE … AS SELECT``) and lets go of it; then ADBC reads it into Arrow, off the loop.
+- a push: ADBC writes a chunk into a new hand-off file, off the event loop; a connection of the
+  upload's own ``ATTACH``es it, copies the rows into the staging table with ``INSERT … SELECT``
+  and commits, then the upload's session commits the chunk's progress. Rows are committed before
+  the progress that counts them, so the progress never claims rows that are not there, and a
+  resume counts the staged rows themselves (as on PostgreSQL);
+- a pull: a connection of the read's own copies the selected rows into a new hand-off file
+  (``CREATE TABLE … AS SELECT``) and detaches it; then ADBC reads it into Arrow, off the loop.
 
-A connection detaches its hand-off file before it goes back to the pool. Columns whose values
-the hand-off cannot carry exactly (a column holding values of several SQLite storage classes)
-are read through the driver's rows instead.
+Each of these steps (attach, copy, commit, detach) runs to its end even when the upload or read
+is cancelled meanwhile, so that no connection goes back to the pool with a file attached or a
+statement cut short; the cancel is raised once the step is done. Columns whose values the
+hand-off cannot carry exactly (a column holding values of several SQLite storage classes) are
+read through the driver's rows instead.
 """
 
 from __future__ import annotations
@@ -37,9 +41,9 @@ import collections
 import functools
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote as url_quote
 
 import pandas as pd
@@ -71,11 +75,10 @@ from .base import (
 __all__ = ["SQLiteBackend"]
 
 log = logging.getLogger("dsnotebook")
+T = TypeVar("T")
 
 #: The schema name a connection attaches a hand-off file under.
 HANDOFF = "dsn_handoff"
-# The pool record's note that its connection has a hand-off file attached.
-_ATTACHED = "dsn_handoff_attached"
 #: Rows per part of a pull: ADBC reads one part's hand-off file while the next one is filled.
 PULL_PART_ROWS = 200_000
 # Each storage type as the hand-off carries it.
@@ -186,7 +189,10 @@ class SQLiteBackend(Backend):
     async def read(self, session: AsyncSession, table: str, manifest: dict, rows: Rows, *, io: Any) -> pd.DataFrame:
         names = [name for name, _ in manifest["sql_columns"]]
         schema = pa.schema([pa.field(name, _HANDOFF_TYPES[sql_type]) for name, sql_type in manifest["sql_columns"]])
-        select = f"SELECT {', '.join(_quote(n) for n in names)} FROM r"
+        # The hand-off table's columns go by position (c0, c1, ...): CREATE TABLE … AS names a
+        # column after its expression, and one named like a keyword ("False") loses its name.
+        aliases = [f"c{i}" for i in range(len(names))]
+        select = f"SELECT {', '.join(aliases)} FROM r"
         paths: list[str] = []
         reading: collections.deque[asyncio.Future] = collections.deque()
         parts: list[pa.Table] = []
@@ -196,7 +202,7 @@ class SQLiteBackend(Backend):
             for part in await self._parts(session, table, rows):
                 path = _arrow_io.new_handoff_path("pull")
                 paths.append(path)
-                await self._copy_out(session, path, part.select(session, table, names))
+                await self._copy_out(session, path, part.select(session, table, names, aliases=aliases))
                 reading.append(
                     asyncio.get_running_loop().run_in_executor(
                         io, functools.partial(_arrow_io.read_handoff_table, path, select, schema, batch_rows=PULL_PART_ROWS)
@@ -232,17 +238,16 @@ class SQLiteBackend(Backend):
         return [Rows(after=a, upto=b) for a, b in zip(edges, edges[1:])]
 
     async def _copy_out(self, session: AsyncSession, path: str, sql: str) -> None:
-        """Copy the rows of ``sql`` into the hand-off file's table ``r``, then let go of the file."""
-        conn = await session.connection()
-        raw = await conn.get_raw_connection()
-        await _attach(raw, path)
-        # A private scratch file needs no rollback journal (its syncing can only be changed
-        # outside a transaction, and on tmpfs costs nothing).
-        await raw.driver_connection.execute(f"PRAGMA {HANDOFF}.journal_mode = OFF")
-        await raw.driver_connection.execute(f"CREATE TABLE {HANDOFF}.r AS {sql}")
-        # Ends the read and returns the connection, which detaches the file on the way: from
-        # here on only ADBC has it open.
-        await session.commit()
+        """Copy the rows of ``sql`` into the hand-off file's table ``r``, on a connection of this
+        read's own that then lets go of the file."""
+
+        async def copy_out(driver: Any) -> None:
+            # A private scratch file needs no rollback journal.
+            await driver.execute(f"PRAGMA {HANDOFF}.journal_mode = OFF")
+            await driver.execute(f"CREATE TABLE {HANDOFF}.r AS {sql}")
+
+        async with session.bind.connect() as conn:
+            await _through(_attached(conn, path, copy_out))
 
     async def _read_rows(self, session: AsyncSession, sql: str, manifest: dict) -> pd.DataFrame:
         conn = await session.connection()
@@ -256,8 +261,9 @@ class SQLiteBackend(Backend):
 
 
 class _HandoffWriter(ChunkWriter):
-    """Each chunk: ADBC writes it into a private hand-off file off the event loop, and the
-    upload's own connection copies it into the staging table, in the upload's transaction.
+    """Each chunk: ADBC writes it into a private hand-off file off the event loop, and a
+    connection of the upload's own copies it into the staging table and commits, before the
+    upload's session commits the chunk's progress.
 
     The two overlap: while the connection's thread copies chunk *k*, ADBC already writes chunk
     *k + 1*'s file in the hub's I/O thread (both release the GIL), so a push takes about as long
@@ -268,10 +274,14 @@ class _HandoffWriter(ChunkWriter):
         self._encoded = encoded
         self._io = io
         names = ", ".join(_quote(name) for name in [ROW_ID, *(c.name for c in encoded.columns)])
-        self._copy = f"INSERT INTO main.{_quote(stage)} ({names}) SELECT {names} FROM {HANDOFF}.chunk"
+        # By position: the hand-off table has the batch's columns in the same order.
+        self._copy = f"INSERT INTO main.{_quote(stage)} ({names}) SELECT * FROM {HANDOFF}.chunk"
         # Hand-off files by chunk, and the preparation of each, done or in flight.
         self._files: dict[tuple[int, int], str] = {}
         self._filling: dict[tuple[int, int], asyncio.Future] = {}
+        # The upload's own connection for the copies, and the chunks it has committed.
+        self._conn: AsyncConnection | None = None
+        self._written: set[tuple[int, int]] = set()
 
     async def prepare(self, start: int, stop: int) -> None:
         self._forget_written(keep=(start, stop))
@@ -296,11 +306,23 @@ class _HandoffWriter(ChunkWriter):
         _arrow_io.write_handoff(path, "chunk", self._encoded.to_arrow(start, stop, row_ids=True))
 
     async def write(self, session: AsyncSession, start: int, stop: int) -> None:
+        if (start, stop) in self._written:
+            return  # committed already; a retry of the progress commit must not copy it again
         await self._fill((start, stop))
-        conn = await session.connection()
-        raw = await conn.get_raw_connection()
-        await _attach(raw, self._files[start, stop])
-        await raw.driver_connection.execute(self._copy)
+        if self._conn is None:
+            self._conn = await _through(session.bind.connect())
+        await _through(_attached(self._conn, self._files[start, stop], self._copy_in))
+        self._written.add((start, stop))
+
+    async def _copy_in(self, driver: Any) -> None:
+        await driver.execute("BEGIN IMMEDIATE")
+        try:
+            await driver.execute(self._copy)
+            await driver.execute("COMMIT")
+        except BaseException:
+            if driver.in_transaction:
+                await driver.execute("ROLLBACK")
+            raise
 
     def _forget_written(self, keep: tuple[int, int] | None = None) -> None:
         # A chunk's file is detached once its transaction ended and the connection went back to
@@ -316,20 +338,30 @@ class _HandoffWriter(ChunkWriter):
         for future in list(self._filling.values()):
             await finish_through_cancel(settled(future))
         self._forget_written()
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await _through(conn.close())
 
 
-async def _attach(raw: Any, path: str) -> None:
-    """Attach a hand-off file to a pool connection as :data:`HANDOFF`; the connection detaches
-    it when it goes back to the pool (see :func:`_install_hooks`)."""
+async def _attached(conn: AsyncConnection, path: str, work: Callable[[Any], Awaitable[None]]) -> None:
+    """Attach a hand-off file to ``conn`` as :data:`HANDOFF`, run ``work(driver connection)``
+    outside SQLAlchemy's transactions, and detach the file, whatever happened."""
+    raw = await conn.get_raw_connection()
     driver = raw.driver_connection
-    # Noted first: a cancel may land once the attach itself has run.
-    raw.info[_ATTACHED] = True
-    cursor = await driver.execute("PRAGMA database_list")
-    attached = {row[1] for row in await cursor.fetchall()}
-    await cursor.close()
-    if HANDOFF in attached:  # left by a return that could not detach it
-        await driver.execute(f"DETACH DATABASE {HANDOFF}")
     await driver.execute(f"ATTACH DATABASE ? AS {HANDOFF}", (path,))
+    try:
+        await work(driver)
+    finally:
+        await driver.execute(f"DETACH DATABASE {HANDOFF}")
+
+
+async def _through(work: Awaitable[T]) -> T:
+    """Await ``work`` to its end even when cancelled meanwhile, then raise the cancel: a statement
+    cut short would leave its connection mid-transaction, or with a file attached."""
+    result, cancelled = await finish_through_cancel(work)
+    if cancelled:
+        raise asyncio.CancelledError()
+    return result
 
 
 def _quote(name: str) -> str:
@@ -380,22 +412,6 @@ def _install_hooks(engine: AsyncEngine, busy_timeout: float) -> None:
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
-
-    @event.listens_for(engine.sync_engine, "checkin")
-    def _on_checkin(dbapi_connection, record) -> None:
-        # A hand-off file never stays attached to a pooled connection: it is private to one
-        # upload or read, and ADBC may open it next.
-        if dbapi_connection is None or not record.info.pop(_ATTACHED, False):
-            return
-        try:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA database_list")
-            if any(row[1] == HANDOFF for row in cursor.fetchall()):
-                cursor.execute(f"DETACH DATABASE {HANDOFF}")
-            cursor.close()
-        except Exception:  # noqa: BLE001 - the next attach on this connection detaches first
-            record.info[_ATTACHED] = True
-            log.debug("could not detach a hand-off file", exc_info=True)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn) -> None:
