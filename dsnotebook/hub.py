@@ -39,12 +39,6 @@ T = TypeVar("T")
 EXIT_GRACE_S = 3.0
 
 
-def _log_failure(future: concurrent.futures.Future) -> None:
-    # Loading a driver early is an optimisation: if it fails, the first transfer says why.
-    if not future.cancelled() and future.exception() is not None:
-        log.debug("loading the bulk driver failed", exc_info=future.exception())
-
-
 class AsyncHub:
     """The async face: every method runs on the caller's event loop.
 
@@ -135,7 +129,6 @@ class AsyncHub:
         # Driver calls that run off the event loop (bulk transfers) get threads of their own,
         # which close with the hub.
         io = concurrent.futures.ThreadPoolExecutor(backend.io_workers(), thread_name_prefix="dsnotebook-io")
-        io.submit(backend.warm_up).add_done_callback(_log_failure)
         try:
 
             async def check_schema() -> None:
@@ -165,6 +158,12 @@ class AsyncHub:
                 keep_interrupted=self._keep_interrupted,
                 **kwargs,
             )
+            # The bulk driver loads once per process (a few tenths of a second), here rather than
+            # in the middle of the first upload; in the I/O thread, so the loop stays free.
+            try:
+                await asyncio.get_running_loop().run_in_executor(io, backend.warm_up)
+            except Exception:  # noqa: BLE001 - the first transfer then says what is missing
+                log.debug("loading the bulk driver failed", exc_info=True)
             self._engine = engine
             self._io = io
             self._loop = asyncio.get_running_loop()

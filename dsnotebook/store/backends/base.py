@@ -133,8 +133,8 @@ class Backend(abc.ABC):
 
     def warm_up(self) -> None:  # noqa: B027 - a backend without bulk drivers has nothing to load
         """Load what the bulk path needs (driver modules take a few tenths of a second to
-        import); called in the hub's I/O thread when it opens, so that the first upload or read
-        does not wait for it."""
+        import); called in the hub's I/O thread while it opens, so that the first upload or read
+        does not pay for it."""
 
     # -- the catalog -------------------------------------------------------------------------
 
