@@ -82,7 +82,7 @@ HANDOFF = "dsn_handoff"
 #: Rows per part of a pull: ADBC reads one part's hand-off file while the next one is filled.
 PULL_PART_ROWS = 200_000
 # Each storage type as the hand-off carries it.
-_HANDOFF_TYPES = {"INTEGER": pa.int64(), "REAL": pa.float64(), "TEXT": pa.large_string(), "BLOB": pa.large_binary()}
+_HANDOFF_TYPES = {"INTEGER": pa.int64(), "REAL": pa.float64(), "TEXT": pa.string(), "BLOB": pa.binary()}
 
 #: How long a SQLite connection waits for a lock before it reports "database is locked".
 SQLITE_BUSY_TIMEOUT_S = 5.0
@@ -221,7 +221,7 @@ class SQLiteBackend(Backend):
                 await finish_through_cancel(settled(future))
             for path in paths:
                 _arrow_io.remove_handoff(path)
-        return codec.decode_arrow(manifest, pa.concat_tables(parts))
+        return codec.decode_arrow(manifest, _concat_away(parts))
 
     async def _parts(self, session: AsyncSession, table: str, rows: Rows) -> list[Rows]:
         """``rows`` in parts of about :data:`PULL_PART_ROWS` (row ids are contiguous in a
@@ -341,6 +341,14 @@ class _HandoffWriter(ChunkWriter):
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await _through(conn.close())
+
+
+def _concat_away(parts: list[pa.Table]) -> pa.Table:
+    """The parts as one table, which then holds their only references (so that decoding can let
+    go of each column as soon as it is done)."""
+    table = pa.concat_tables(parts)
+    parts.clear()
+    return table
 
 
 async def _attached(conn: AsyncConnection, path: str, work: Callable[[Any], Awaitable[None]]) -> None:

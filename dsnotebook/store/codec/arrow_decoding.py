@@ -98,10 +98,13 @@ def decode_arrow(manifest: dict, table: pa.Table | pa.RecordBatch) -> pd.DataFra
     n = table.num_rows if counts else int(manifest.get("nrows", table.num_rows))
     types = {name: sql_type for name, sql_type in manifest["sql_columns"]}
     columns = {name: _storage_column(table.column(name), t, f"column {name!r}") for name, t in types.items()}
+    # From here on each column is let go once it is decoded: where the caller kept no reference
+    # to the table, its Arrow memory goes column by column instead of all at the end.
+    del table
 
     def array_of(spec: dict, where: str) -> Any:
-        marks = _numpy(columns[spec["marks_sql"]]).astype(np.int8) if "marks_sql" in spec else None
-        return _decode_arrow_array(spec, columns[spec["sql"]], marks, n, where, types[spec["sql"]])
+        marks = _numpy(columns.pop(spec["marks_sql"])).astype(np.int8) if "marks_sql" in spec else None
+        return _decode_arrow_array(spec, columns.pop(spec["sql"]), marks, n, where, types[spec["sql"]])
 
     return _build_frame(manifest, n, array_of)
 
