@@ -22,11 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from ._portal import get_portal
 from .errors import DatasetError, DsnotebookError, HubClosed, UsageError, ValidationError
 from .models import DatasetInfo
+from .retry import RetryPolicy, with_retries
 from .store.backends import Backend, backend_for
 from .store.catalog import ensure_schema
 from .store.engine import WriteGate, mask_url, translate
 from .store.repository import Repository
-from .tasks import BackgroundTaskService, RetryPolicy, with_retries
+from .tasks import BackgroundTaskService
 from .upload import DEFAULT_KEEP_INTERRUPTED_S, DatasetUploadService, IfExists, UploadTask
 from .upload.leases import DEFAULT_LEASE_S, Leases
 

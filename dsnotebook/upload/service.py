@@ -26,19 +26,13 @@ from .. import _faults
 from ..errors import DsnotebookError, UploadError, VersionConflict
 from ..models import DatasetVersion
 from ..progress import Listeners
+from ..retry import RetryPolicy, with_retries
 from ..store import codec
 from ..store.backends import Backend
 from ..store.catalog import datasets, stage_table_name, tasks, utcnow
 from ..store.engine import WriteGate, translate, write_transaction
 from ..store.repository import drop_table, find_dataset, find_version, to_version
-from ..tasks import (
-    BackgroundTaskService,
-    RetryPolicy,
-    finish_through_cancel,
-    release_cancelled_frames,
-    run_to_completion,
-    with_retries,
-)
+from ..tasks import BackgroundTaskService, finish_through_cancel, release_cancelled_frames, run_to_completion
 from .handle import UploadTask
 from .publish import dataset_changes, publish, record_success
 from .staging import DEFAULT_KEEP_INTERRUPTED_S, Checkpoints, Staging

@@ -13,12 +13,13 @@ from sqlalchemy import func, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ..retry import RetryPolicy, with_retries
 from ..store import codec
 from ..store.backends import ROW_ID, Backend
 from ..store.catalog import STAGE_PREFIX, datasets, stage_table_name, tasks, utcnow, versions
 from ..store.engine import WriteGate, write_transaction
 from ..store.repository import drop_table, quote
-from ..tasks import RetryPolicy, run_to_completion, with_retries
+from ..tasks import run_to_completion
 
 __all__ = ["DEFAULT_KEEP_INTERRUPTED_S", "Checkpoints", "Staging", "let_go"]
 
