@@ -246,8 +246,11 @@ class SQLiteBackend(Backend):
             await driver.execute(f"PRAGMA {HANDOFF}.journal_mode = OFF")
             await driver.execute(f"CREATE TABLE {HANDOFF}.r AS {sql}")
 
-        async with session.bind.connect() as conn:
+        conn = await _through(session.bind.connect())
+        try:
             await _through(_attached(conn, path, copy_out))
+        finally:
+            await _through(conn.close())
 
     async def _read_rows(self, session: AsyncSession, sql: str, manifest: dict) -> pd.DataFrame:
         conn = await session.connection()
