@@ -20,16 +20,15 @@ from .decoding import (
     _decode_embedded,
     _decode_object,
     _string_dtype,
+    _times_from_counts,
 )
 from .values import (
     _MARK_CODES,
-    _NAT,
     _US_PER_UNIT,
     ARROW_TYPES,
     TIME_TYPES,
     _arrow_from_values,
     _short,
-    _tz_from_json,
     _values_from_json,
 )
 
@@ -259,14 +258,8 @@ def _decode_arrow_array(
     if kind == "category":
         return _decode_category_arrow(spec, column, where, sql_type)
     if kind in ("datetime", "timedelta"):
-        unit = spec["unit"]
-        ints, null = _time_counts(column, sql_type, unit)
-        ints[null] = _NAT
-        letter = "M" if kind == "datetime" else "m"
-        array = pd.array(ints.view(f"{letter}8[{unit}]"))
-        if kind == "datetime" and spec["tz"] is not None:
-            array = array.tz_localize("UTC").tz_convert(_tz_from_json(spec["tz"]))
-        return array
+        ints, null = _time_counts(column, sql_type, spec["unit"])
+        return _times_from_counts(spec, ints, null)
     # Object columns and anything rarer: Python values, as a DB driver returns them.
     if kind == "object" and spec["object"] in ("str", "bytes"):
         return _decode_object(spec, column.to_numpy(), marks, n)

@@ -134,13 +134,7 @@ def _decode_array(
             ints, null = _native_time_ints(values, sql_type, spec["unit"], where)
         else:
             ints, null = _ints(values, where)
-        if null is not None:
-            ints[null] = _NAT
-        letter = "M" if kind == "datetime" else "m"
-        array = pd.array(ints.view(f"{letter}8[{spec['unit']}]"))
-        if kind == "datetime" and spec["tz"] is not None:
-            array = array.tz_localize("UTC").tz_convert(_tz_from_json(spec["tz"]))
-        return array
+        return _times_from_counts(spec, ints, null)
     if kind == "object":
         return _decode_object(spec, values, marks, n)
     if kind == "labels":
@@ -150,6 +144,18 @@ def _decode_array(
             objects[i] = v
         return objects
     raise DatasetError(f"{where}: unknown kind {kind!r} in the manifest")
+
+
+def _times_from_counts(spec: dict, ints: np.ndarray, null: np.ndarray | None) -> Any:
+    """A datetime or timedelta array from counts of the spec's unit (UTC for a datetime with a
+    time zone), NaT where ``null``; ``ints`` is changed in place."""
+    if null is not None:
+        ints[null] = _NAT
+    letter = "M" if spec["kind"] == "datetime" else "m"
+    array = pd.array(ints.view(f"{letter}8[{spec['unit']}]"))
+    if spec["kind"] == "datetime" and spec["tz"] is not None:
+        array = array.tz_localize("UTC").tz_convert(_tz_from_json(spec["tz"]))
+    return array
 
 
 def _decode_masked(spec: dict, values: Sequence, marks: Sequence | None, n: int, where: str) -> Any:
