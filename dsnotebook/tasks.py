@@ -17,8 +17,9 @@ What the service guarantees for each task:
 
 - **A fresh session per attempt**, from the ``session_factory`` it was given. On success the
   session is committed; on any error, cancellation included, it is rolled back; it is always
-  closed. The rollback and close run to completion even if the task is cancelled again while
-  they are under way, so no connection is left checked out of the pool.
+  closed. The commit, rollback and close run to completion even if the task is cancelled while
+  they are under way, so no connection is left checked out of the pool; a cancel that arrives
+  during the commit is raised once the commit has ended (the work is committed then).
 - **A strong reference until the task ends.** asyncio itself keeps only weak references to
   tasks, so a task whose handle the caller dropped could be garbage-collected mid-flight. The
   service's registry holds each task until its done callback removes it.
@@ -551,7 +552,8 @@ class BackgroundTaskService:
                     "create_task_with_session() needs an async function"
                 )
             result = await awaitable
-            await session.commit()
+            # Cut short, the commit would leave its connection half returned to the pool.
+            await run_to_completion(session.commit())
             failed = False
             return result
         except BaseException as exc:

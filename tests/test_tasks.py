@@ -22,11 +22,12 @@ import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from dsnotebook.errors import HubClosed, UsageError, ValidationError
+from dsnotebook.store.engine import WriteGate, write_transaction
 from dsnotebook.tasks import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -556,6 +557,67 @@ async def test_cancelling_again_during_cleanup_does_not_cut_it_short(db: Db) -> 
     assert made[0].calls == ["rollback", "close", "closed"]
     assert db.engine.pool.checkedout() == 0
     assert db.count() == 0
+
+
+@pytest.mark.asyncio
+async def test_cancel_while_the_commit_hands_the_connection_back(db: Db, caplog: pytest.LogCaptureFixture) -> None:
+    """The pool resets a connection with a rollback as the commit hands it back. A cancel that
+    lands in that rollback waits for it: the work is committed, the cancel is raised after it,
+    and the connection is back in the pool, not half returned."""
+    service = BackgroundTaskService(db.maker)
+    task: asyncio.Task | None = None
+    committed = asyncio.Event()
+
+    def on_reset(dbapi_connection: Any, record: Any, state: Any) -> None:
+        # A reset with a rollback of its own comes only after the commit, as the session closes.
+        if task is not None and not state.transaction_was_reset and not committed.is_set():
+            committed.set()
+            task.cancel()
+
+    async def job(session: AsyncSession) -> None:
+        await session.execute(INSERT, {"task": "late", "i": 0})
+
+    event.listen(db.engine.pool, "reset", on_reset)
+    try:
+        with caplog.at_level(logging.ERROR, logger="sqlalchemy.pool"):
+            task = service.create_task_with_session(job, task_name="late")
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    finally:
+        event.remove(db.engine.pool, "reset", on_reset)
+    assert committed.is_set(), "the commit never handed its connection back"
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("sqlalchemy.pool")] == []
+    assert db.engine.pool.checkedout() == 0
+    assert db.count("late") == 1
+
+
+@pytest.mark.asyncio
+async def test_a_write_transaction_cancelled_as_it_hands_the_connection_back(db: Db, caplog: pytest.LogCaptureFixture) -> None:
+    """The hub's own write transactions (heartbeats, the ends of uploads) follow the same rule."""
+    cancelled = False
+
+    def on_reset(dbapi_connection: Any, record: Any, state: Any) -> None:
+        nonlocal cancelled
+        if not state.transaction_was_reset and not cancelled:
+            cancelled = True
+            writer.cancel()
+
+    async def write() -> None:
+        async with write_transaction(db.maker, WriteGate(exclusive=True)) as session:
+            await session.execute(INSERT, {"task": "beat", "i": 0})
+
+    event.listen(db.engine.pool, "reset", on_reset)
+    try:
+        with caplog.at_level(logging.ERROR, logger="sqlalchemy.pool"):
+            writer = asyncio.ensure_future(write())
+            with pytest.raises(asyncio.CancelledError):
+                await writer
+    finally:
+        event.remove(db.engine.pool, "reset", on_reset)
+    assert cancelled, "the commit never handed its connection back"
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("sqlalchemy.pool")] == []
+    assert db.engine.pool.checkedout() == 0
+    assert db.count("beat") == 1
 
 
 @pytest.mark.asyncio

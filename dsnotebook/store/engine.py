@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..errors import ConfigError, DsnotebookError, UploadError
+from ..tasks import release_cancelled_frames, run_to_completion
 
 __all__ = [
     "DEFAULT_PATH",
@@ -112,6 +113,19 @@ class WriteGate:
 
 @asynccontextmanager
 async def write_transaction(sessions: async_sessionmaker, gate: WriteGate) -> AsyncIterator[AsyncSession]:
-    """A session in a write transaction, taken in turn through ``gate``; committed on success."""
-    async with gate, sessions() as session, session.begin():
-        yield session
+    """A session in a write transaction, taken in turn through ``gate``; committed on success.
+
+    The commit is never cut short: it ends by handing the connection back to the pool, which
+    resets it with a rollback, and a cancel landing in that rollback would leave the connection
+    half returned (SQLAlchemy logs "Exception during reset"). A cancel that arrives while the
+    transaction commits or rolls back is raised once that has ended.
+    """
+    async with gate, sessions() as session:
+        try:
+            yield session
+        except BaseException as exc:
+            # A cancelled statement's cursor keeps SQLite's write lock until it is freed.
+            release_cancelled_frames(exc)
+            await run_to_completion(session.rollback())
+            raise
+        await run_to_completion(session.commit())

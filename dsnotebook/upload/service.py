@@ -339,7 +339,8 @@ class DatasetUploadService:
                     if settle:
                         _, handle._cancel_came_late = await finish_through_cancel(session.commit())
                     else:
-                        await session.commit()
+                        # Cut short, the commit would leave its connection half returned to the pool.
+                        await run_to_completion(session.commit())
                     return result
                 except BaseException as exc:
                     # Free a cancelled statement's cursor before the gate opens: until then it keeps

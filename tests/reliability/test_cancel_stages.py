@@ -3,12 +3,14 @@ survives, and the outcome reported is the one the database holds."""
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import event
 from frametools import assert_identical
 from hubtools import occupy_the_slot, staging_tables
 
@@ -123,3 +125,38 @@ def test_cancels_at_random_moments_are_reported_as_the_database_has_them(hub):
         assert staging_tables(hub) == []
     print("outcomes:", outcomes)
     assert_identical(hub.pull("d", version=1), PREVIOUS)
+
+
+def _pool_errors(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name.startswith("sqlalchemy.pool")]
+
+
+@pytest.mark.parametrize("nth", range(1, 7))
+def test_a_cancel_while_a_connection_goes_back_to_the_pool(hub, caplog, nth):
+    """Every commit ends with the pool resetting the connection (a rollback) as it goes back. A
+    cancel landing in one of those resets, the nth after the first chunk, waits for it: no
+    connection is left half returned, and the upload ends cancelled with nothing published."""
+    hub.push(PREVIOUS, "d").wait(timeout=60)
+    task = None
+    resets = 0
+
+    def on_reset(dbapi_connection, record, state):
+        nonlocal resets
+        if task is None or state.transaction_was_reset or task.rows_done == 0:
+            return
+        resets += 1
+        if resets == nth:
+            task.cancel()
+
+    pool = hub._async.engine.pool
+    event.listen(pool, "reset", on_reset)
+    try:
+        with caplog.at_level(logging.ERROR, logger="sqlalchemy.pool"):
+            task = hub.push(_frame(50_000), "d", chunk_size=1_000)
+            with pytest.raises(UploadCancelled):
+                task.wait(timeout=60)
+    finally:
+        event.remove(pool, "reset", on_reset)
+    assert resets >= nth
+    assert _pool_errors(caplog) == []
+    _assert_nothing_new(hub, [task])
