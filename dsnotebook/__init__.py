@@ -30,7 +30,7 @@ from .errors import (
     WaitTimeout,
 )
 from .hub import AsyncHub, Hub, connect, datasets, default_hub, pull, push, tasks_frame
-from .models import DatasetInfo, DatasetVersion
+from .models import DatasetInfo, DatasetVersion, HubStatus, TaskStats
 from .progress import Progress
 from .tasks import BackgroundTaskService, RetryPolicy
 from .upload import UploadTask
@@ -57,7 +57,7 @@ def __getattr__(name: str):
     # The widgets import ipywidgets, so they load on first use only: ``import dsnotebook`` works
     # (and pushes data) without ipywidgets installed. For the same reason they are not in
     # ``__all__``, and ``from dsnotebook import *`` never needs ipywidgets.
-    if name in ("UploadPanel", "TaskProgress"):
+    if name in ("UploadPanel", "TaskProgress", "StatusStrip"):
         from . import widgets
 
         return getattr(widgets, name)
@@ -74,9 +74,11 @@ __all__ = [
     "DsnotebookError",
     "Hub",
     "HubClosed",
+    "HubStatus",
     "Progress",
     "RetryPolicy",
     "SchemaMismatch",
+    "TaskStats",
     "UploadCancelled",
     "UploadError",
     "UploadTask",

@@ -12,7 +12,7 @@ import concurrent.futures
 import logging
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pandas as pd
@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from ._portal import get_portal
 from .errors import DatasetError, DsnotebookError, HubClosed, UsageError, ValidationError
-from .models import DatasetInfo
+from .models import DatasetInfo, HubStatus
+from .monitor import LoopLag, ProcessFigures, memory_limit_bytes
 from .retry import RetryPolicy, with_retries
 from .store.backends import Backend, backend_for
 from .store.catalog import ensure_schema
@@ -82,6 +83,10 @@ class AsyncHub:
             )
         self._keep_interrupted = float(keep_interrupted)
         self._heartbeat: asyncio.Task | None = None
+        # The loop's lateness, sampled while the hub is open; the process's own figures.
+        self._lag = LoopLag()
+        self._lag_task: asyncio.Task | None = None
+        self._process: ProcessFigures | None = None
         if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
             raise ValidationError(f"concurrency: expected a positive int, got {concurrency!r}")
         if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
@@ -172,6 +177,8 @@ class AsyncHub:
             await with_retries(retry, self._leases.mark_interrupted, label="marking ended uploads")
             await self._uploads.expire_staging()
             self._heartbeat = self._loop.create_task(self._leases.keep_alive(), name=f"dsnotebook heartbeat {id(self):x}")
+            self._lag_task = self._loop.create_task(self._lag.run(), name=f"dsnotebook loop lag {id(self):x}")
+            self._process = ProcessFigures()
         except BaseException as exc:
             self._engine = None
             self._io = None
@@ -206,9 +213,10 @@ class AsyncHub:
                 handle._interrupting = True
         await self.task_service.shutdown(cancel=cancel, timeout=timeout)
         await self._uploads.drain()
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.wait({self._heartbeat})
+        for task in (self._heartbeat, self._lag_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait({task})
         await self._engine.dispose()
         if self._io is not None:
             # Every transfer ended with the upload or read that awaited it: this joins idle threads.
@@ -244,6 +252,7 @@ class AsyncHub:
         if_exists: IfExists = "replace",
         priority: int = 0,
         chunk_size: int | None = None,
+        check_space: bool = True,
     ) -> UploadTask:
         """Validate ``df`` and start uploading it as dataset ``name`` in the background.
 
@@ -259,13 +268,24 @@ class AsyncHub:
                 new version of the previous rows plus these) or ``"fail"``.
             priority: higher starts first among queued uploads.
             chunk_size: rows per staging chunk.
+            check_space: refuse the upload up front when the disk that holds the database has
+                less free space than its estimated size plus a margin (SQLite; a server's disk
+                cannot be seen, so no check is made on PostgreSQL).
 
         Raises:
             ValidationError, VersionConflict, SchemaMismatch: before anything is scheduled.
+            UsageError: the database is opened read-only.
         """
         await self._ready()
         return await self._uploads.submit(
-            df, name, description=description, tags=tags, if_exists=if_exists, priority=priority, chunk_size=chunk_size
+            df,
+            name,
+            description=description,
+            tags=tags,
+            if_exists=if_exists,
+            priority=priority,
+            chunk_size=chunk_size,
+            check_space=check_space,
         )
 
     async def pull(self, name: str, version: int | None = None, *, columns: Sequence | None = None, limit: int | None = None) -> pd.DataFrame:
@@ -296,17 +316,52 @@ class AsyncHub:
         if_exists: IfExists = "replace",
         priority: int = 0,
         chunk_size: int | None = None,
+        check_space: bool = True,
     ) -> None:
         """Run every check :meth:`push` runs, and write nothing; see :meth:`Hub.check`."""
         await self._ready()
         encoded = self._uploads.validate(
-            df, name, description=description, tags=tags, if_exists=if_exists, priority=priority, chunk_size=chunk_size
+            df,
+            name,
+            description=description,
+            tags=tags,
+            if_exists=if_exists,
+            priority=priority,
+            chunk_size=chunk_size,
+            check_space=check_space,
         )
         await self._guard(self._uploads.check_target(name, if_exists, encoded))
 
     async def versions(self, name: str) -> pd.DataFrame:
         await self._ready()
         return await self._guard(self._repo.versions(name))
+
+    async def status(self) -> HubStatus:
+        """What this hub's background work costs right now; see :meth:`Hub.status`."""
+        await self._ready()
+        counts = self._uploads.counts()
+        live = self._uploads.handles()
+        sizes, staging = await self._guard(self._repo.storage())
+        lag_p50, lag_p99 = self._lag.percentiles()
+        return HubStatus(
+            taken_at=datetime.now(UTC),
+            queued=counts["queued"],
+            running=counts["running"],
+            succeeded=counts["succeeded"],
+            failed=counts["failed"],
+            cancelled=counts["cancelled"],
+            rows_per_s=float(sum(h.rows_per_s for h in live if h.status == "running")),
+            queued_bytes=sum(max(0, h.bytes_total - h.bytes_written) for h in live),
+            loop_lag_p50_s=lag_p50,
+            loop_lag_p99_s=lag_p99,
+            rss_bytes=self._process.rss_bytes(),
+            cpu_percent=self._process.cpu_percent(),
+            memory_limit_bytes=memory_limit_bytes(),
+            database_bytes=sizes.database,
+            tables_bytes=sizes.tables,
+            staging_bytes=staging,
+            free_disk_bytes=await asyncio.get_running_loop().run_in_executor(self._io, self.backend.free_disk_bytes),
+        )
 
     async def info(self, name: str) -> DatasetInfo:
         await self._ready()
@@ -454,6 +509,7 @@ class Hub:
         if_exists: IfExists = "replace",
         priority: int = 0,
         chunk_size: int | None = None,
+        check_space: bool = True,
     ) -> UploadTask:
         """Validate ``df`` and upload it as dataset ``name`` in the background; see :meth:`AsyncHub.push`.
 
@@ -461,7 +517,14 @@ class Hub:
         """
         return self._run(
             self._async.push(
-                df, name, description=description, tags=tags, if_exists=if_exists, priority=priority, chunk_size=chunk_size
+                df,
+                name,
+                description=description,
+                tags=tags,
+                if_exists=if_exists,
+                priority=priority,
+                chunk_size=chunk_size,
+                check_space=check_space,
             )
         )
 
@@ -511,6 +574,7 @@ class Hub:
         if_exists: IfExists = "replace",
         priority: int = 0,
         chunk_size: int | None = None,
+        check_space: bool = True,
     ) -> None:
         """Run every check :meth:`push` runs before it schedules anything, and write nothing.
 
@@ -525,10 +589,39 @@ class Hub:
         self._async._check_open()
         # The frame's checks run here, on the caller's thread; only the dataset's go to the loop.
         encoded = self._async._uploads.validate(
-            df, name, description=description, tags=tags, if_exists=if_exists, priority=priority, chunk_size=chunk_size
+            df,
+            name,
+            description=description,
+            tags=tags,
+            if_exists=if_exists,
+            priority=priority,
+            chunk_size=chunk_size,
+            check_space=check_space,
         )
         if if_exists != "replace":
             self._run(self._async._guard(self._async._uploads.check_target(name, if_exists, encoded)))
+
+    def status(self) -> HubStatus:
+        """What this hub's background work costs right now, cheap enough to call every second.
+
+        Its uploads by status, their rows per second and the bytes they still have to write;
+        how late the library's event loop runs; this process's memory and CPU against its memory
+        limit; the database's size, the bytes kept for resumable uploads, and the free disk
+        where the database lives (SQLite). ``memory_state`` and ``disk_state`` say when a figure
+        nears its limit; ``to_dict()`` gives plain JSON-able values.
+        """
+        return self._run(self._async.status())
+
+    def monitor(self):
+        """A strip of this hub's figures (:meth:`status`) that refreshes itself while displayed;
+        the panel shows the same strip above its tabs.
+
+        Raises:
+            ImportError: ipywidgets is not installed.
+        """
+        from .widgets import StatusStrip
+
+        return StatusStrip(self)
 
     @property
     def aio(self) -> AsyncHub:

@@ -1,19 +1,29 @@
 """Progress as plain numbers, and one pure formatter for every place that shows it.
 
 The engine produces :class:`Progress` snapshots; the text repr, the terminal bar and the notebook
-widgets only render them.
+widgets only render them. Every figure they show (fraction, rate, time left) is computed here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-__all__ = ["Listeners", "Progress", "ProgressListener", "Throttle", "format_count", "format_duration", "format_status"]
+__all__ = [
+    "Listeners",
+    "Progress",
+    "ProgressListener",
+    "Throttle",
+    "format_count",
+    "format_duration",
+    "format_remaining",
+    "format_status",
+]
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,14 @@ class Progress:
     @property
     def rows_per_s(self) -> float:
         return self.rows_done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def remaining(self) -> float | None:
+        """Seconds left while running, at the average rate so far (as tqdm estimates it);
+        None before the first rows are written and once the upload has ended."""
+        if self.status != "running" or self.rows_done <= 0 or self.elapsed <= 0:
+            return None
+        return max(0, self.rows_total - self.rows_done) / self.rows_per_s
 
 
 class ProgressListener(Protocol):
@@ -100,6 +118,12 @@ def format_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def format_remaining(seconds: float) -> str:
+    """``34.2`` → ``'34s left'``, ``75`` → ``'1:15 left'``: whole seconds, rounded up."""
+    whole = math.ceil(seconds)
+    return f"{whole}s left" if whole < 60 else f"{format_duration(whole)} left"
+
+
 def format_status(p: Progress, *, timing: bool = True) -> str:
     """A one-line description of an upload, for reprs, logs and widgets.
 
@@ -110,7 +134,10 @@ def format_status(p: Progress, *, timing: bool = True) -> str:
     if p.deduplicated:
         parts.append("identical to the latest version, nothing new published")
     if timing and p.elapsed > 0:
-        parts.append(f"{format_duration(p.elapsed)}, {format_count(p.rows_per_s)} rows/s")
+        timing_part = f"{format_duration(p.elapsed)}, {format_count(p.rows_per_s)} rows/s"
+        if p.remaining is not None:
+            timing_part += f", {format_remaining(p.remaining)}"
+        parts.append(timing_part)
     if p.attempts > 1:
         parts.append(f"{p.attempts} attempts")
     if p.error:

@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import statistics
+from array import array
 import inspect
 import logging
 import traceback
@@ -55,6 +57,8 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dsnotebook.errors import HubClosed, UsageError, ValidationError
+from dsnotebook.models import TaskStats
+from dsnotebook.monitor import percentile
 from dsnotebook.retry import _MAX_CHAIN, RetryPolicy, is_transient, with_retries
 
 __all__ = [
@@ -289,6 +293,11 @@ class BackgroundTaskService:
         self._logger = logger if logger is not None else logging.getLogger("dsnotebook")
         # Insertion order is creation order, which running() and records() promise.
         self._live: dict[str, TaskRecord] = {}
+        # Over the service's lifetime: how many tasks ended with each status, and the queue wait
+        # and run time (seconds) of each that got to run.
+        self._ended: dict[TaskStatus, int] = dict.fromkeys(TERMINAL_STATUSES, 0)
+        self._waits: array[float] = array("d")
+        self._runs: array[float] = array("d")
         self._created = 0
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -418,6 +427,26 @@ class BackgroundTaskService:
     def records(self) -> list[TaskRecord]:
         """Records of the live (queued or running) tasks, in creation order."""
         return list(self._live.values())
+
+    def stats(self) -> TaskStats:
+        """Counts by status (the live tasks' and those that ended), and the mean, median and 95th
+        percentile of the queue wait and the run time of the tasks that ended, over the service's
+        lifetime."""
+        counts = {status.value: 0 for status in TaskStatus}
+        for status, n in self._ended.items():
+            counts[status.value] += n
+        for record in self._live.values():
+            counts[record.status.value] += 1
+        waits, runs = list(self._waits), list(self._runs)
+        return TaskStats(
+            counts=counts,
+            wait_mean_s=statistics.fmean(waits) if waits else None,
+            wait_p50_s=percentile(waits, 50),
+            wait_p95_s=percentile(waits, 95),
+            run_mean_s=statistics.fmean(runs) if runs else None,
+            run_p50_s=percentile(runs, 50),
+            run_p95_s=percentile(runs, 95),
+        )
 
     async def shutdown(self, *, cancel: bool = False, timeout: float | None = None) -> None:
         """Refuse new tasks, then wait for the live ones to end.
@@ -584,6 +613,10 @@ class BackgroundTaskService:
         if record.status in ACTIVE_STATUSES:
             # Cancelled before its first step: the coroutine never ran to record anything.
             self._finish(record, TaskStatus.CANCELLED)
+        self._ended[record.status] += 1
+        if record.started_at is not None and record.finished_at is not None:
+            self._waits.append((record.started_at - record.queued_at).total_seconds())
+            self._runs.append((record.finished_at - record.started_at).total_seconds())
         if self._live.get(record.name) is record:
             del self._live[record.name]
         if not task.cancelled():

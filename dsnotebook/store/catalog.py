@@ -17,6 +17,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     MetaData,
@@ -50,7 +51,7 @@ __all__ = [
 ]
 
 #: The catalog layout this code reads and writes. A database with a newer one is refused.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -135,6 +136,9 @@ tasks = Table(
     Column("owner_pid", Integer, nullable=False),
     # Renewed by the owning process while the upload is queued or running (schema version 2).
     Column("heartbeat_at", UTCDateTime(), nullable=True),
+    # The encoded bytes written so far, and the fastest rate over any second (schema version 3).
+    Column("bytes_written", BigInteger, nullable=True),
+    Column("peak_rows_per_s", Float, nullable=True),
 )
 
 
@@ -177,8 +181,11 @@ async def ensure_schema(conn: AsyncConnection, backend: Backend) -> None:
             f"up to {SCHEMA_VERSION}; upgrade dsnotebook to use it"
         )
     # Older catalogs are migrated one step per version, ending with the update below.
-    if int(found) < 2:
-        column_type = tasks.c.heartbeat_at.type.compile(dialect=conn.dialect)
-        await conn.exec_driver_sql(f"ALTER TABLE dsn_tasks ADD COLUMN heartbeat_at {column_type}")
+    added = {2: ["heartbeat_at"], 3: ["bytes_written", "peak_rows_per_s"]}
+    for version, names in added.items():
+        if int(found) < version:
+            for name in names:
+                column_type = tasks.c[name].type.compile(dialect=conn.dialect)
+                await conn.exec_driver_sql(f"ALTER TABLE dsn_tasks ADD COLUMN {name} {column_type}")
     if int(found) < SCHEMA_VERSION:
         await conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))

@@ -83,7 +83,7 @@ def translate(exc: BaseException, *, what: str = "the database", error: type[Dsn
             f"{what} cannot be used: {message}. Was the database file moved, deleted, or opened read-only?"
         )
     if "database or disk is full" in low or "disk i/o error" in low:
-        return error(f"{what}: the disk or database is full ({message})")
+        return error(f"{what} failed: the disk or the database is full; free some space and try again")
     return error(f"{what} failed: {message}")
 
 

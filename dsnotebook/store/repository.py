@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 from ..errors import DatasetNotFound, ValidationError
 from ..models import DatasetInfo, DatasetVersion
 from . import codec
-from .backends.base import ROW_ID, Backend, Rows
+from .backends.base import ROW_ID, Backend, Rows, Sizes
 from .catalog import datasets, tasks, versions
 from .engine import WriteGate, write_transaction
 
@@ -44,6 +44,8 @@ TASK_COLUMNS = [
     # The table of rows staged so far, while the upload runs, and after it was interrupted for as
     # long as its rows are kept for a resume; None otherwise.
     "staging_table",
+    # The encoded bytes written so far, and the fastest rate over any second of the upload.
+    "bytes_written", "peak_rows_per_s",
 ]
 
 
@@ -162,6 +164,8 @@ class Repository:
         self._gate = gate or WriteGate(exclusive=False)
         self._backend = backend
         self._io = io
+        # Bytes of kept staging tables, by (table, rows kept); see storage().
+        self._staging_sizes: dict[tuple[str, int], int] = {}
 
     async def pull(
         self,
@@ -333,8 +337,35 @@ class Repository:
             records,
             TASK_COLUMNS,
             {"priority": "int64", "rows_done": "int64", "rows_total": "int64", "attempts": "int64", "version": "Int64",
-             "deduplicated": "bool", "elapsed_s": "float64", "owner_pid": "int64"},
+             "deduplicated": "bool", "elapsed_s": "float64", "owner_pid": "int64", "bytes_written": "Int64",
+             "peak_rows_per_s": "float64"},
         )
+
+    async def storage(self) -> tuple[Sizes, int]:
+        """The database's sizes (see :meth:`Backend.sizes`), and the bytes the staging tables of
+        interrupted uploads keep for a resume.
+
+        A kept table does not change until its upload resumes, so its size is measured once per
+        row count.
+        """
+        async with self._read() as session:
+            conn = await session.connection()
+            kept = dict(
+                (
+                    await session.execute(
+                        select(tasks.c.staging_table, tasks.c.rows_done).where(
+                            tasks.c.status == "interrupted", tasks.c.staging_table.is_not(None)
+                        )
+                    )
+                ).all()
+            )
+            unmeasured = [table for table, rows in kept.items() if (table, rows) not in self._staging_sizes]
+            sizes = await self._backend.sizes(conn, unmeasured)
+        for table in unmeasured:
+            if table in sizes.staging:
+                self._staging_sizes[table, kept[table]] = sizes.staging[table]
+        self._staging_sizes = {key: size for key, size in self._staging_sizes.items() if kept.get(key[0]) == key[1]}
+        return sizes, sum(self._staging_sizes.values())
 
     async def delete(self, name: str, version: int | None = None) -> list[int]:
         """Remove one version (``latest`` falls back to the newest left) or, with None, the dataset.

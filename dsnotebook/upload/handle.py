@@ -30,10 +30,17 @@ class UploadTask:
     Its attributes are updated on the loop that runs the upload and can be read from any thread.
     """
 
-    def __init__(self, *, task_id: str, dataset: str, rows_total: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, *, task_id: str, dataset: str, rows_total: int, loop: asyncio.AbstractEventLoop, bytes_total: int = 0
+    ) -> None:
         self.id = task_id
         self.dataset = dataset
         self.rows_total = rows_total
+        #: The encoded bytes of all its rows (an estimate; see ``EncodedFrame.estimated_nbytes``).
+        self.bytes_total = bytes_total
+        #: The fastest rate over any second of the upload so far (None until a second has passed).
+        self.peak_rows_per_s: float | None = None
+        self._rate_mark: tuple[float, int] | None = None
         self.rows_done = 0
         self.status = "queued"
         self.attempts = 0
@@ -72,6 +79,36 @@ class UploadTask:
     @property
     def rows_per_s(self) -> float:
         return self.snapshot().rows_per_s
+
+    @property
+    def bytes_written(self) -> int:
+        """The encoded bytes of the rows written so far."""
+        return self.bytes_at(self.rows_done)
+
+    def bytes_at(self, rows: int) -> int:
+        """The encoded bytes of the first ``rows`` rows."""
+        return round(self.bytes_total * rows / self.rows_total) if self.rows_total else 0
+
+    def _rate_sample(self, rows: int) -> float | None:
+        """Note that ``rows`` rows are written now; returns the peak rate so far, measured over
+        spans of at least a second (chunks alone are too short to time)."""
+        now = time.monotonic()
+        if self._rate_mark is None:
+            self._rate_mark = (now, rows)
+            return self.peak_rows_per_s
+        since, rows_then = self._rate_mark
+        if now - since >= 1.0:
+            rate = (rows - rows_then) / (now - since)
+            self.peak_rows_per_s = max(rate, self.peak_rows_per_s or 0.0)
+            self._rate_mark = (now, rows)
+        return self.peak_rows_per_s
+
+    def _final_peak(self) -> float | None:
+        """The peak rate once the upload has ended: an upload shorter than a second has only
+        its average."""
+        if self.peak_rows_per_s is None and self.elapsed > 0 and self.rows_done:
+            self.peak_rows_per_s = self.rows_done / self.elapsed
+        return self.peak_rows_per_s
 
     @property
     def deduplicated(self) -> bool:

@@ -61,6 +61,8 @@ async def record_success(session: AsyncSession, handle: UploadTask, version: Dat
             rows_done=handle.rows_done,
             attempts=handle.attempts,
             finished_at=utcnow(),
+            bytes_written=handle.bytes_written,
+            peak_rows_per_s=handle._final_peak(),
         )
     )
     return version

@@ -36,7 +36,8 @@ from ..tasks import BackgroundTaskService, finish_through_cancel, release_cancel
 from .handle import UploadTask
 from .publish import dataset_changes, publish, record_success
 from .staging import DEFAULT_KEEP_INTERRUPTED_S, Checkpoints, Staging
-from .validate import IfExists, Request, check_append, encode_for, validate_name, validate_options
+from .validate import IfExists, Request, check_append, check_writable, encode_for, validate_name, validate_options
+from .validate import check_space as check_free_space
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "DatasetUploadService", "owner"]
 
@@ -90,6 +91,7 @@ class DatasetUploadService:
         self._history: deque[UploadTask] = deque(maxlen=HISTORY_LENGTH)
         self._submit_listeners: Listeners[Callable[[UploadTask], None]] = Listeners()
         self._recording: set[asyncio.Task] = set()
+        self._ended_counts: dict[str, int] = {"succeeded": 0, "failed": 0, "cancelled": 0, "interrupted": 0}
 
     def handles(self) -> list[UploadTask]:
         """Handles of the uploads started by this service that have not ended, oldest first."""
@@ -117,6 +119,7 @@ class DatasetUploadService:
         if_exists: IfExists = "replace",
         priority: int = 0,
         chunk_size: int | None = None,
+        check_space: bool = True,
     ) -> UploadTask:
         """Validate everything, record the task as queued, and schedule the upload.
 
@@ -128,7 +131,14 @@ class DatasetUploadService:
         # pandas' copy-on-write makes this snapshot free until the caller mutates the frame.
         snapshot = obj.copy(deep=False) if isinstance(obj, (pd.DataFrame, pd.Series)) else obj
         encoded = self.validate(
-            snapshot, name, description=description, tags=tags, if_exists=if_exists, priority=priority, chunk_size=chunk_size
+            snapshot,
+            name,
+            description=description,
+            tags=tags,
+            if_exists=if_exists,
+            priority=priority,
+            chunk_size=chunk_size,
+            check_space=check_space,
         )
         request = Request(
             name=name,
@@ -169,7 +179,13 @@ class DatasetUploadService:
         except Exception as exc:
             raise translate(exc, what=f"queueing the upload of {name!r}") from exc
         await _faults.reached("queued")
-        handle = UploadTask(task_id=task_id, dataset=name, rows_total=encoded.nrows, loop=asyncio.get_running_loop())
+        handle = UploadTask(
+            task_id=task_id,
+            dataset=name,
+            rows_total=encoded.nrows,
+            loop=asyncio.get_running_loop(),
+            bytes_total=encoded.estimated_nbytes(),
+        )
         self._handles[task_id] = handle
         task = self._service.create_task_with_session(
             self._run, handle, encoded, request, task_name=f"push {name!r} [{task_id[:8]}]", priority=priority
@@ -185,6 +201,7 @@ class DatasetUploadService:
             if_exists=if_exists,
             priority=priority,
             chunk_size=chunk_size,
+            check_space=check_space,
         )
         task.add_done_callback(functools.partial(self._ended, handle))
         self._history.append(handle)
@@ -205,18 +222,27 @@ class DatasetUploadService:
         if_exists: IfExists = "replace",
         priority: int = 0,
         chunk_size: int | None = None,
+        check_space: bool = True,
     ) -> codec.EncodedFrame:
-        """The checks of :meth:`submit` that need no database: the name, the options, and the
-        frame against this database's storage and limits. Pure CPU work, safe on any thread.
+        """The checks of :meth:`submit` that need no database: the name, the options, the frame
+        against this database's storage and limits, and (``check_space``) the free disk space
+        where it can be seen. Safe on any thread.
 
         Returns the encoded frame.
 
         Raises:
+            UsageError: the database is opened read-only.
             ValidationError: naming the argument, column or value, and what would be accepted.
         """
+        check_writable(self._backend)
         validate_name(name)
-        validate_options(description=description, tags=tags, if_exists=if_exists, priority=priority, chunk_size=chunk_size)
-        return encode_for(obj, self._backend, native_types=self._native_types)
+        validate_options(
+            description=description, tags=tags, if_exists=if_exists, priority=priority, chunk_size=chunk_size, check_space=check_space
+        )
+        encoded = encode_for(obj, self._backend, native_types=self._native_types)
+        if check_space:
+            check_free_space(name, encoded, self._backend)
+        return encoded
 
     async def check_target(self, name: str, if_exists: IfExists, encoded: codec.EncodedFrame) -> None:
         """The checks of :meth:`submit` against the dataset as it stands (``"fail"`` on an
@@ -229,8 +255,17 @@ class DatasetUploadService:
             async with self._read() as session:
                 await _check_target(session, name, if_exists, encoded)
 
+    def counts(self) -> dict[str, int]:
+        """This service's uploads by status: the live ones, and those that ended since it started."""
+        live = [handle.status for handle in self._handles.values()]
+        return {**self._ended_counts, "queued": live.count("queued"), "running": live.count("running")}
+
     def _ended(self, handle: UploadTask, task: asyncio.Task) -> None:
         self._handles.pop(handle.id, None)
+        try:
+            self._count_and_report(handle)
+        except Exception:  # noqa: BLE001 - reporting must never break the end of an upload
+            log.exception("reporting the end of upload %s failed", handle.id)
         if handle.status == "queued":
             # It ended before it started (cancelled while waiting for a slot), so the upload
             # itself never ran to record its end.
@@ -246,6 +281,39 @@ class DatasetUploadService:
             handle._recording = recording  # wait() and await return once the catalog says so
             self._recording.add(recording)  # strongly held until done; drain() waits for it
             recording.add_done_callback(self._recording.discard)
+
+    def _count_and_report(self, handle: UploadTask) -> None:
+        # A queued upload cancelled before it ran still says "queued" here; it ended cancelled.
+        status = handle.status if handle.status != "queued" else ("interrupted" if handle._interrupting else "cancelled")
+        self._ended_counts[status] = self._ended_counts.get(status, 0) + 1
+        seconds = handle.elapsed
+        rows = handle.rows_done
+        version = handle.version.version if status == "succeeded" and handle.version is not None else None
+        metrics = {
+            "task_id": handle.id,
+            "dataset": handle.dataset,
+            "status": status,
+            "version": version,
+            "rows": rows,
+            "bytes": handle.bytes_written,
+            "seconds": round(seconds, 6),
+            "rows_per_s": round(rows / seconds, 1) if seconds > 0 else None,
+            "peak_rows_per_s": handle._final_peak(),
+            "attempts": handle.attempts,
+        }
+        log.info(
+            "upload %s of %r %s: version %s, %d rows, %d bytes in %.2f s (%s rows/s), %d attempt(s)",
+            handle.id,
+            handle.dataset,
+            status,
+            version,
+            rows,
+            metrics["bytes"],
+            seconds,
+            metrics["rows_per_s"],
+            handle.attempts,
+            extra=metrics,
+        )
 
     async def drain(self) -> None:
         """Wait until the ends of cancelled uploads are recorded; a hub calls this before closing."""
@@ -272,7 +340,7 @@ class DatasetUploadService:
             )
             existing = await self._retrying(handle, session, lambda: self._dedupe(session, req, encoded, content_hash))
             if existing is not None:
-                handle._set(rows_done=encoded.nrows)
+                handle._set(rows_done=encoded.nrows, bytes_total=0)
                 await self._retrying(handle, session, lambda: record_success(session, handle, existing))
                 return self._succeed(handle, existing)
 
@@ -285,6 +353,7 @@ class DatasetUploadService:
                 handle._set(rows_done=done)
             writer = self._backend.open_writer(stage, encoded, io=self._io)
             checkpoints = Checkpoints(self._checkpoint)
+            handle._rate_sample(done)
             try:
                 for start in range(done, encoded.nrows, req.chunk_size):
                     stop = min(start + req.chunk_size, encoded.nrows)
@@ -366,7 +435,15 @@ class DatasetUploadService:
         not there, and a resume counts the staged rows themselves.
         """
         await writer.write(session, start, stop)
-        await self._update_task(session, handle, rows_done=stop, attempts=handle.attempts, heartbeat_at=utcnow())
+        await self._update_task(
+            session,
+            handle,
+            rows_done=stop,
+            attempts=handle.attempts,
+            heartbeat_at=utcnow(),
+            bytes_written=handle.bytes_at(stop),
+            peak_rows_per_s=handle._rate_sample(stop),
+        )
         await _faults.reached("staging")
 
     async def _update_task(self, session: AsyncSession, handle: UploadTask, **values: Any) -> None:
@@ -447,6 +524,8 @@ class DatasetUploadService:
                         error=None if error is None else str(error),
                         attempts=handle.attempts,
                         finished_at=handle.finished_at,
+                        **({} if committed is None else {"bytes_written": handle.bytes_at(committed)}),
+                        peak_rows_per_s=handle._final_peak(),
                     )
                 )
                 if committed is not None:

@@ -9,11 +9,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..errors import SchemaMismatch, ValidationError
+from ..errors import SchemaMismatch, UsageError, ValidationError
+from ..monitor import format_bytes
 from ..store import codec
 from ..store.backends import Backend
 
-__all__ = ["IF_EXISTS", "MAX_NAME_LENGTH", "IfExists", "Request", "check_append", "encode_for", "validate_name", "validate_options"]
+__all__ = [
+    "IF_EXISTS",
+    "MAX_NAME_LENGTH",
+    "IfExists",
+    "Request",
+    "check_append",
+    "check_space",
+    "check_writable",
+    "encode_for",
+    "validate_name",
+    "validate_options",
+]
 
 IfExists = Literal["replace", "append", "fail"]
 IF_EXISTS: tuple[str, ...] = ("replace", "append", "fail")
@@ -62,12 +74,14 @@ class Request:
     chunk_size: int
 
 
-def validate_options(*, description=None, tags=None, if_exists="replace", priority=0, chunk_size=None) -> None:
+def validate_options(*, description=None, tags=None, if_exists="replace", priority=0, chunk_size=None, check_space=True) -> None:
     """Check ``push``'s keyword options.
 
     Raises:
         ValidationError: naming the option and what would be accepted.
     """
+    if not isinstance(check_space, bool):
+        raise ValidationError(f"check_space: expected True or False, got {check_space!r}")
     if if_exists not in IF_EXISTS:
         raise ValidationError(f"if_exists: {if_exists!r} is not allowed; use one of {', '.join(map(repr, IF_EXISTS))}")
     if description is not None and not isinstance(description, str):
@@ -143,3 +157,40 @@ def encode_for(obj: Any, backend: Backend, *, native_types: bool | None = None) 
                 f"{limits.max_row_bytes:,} per row; split the frame into several datasets"
             )
     return encoded
+
+
+#: Room an upload needs beyond its rows (the write-ahead log, the catalog, page slack): a tenth
+#: of the rows, and at least this.
+SPACE_MARGIN_MIN = 1 << 20
+
+
+def check_writable(backend: Backend) -> None:
+    """Refuse pushes to a database opened read-only, before anything is queued.
+
+    Raises:
+        UsageError: the URL opens the database read-only.
+    """
+    if backend.read_only:
+        raise UsageError("this database is opened read-only (mode=ro); pushes are refused")
+
+
+def check_space(name: str, encoded: codec.EncodedFrame, backend: Backend) -> None:
+    """Refuse an upload that would not fit on the database's filesystem, where it can be seen
+    (not on a database server, whose disk is out of sight).
+
+    Raises:
+        ValidationError: the free space is below the upload's estimated bytes plus a margin.
+    """
+    free = backend.free_disk_bytes()
+    if free is None:
+        return
+    rows = encoded.estimated_nbytes()
+    needed = rows + max(rows // 10, SPACE_MARGIN_MIN)
+    if free < needed:
+        raise ValidationError(
+            f"not enough free disk space for the upload of {name!r}: it needs about "
+            f"{format_bytes(needed)} ({format_bytes(rows)} of rows, plus room for the database's "
+            f"log), but the disk that holds the database has {format_bytes(free)} free; free some "
+            "space, or pass check_space=False to push anyway"
+        )
+

@@ -1,8 +1,16 @@
 """``TaskProgress``: one upload's live row, made of standard ipywidgets only.
 
 The row renders the engine's :class:`~dsnotebook.progress.Progress` snapshots and nothing else:
-no numbers are computed here. Updates arrive on the thread that runs the upload's loop (the
-library's portal thread, for a sync hub) and are throttled to ten per second, plus the final one.
+every figure it shows (fraction, rate, time left) is computed in :mod:`dsnotebook.progress`.
+Updates arrive on the thread that runs the upload's loop (the library's portal thread, for a
+sync hub) and are throttled to ten per second, plus the final one.
+
+Its parts sit in three groups (name and bar; figures; status and buttons) that wrap onto a new
+line one at a time when the notebook is narrow, so that no label is ever cut. Colours come from
+CSS classes (see :mod:`dsnotebook.widgets.theme`), which follow JupyterLab's theme.
+
+A row that was retried says so, and by which upload; the new upload's row says what it retries.
+That link shows wherever the row is displayed, in the cell that showed it first as in the panel.
 """
 
 from __future__ import annotations
@@ -10,40 +18,68 @@ from __future__ import annotations
 import html
 import logging
 import threading
+import unicodedata
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as w
 
-from ..progress import Progress, Throttle, format_count, format_duration
+from ..progress import Progress, Throttle, format_count, format_duration, format_remaining
 from ..tasks import TERMINAL_STATUSES
 from ..upload import UploadTask
+from .theme import set_modifier, stylesheet
 
-__all__ = ["TaskProgress", "display_task"]
+__all__ = ["TaskProgress", "display_task", "link_retry", "short_id", "short_title"]
 
 log = logging.getLogger("dsnotebook")
 
 #: Renders per second per task, at most; the final state is always rendered.
 MAX_UPDATES_PER_S = 10
-
-#: The bar's style and the badge's colour for each status.
+#: The bar's style for each status (ipywidgets colours the bar from the theme).
 BAR_STYLES = {"succeeded": "success", "failed": "danger", "cancelled": "warning", "interrupted": "warning"}
-STATUS_COLORS = {
-    "queued": "#616161",
-    "running": "#1565c0",
-    "succeeded": "#2e7d32",
-    "failed": "#c62828",
-    "cancelled": "#ef6c00",
-    "interrupted": "#ef6c00",
-}
+#: Width of the dataset name in the title, in characters (wide characters count twice).
+TITLE_WIDTH = 30
 
 _rows: weakref.WeakValueDictionary[str, TaskProgress] = weakref.WeakValueDictionary()
 _rows_lock = threading.Lock()
+# Retries started from a row or the panel: the id of the upload each retry started again, and
+# the retry of each upload (weakly: a handle may hold its frame, for a further retry).
+_retry_of: dict[str, str] = {}
+_retried_as: weakref.WeakValueDictionary[str, UploadTask] = weakref.WeakValueDictionary()
+
+
+def short_id(task_id: str) -> str:
+    """The first 8 characters of an upload's id, as task names and the panel show it."""
+    return task_id[:8]
+
+
+def _width(ch: str) -> int:
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def short_title(name: str, version: int | None, width: int = TITLE_WIDTH) -> str:
+    """``name vN``, with a name wider than ``width`` cut with an ellipsis; the version is kept."""
+    if sum(_width(ch) for ch in name) > width:
+        kept, used = [], 0
+        for ch in name:
+            used += _width(ch)
+            if used > width - 1:
+                break
+            kept.append(ch)
+        name = "".join(kept).rstrip() + "…"
+    return name + (f" v{version}" if version is not None else "")
+
+
+def _label(css: str, *classes: str) -> w.Label:
+    label = w.Label().add_class(css)
+    for c in classes:
+        label.add_class(c)
+    return label
 
 
 class TaskProgress(w.VBox):
-    """A live row for one upload: name and version, bar, rows, rows/s, elapsed, status, Cancel.
+    """A live row for one upload: name and version, bar, rows, rows/s, elapsed, time left, status, Cancel.
 
     The bar turns green when the upload succeeds and red when it fails, with the error shown
     below it. Use :meth:`for_task` to get the row of a task, so that one task has one row however
@@ -51,10 +87,11 @@ class TaskProgress(w.VBox):
 
     Args:
         task: the upload's handle.
-        on_retry: called with the handle when Retry is clicked; without it there is no Retry
-            button (the :class:`~dsnotebook.widgets.UploadPanel` provides one).
+        on_retry: called with the handle when Retry is clicked, returning the new upload's handle;
+            without it there is no Retry button (the :class:`~dsnotebook.widgets.UploadPanel`
+            provides one).
         on_error: called with ``(action, exception)`` when Cancel or Retry fails; by default the
-            error is shown in the row.
+            error is shown in the row, where the button was clicked.
     """
 
     def __init__(
@@ -67,38 +104,58 @@ class TaskProgress(w.VBox):
         self.task = task
         self._on_retry = on_retry
         self._on_error = on_error
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._closed = False
-        self.title = w.Label(layout=w.Layout(width="16em", overflow="hidden")).add_class("dsn-title")
-        self.bar = w.FloatProgress(value=0.0, min=0.0, max=1.0, layout=w.Layout(width="14em")).add_class("dsn-bar")
-        self.percent = w.Label(layout=w.Layout(width="3.5em")).add_class("dsn-percent")
-        self.rows = w.Label(layout=w.Layout(width="14em")).add_class("dsn-rows")
-        self.rate = w.Label(layout=w.Layout(width="8em")).add_class("dsn-rate")
-        self.elapsed = w.Label(layout=w.Layout(width="4.5em")).add_class("dsn-elapsed")
-        self.status_badge = w.Label(style={"font_weight": "bold"}, layout=w.Layout(width="6.5em")).add_class("dsn-status")
-        self.cancel_button = w.Button(description="Cancel", icon="stop", layout=w.Layout(width="7em")).add_class("dsn-cancel")
+        self._problem: str | None = None  # a failed Cancel or Retry
+        self.title = _label("dsn-title")
+        self.bar = w.FloatProgress(value=0.0, min=0.0, max=1.0).add_class("dsn-bar")
+        self.percent = _label("dsn-percent", "dsn-figure")
+        self.rows = _label("dsn-rows", "dsn-figure")
+        self.rate = _label("dsn-rate", "dsn-figure")
+        self.elapsed = _label("dsn-elapsed", "dsn-figure")
+        self.eta = _label("dsn-eta", "dsn-figure")
+        self.status_badge = _label("dsn-status")
+        self.cancel_button = w.Button(description="Cancel", icon="stop", tooltip="Stop this upload").add_class("dsn-cancel")
         self.retry_button = w.Button(
-            description="Retry", icon="redo", button_style="info", layout=w.Layout(width="7em", display="none")
-        ).add_class("dsn-retry")
+            description="Retry", icon="redo", button_style="info", tooltip="Start this upload again",
+            layout=w.Layout(display="none"),
+        ).add_class("dsn-retry")  # fmt: skip
         self.error = w.HTML(layout=w.Layout(display="none")).add_class("dsn-error")
+        #: Which upload retried this one, or which one this one retries.
+        self.note = w.HTML(layout=w.Layout(display="none")).add_class("dsn-note")
         self.cancel_button.on_click(lambda _b: self._act("cancelling", self.task.cancel))
         self.retry_button.on_click(lambda _b: self._act("retrying", self._retry))
-        row = w.HBox(
-            [self.title, self.bar, self.percent, self.rows, self.rate, self.elapsed, self.status_badge, self.cancel_button, self.retry_button],
-            layout=w.Layout(align_items="center"),
-        )
-        super().__init__([row, self.error])
+        line = w.HBox(
+            [
+                w.HBox([self.title, self.bar, self.percent]).add_class("dsn-task-group").add_class("dsn-task-identity"),
+                w.HBox([self.rows, self.rate, self.elapsed, self.eta]).add_class("dsn-task-group").add_class("dsn-task-figures"),
+                w.HBox(
+                    [self.status_badge, w.Box([self.cancel_button, self.retry_button]).add_class("dsn-actions")]
+                ).add_class("dsn-task-group").add_class("dsn-task-state"),
+            ]
+        ).add_class("dsn-task-line")
+        super().__init__([stylesheet(), line, self.error, self.note])
         self.add_class("dsn-task")
         self.add_class(f"dsn-task-{task.id}")
         self.renders = 0
         self._throttle = Throttle(self._render, interval=1 / MAX_UPDATES_PER_S)
         self._unsubscribe: Callable[[], None] | None = None
+        # The retry of this upload, followed until it ends.
+        self._successor: UploadTask | None = None
+        self._retry_throttle: Throttle | None = None
+        self._retry_unsubscribe: Callable[[], None] | None = None
         self._render(task.snapshot())
         if not task.done():
             self._unsubscribe = task.subscribe(self._on_progress)
             # It may have ended between the snapshot and the subscription.
             if task.done():
                 self._on_progress(task.snapshot())
+        with _rows_lock:
+            origin, successor = _retry_of.get(task.id), _retried_as.get(task.id)
+        if origin is not None:
+            self._show_origin(origin)
+        if successor is not None:
+            self._follow_retry(successor)
 
     @classmethod
     def for_task(cls, task: UploadTask, **options: Any) -> TaskProgress:
@@ -117,9 +174,15 @@ class TaskProgress(w.VBox):
         self._on_retry = on_retry
         self._render(self.task.snapshot())
 
+    @property
+    def retried_as(self) -> UploadTask | None:
+        """The upload that retried this one from a row or the panel, if any."""
+        return self._successor
+
     def close(self) -> None:
         self._closed = True
         self._detach()
+        self._stop_following()
         super().close()
 
     def __repr__(self) -> str:
@@ -144,45 +207,130 @@ class TaskProgress(w.VBox):
         with self._lock:
             self.renders += 1
             ended = p.status in TERMINAL_STATUSES
-            self.title.value = p.dataset + (f" v{p.version}" if p.version is not None else "")
-            self.title.tooltip = p.dataset
+            self.title.value = short_title(p.dataset, p.version)
+            self.title.tooltip = p.dataset + (f" v{p.version}" if p.version is not None else "") + f"\nupload {p.task_id}"
             self.bar.value = p.fraction
             self.bar.bar_style = BAR_STYLES.get(p.status, "")
             self.percent.value = f"{p.fraction:.0%}"
             self.rows.value = f"{p.rows_done:,} / {p.rows_total:,} rows"
             self.rate.value = f"{format_count(p.rows_per_s)} rows/s" if p.elapsed > 0 else ""
             self.elapsed.value = format_duration(p.elapsed) if p.elapsed > 0 else ""
-            status = p.status + (" (identical)" if p.deduplicated else "")
-            self.status_badge.value = status
-            self.status_badge.style.text_color = STATUS_COLORS.get(p.status, "")
+            self.elapsed.tooltip = "time since the upload started" if p.elapsed > 0 else None
+            remaining = p.remaining
+            self.eta.value = format_remaining(remaining) if remaining is not None else ""
+            self.eta.tooltip = "at the average rate so far" if remaining is not None else None
+            self.status_badge.value = p.status + (" (identical)" if p.deduplicated else "")
+            set_modifier(self.status_badge, "dsn-state-", p.status)
+            set_modifier(self, "dsn-row-", p.status)
             self.cancel_button.disabled = ended
             self.cancel_button.layout.display = "none" if ended else None
-            retry = ended and self._on_retry is not None and self.task.can_retry
-            self.retry_button.layout.display = None if retry else "none"
-            if p.error:
-                self.error.value = f'<span style="color:#c62828">{html.escape(p.error, quote=False)}</span>'
+            self._render_retry_button()
+            problem = self._problem or p.error
+            if problem:
+                self.error.value = f'<span class="dsn-level-error dsn-text">{html.escape(problem, quote=False)}</span>'
                 self.error.layout.display = None
             else:
                 self.error.value = ""
                 self.error.layout.display = "none"
 
+    def _render_retry_button(self) -> None:
+        # Once retried, the row points at the retry instead: a second Retry would start a twin.
+        retry = self.task.done() and self._on_retry is not None and self.task.can_retry and self._successor is None
+        self.retry_button.layout.display = None if retry else "none"
+
+    # -- retries ----------------------------------------------------------------------------
+
+    def _show_origin(self, origin_id: str) -> None:
+        with self._lock:
+            self.note.value = f'<span class="dsn-text">Retry of upload {short_id(origin_id)}</span>'
+            self.note.layout.display = None
+            self.add_class("dsn-retry-of")
+
+    def _follow_retry(self, retry: UploadTask) -> None:
+        with self._lock:
+            if self._successor is retry:
+                return
+            self._stop_following()
+            self._successor = retry
+            self._render_retry_button()
+            self.add_class("dsn-retried")
+            self._render_retry(retry.snapshot())
+            if retry.done():
+                return
+            self._retry_throttle = Throttle(self._render_retry, interval=1 / MAX_UPDATES_PER_S)
+            self._retry_unsubscribe = retry.subscribe(self._on_retry_progress)
+        if retry.done():  # it ended before the subscription
+            self._on_retry_progress(retry.snapshot())
+
+    def _on_retry_progress(self, p: Progress) -> None:
+        throttle = self._retry_throttle
+        if throttle is None:
+            return
+        final = p.status in TERMINAL_STATUSES
+        throttle.update(p, final=final)
+        if final:
+            self._stop_following()
+
+    def _stop_following(self) -> None:
+        if self._retry_throttle is not None:
+            self._retry_throttle.close()
+            self._retry_throttle = None
+        if self._retry_unsubscribe is not None:
+            self._retry_unsubscribe()
+            self._retry_unsubscribe = None
+
+    def _render_retry(self, p: Progress) -> None:
+        with self._lock:
+            where = f"v{p.version}" if p.version is not None else f"{p.fraction:.0%}"
+            self.note.value = (
+                f'<span class="dsn-text">Retried as upload {short_id(p.task_id)}: </span>'
+                f'<span class="dsn-state-{html.escape(p.status)}">{html.escape(p.status, quote=False)}</span>'
+                f'<span class="dsn-text">, {where}</span>'
+            )
+            self.note.layout.display = None
+
     # -- buttons ----------------------------------------------------------------------------
 
     def _retry(self) -> None:
-        if self._on_retry is not None:
-            self._on_retry(self.task)
+        if self._on_retry is None:
+            return
+        new = self._on_retry(self.task)
+        if isinstance(new, UploadTask):
+            link_retry(self.task, new)
 
     def _act(self, action: str, fn: Callable[[], Any]) -> None:
         try:
             fn()
-        except Exception as exc:  # noqa: BLE001 - shown where the user clicked, and logged by the handler
+        except Exception as exc:  # noqa: BLE001 - shown where the user clicked, and logged
             if self._on_error is not None:
                 self._on_error(action, exc)
                 return
             log.error("%s the upload of %r failed: %s", action, self.task.dataset, exc, exc_info=True)
             with self._lock:
-                self.error.value = f'<span style="color:#c62828">{html.escape(f"{action} failed: {exc}", quote=False)}</span>'
-                self.error.layout.display = None
+                self._problem = f"{action} failed: {exc}"
+            self._render(self.task.snapshot())
+        else:
+            if self._problem is not None:
+                with self._lock:
+                    self._problem = None
+                self._render(self.task.snapshot())
+
+
+def link_retry(original: UploadTask, retry: UploadTask) -> None:
+    """Record that ``retry`` started ``original`` again, and show it on both rows.
+
+    The original's row then follows the retry ("Retried as upload 3f2a9c1b: running, 40%") and
+    hides its Retry button; the retry's row says "Retry of upload 1a2b3c4d". Rows made later
+    show the link too.
+    """
+    with _rows_lock:
+        _retried_as[original.id] = retry
+        _retry_of[retry.id] = original.id
+        old_row, new_row = _rows.get(original.id), _rows.get(retry.id)
+    if old_row is not None and not old_row._closed:
+        old_row._follow_retry(retry)
+    if new_row is not None and not new_row._closed:
+        new_row._show_origin(original.id)
 
 
 def display_task(task: UploadTask) -> None:

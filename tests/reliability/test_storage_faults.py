@@ -46,7 +46,7 @@ def test_a_full_disk_fails_the_upload_clearly_and_loses_nothing(hub, backend):
     remove = _limit_growth(hub, extra_pages=100)  # about 400 kB left
     try:
         task = hub.push(big(), "d", chunk_size=20_000)
-        with pytest.raises(UploadError, match="the disk or database is full") as caught:
+        with pytest.raises(UploadError, match="failed: the disk or the database is full; free some space") as caught:
             task.wait(timeout=120)
         assert task.status == "failed" and "full" in str(task.error)
         assert "Traceback" not in str(caught.value)

@@ -28,7 +28,16 @@ from ...tasks import finish_through_cancel
 from ..codec import ROW_ID, EncodedFrame, SqlColumn
 from ..engine import driver_message, mask_url
 
-__all__ = ["ROW_ID", "Backend", "Capabilities", "ChunkWriter", "Rows", "await_thread", "check_engine", "create_engine_for", "off_loop", "settled"]
+__all__ = ["ROW_ID", "Backend", "Capabilities", "ChunkWriter", "Rows", "Sizes", "await_thread", "check_engine", "create_engine_for", "off_loop", "settled"]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What a database's storage holds, in bytes; see :meth:`Backend.sizes`."""
+
+    database: int | None
+    tables: int | None
+    staging: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -171,6 +180,17 @@ class Backend(abc.ABC):
         """A lower bound of the bytes a row of these columns takes (checked against
         ``capabilities.max_row_bytes``)."""
         return 0
+
+    # -- monitoring --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def sizes(self, conn: AsyncConnection, staging_tables: Sequence[str]) -> Sizes:
+        """The database's size, that of dsnotebook's tables where the database tells it, and the
+        bytes each of ``staging_tables`` takes (one that cannot be measured is left out)."""
+
+    def free_disk_bytes(self) -> int | None:
+        """Free space on the filesystem that holds the database, where this process can see it."""
+        return None
 
     # -- appending ---------------------------------------------------------------------------
 

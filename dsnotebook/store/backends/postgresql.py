@@ -39,7 +39,7 @@ from sqlalchemy.types import TypeEngine
 from .. import codec
 from ..codec import EncodedFrame, SqlColumn
 from . import _arrow_io, _rows
-from .base import ROW_ID, Rows, Backend, Capabilities, ChunkWriter, check_engine, create_engine_for, off_loop
+from .base import ROW_ID, Backend, Capabilities, ChunkWriter, Rows, Sizes, check_engine, create_engine_for, off_loop
 
 __all__ = ["PostgreSQLBackend", "time_codecs"]
 
@@ -86,6 +86,19 @@ class PostgreSQLBackend(Backend):
 
     async def open_engine(self, *, create: bool = True) -> AsyncEngine:
         return await check_engine(create_engine_for(self.url, self.url), self.url)
+
+    async def sizes(self, conn: AsyncConnection, staging_tables: Sequence[str]) -> Sizes:
+        """``pg_database_size``, and each table's ``pg_total_relation_size`` (its indexes and
+        TOAST included). The server's free disk space cannot be seen from here."""
+        ours = (
+            "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'r' AND n.nspname = current_schema() AND c.relname LIKE 'dsn\\_%'"
+        )
+        database = (await conn.exec_driver_sql("SELECT pg_database_size(current_database())")).scalar_one()
+        sizes = {name: int(size) for name, size in (await conn.exec_driver_sql(ours)).all()}
+        staging = {name: sizes[name] for name in staging_tables if name in sizes}
+        return Sizes(database=int(database), tables=sum(sizes.values()), staging=staging)
 
     def warm_up(self) -> None:
         import adbc_driver_postgresql.dbapi  # noqa: F401 - loaded once, for the first transfer

@@ -51,9 +51,11 @@ import pyarrow as pa
 from sqlalchemy import BigInteger, Column, Float, Insert, Integer, LargeBinary, MetaData, Table, Text, event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.types import TypeEngine
 
+from ... import monitor
 from ...errors import ConfigError
 from ...tasks import finish_through_cancel
 from .. import codec
@@ -66,6 +68,7 @@ from .base import (
     Capabilities,
     ChunkWriter,
     Rows,
+    Sizes,
     await_thread,
     check_engine,
     create_engine_for,
@@ -124,6 +127,30 @@ class SQLiteBackend(Backend):
         if path.startswith("file:"):
             path = path[5:].split("?", 1)[0]
         return Path(path).expanduser().resolve()
+
+    async def sizes(self, conn: AsyncConnection, staging_tables: Sequence[str]) -> Sizes:
+        """The file and its write-ahead log; a staging table's pages, from the ``dbstat`` table
+        (left out where SQLite was built without it)."""
+        database = 0
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            try:
+                database += path.stat().st_size
+            except FileNotFoundError:
+                pass
+        staging: dict[str, int] = {}
+        if staging_tables:
+            marks = ", ".join("?" for _ in staging_tables)
+            sql = f"SELECT name, SUM(pgsize) FROM dbstat WHERE name IN ({marks}) GROUP BY name"
+            try:
+                rows = (await conn.exec_driver_sql(sql, tuple(staging_tables))).all()
+            except DBAPIError:
+                log.debug("this SQLite has no dbstat table; staging sizes are not measured", exc_info=True)
+            else:
+                staging = {name: int(size) for name, size in rows}
+        return Sizes(database=database, tables=None, staging=staging)
+
+    def free_disk_bytes(self) -> int | None:
+        return monitor.free_disk_bytes(self.path)
 
     def warm_up(self) -> None:
         import adbc_driver_sqlite.dbapi  # noqa: F401 - loaded once, for the first transfer

@@ -129,9 +129,20 @@ class EncodedFrame:
         self._feeders = feeders
         self._owners = owners
         self._hash: str | None = None
+        self._nbytes: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
         return f"<EncodedFrame {self.nrows} rows x {len(self.columns)} SQL columns>"
+
+    def estimated_nbytes(self, sample: int = 4096) -> int:
+        """About how many bytes the rows take once encoded, the row ids included: the Arrow size
+        of the first ``sample`` rows, scaled to all of them. Cheap at any size."""
+        if self.nrows == 0:
+            return 0
+        if self._nbytes is None or self._nbytes[0] != sample:
+            head = min(self.nrows, sample)
+            self._nbytes = (sample, int(self.to_arrow(0, head, row_ids=True).nbytes * self.nrows / head))
+        return self._nbytes[1]
 
     def rows(self, start: int, stop: int) -> list[tuple]:
         """Return the DB row tuples of rows ``[start, stop)``, matching :attr:`columns`.
