@@ -69,18 +69,37 @@ class LoopLag:
 
 
 class ProcessFigures:
-    """This process's resident memory and CPU use. The CPU figure is the use since the previous
-    call (the first call measures from the object's creation)."""
+    """This process's resident memory and CPU use.
+
+    The CPU figure is the use since the previous reading, taken at most every half second; until
+    half a second has passed since the first reading, it is the average over the process's life
+    (a shorter span would say 0 % or several hundred).
+    """
+
+    MIN_SPAN = 0.5
 
     def __init__(self) -> None:
         self._process = psutil.Process()
-        self._process.cpu_percent(None)
+        self._mark = (time.monotonic(), self._cpu_seconds())
+        self._last: float | None = None
+
+    def _cpu_seconds(self) -> float:
+        times = self._process.cpu_times()
+        return times.user + times.system
 
     def rss_bytes(self) -> int:
         return int(self._process.memory_info().rss)
 
     def cpu_percent(self) -> float:
-        return float(self._process.cpu_percent(None))
+        now, used = time.monotonic(), self._cpu_seconds()
+        since, used_then = self._mark
+        if now - since >= self.MIN_SPAN:
+            self._last = (used - used_then) / (now - since) * 100
+            self._mark = (now, used)
+        if self._last is not None:
+            return self._last
+        life = time.time() - self._process.create_time()
+        return used / life * 100 if life > 0 else 0.0
 
 
 _CGROUP_LIMITS = (

@@ -337,3 +337,18 @@ def test_a_catalog_of_schema_version_2_is_migrated(db_url):
         task = hub.push(PREVIOUS, "new")
         task.wait(timeout=30)
         assert hub.tasks(dataset="new").iloc[0]["bytes_written"] == task.bytes_total > 0
+
+
+def test_the_cpu_figure_is_a_lifetime_average_until_half_a_second_has_passed():
+    from dsnotebook.monitor import ProcessFigures
+
+    figures = ProcessFigures()
+    first = figures.cpu_percent()
+    assert 0 <= first < 100 * (os.cpu_count() or 1) * 1.5
+    # Half a second of busy work on this thread: the figure counts at least what this thread used.
+    started, cpu_then = time.monotonic(), time.thread_time()
+    while time.monotonic() < started + ProcessFigures.MIN_SPAN + 0.1:
+        pass
+    busy = figures.cpu_percent()
+    own = (time.thread_time() - cpu_then) / (time.monotonic() - started) * 100
+    assert busy >= own * 0.9 > 0

@@ -14,9 +14,9 @@ from typing import TextIO
 import psutil
 from tqdm import tqdm
 
+from ..monitor import format_bytes
 from ..progress import Progress, format_count
 from ..upload import UploadTask
-from .formatting import format_bytes
 
 __all__ = ["bar_postfix", "follow"]
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ValidationError
 from ..hub import Hub
-from .formatting import format_bytes
+from ..monitor import format_bytes
 
 if TYPE_CHECKING:
     from ..models import HubStatus
