@@ -72,7 +72,7 @@ def test_a_catalog_of_schema_version_1_is_migrated(db_url):
         hub.push(pd.DataFrame({"a": [1]}), "old").wait(timeout=30)
         execute(hub, "ALTER TABLE dsn_tasks DROP COLUMN heartbeat_at", "UPDATE dsn_meta SET value = '1' WHERE key = 'schema_version'")
     with dsn.connect(db_url) as hub:
-        assert execute(hub, "SELECT value FROM dsn_meta WHERE key = 'schema_version'") == [("2",)]
+        assert execute(hub, "SELECT value FROM dsn_meta WHERE key = 'schema_version'") == [("3",)]
         hub.push(pd.DataFrame({"a": [2]}), "new").wait(timeout=30)
         assert sorted(hub.datasets()["name"]) == ["new", "old"]
 

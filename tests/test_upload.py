@@ -516,7 +516,7 @@ def test_tasks_frame_has_stable_columns(hub):
     assert list(t.columns) == [
         "id", "name", "dataset", "status", "priority", "rows_done", "rows_total", "attempts", "version",
         "deduplicated", "error", "queued_at", "started_at", "finished_at", "elapsed_s", "owner_host", "owner_pid",
-        "staging_table",
+        "staging_table", "bytes_written", "peak_rows_per_s",
     ]
     row = t.iloc[0]
     assert (row["status"], row["rows_done"], row["version"], row["attempts"]) == ("succeeded", 3, 1, 1)

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    inspect,
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -181,11 +182,12 @@ async def ensure_schema(conn: AsyncConnection, backend: Backend) -> None:
             f"up to {SCHEMA_VERSION}; upgrade dsnotebook to use it"
         )
     # Older catalogs are migrated one step per version, ending with the update below.
-    added = {2: ["heartbeat_at"], 3: ["bytes_written", "peak_rows_per_s"]}
-    for version, names in added.items():
-        if int(found) < version:
-            for name in names:
-                column_type = tasks.c[name].type.compile(dialect=conn.dialect)
-                await conn.exec_driver_sql(f"ALTER TABLE dsn_tasks ADD COLUMN {name} {column_type}")
+    # Each version since 1 only added columns to dsn_tasks: add those the table lacks.
+    if int(found) < SCHEMA_VERSION:
+        present = await conn.run_sync(lambda sync: {c["name"] for c in inspect(sync).get_columns(tasks.name)})
+        for column in tasks.columns:
+            if column.name not in present:
+                column_type = column.type.compile(dialect=conn.dialect)
+                await conn.exec_driver_sql(f"ALTER TABLE {tasks.name} ADD COLUMN {column.name} {column_type}")
     if int(found) < SCHEMA_VERSION:
         await conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
