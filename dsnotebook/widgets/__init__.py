@@ -1,8 +1,9 @@
-"""Notebook widgets: a live progress row per upload, and the interactive UploadPanel.
+"""Notebook widgets: a live progress row per upload, the interactive UploadPanel, and the
+StatusStrip that shows a hub's figures.
 
 This package is the only part of dsnotebook that imports ipywidgets or IPython, and it does so
-only when a widget is asked for: ``dsnotebook.widgets.controller`` (the panel's behaviour) works
-without them.
+only when a widget is asked for: ``dsnotebook.widgets.controller`` (the panel's behaviour) and
+``dsnotebook.widgets.tables`` (its tables as HTML) work without them.
 """
 
 from __future__ import annotations
@@ -12,17 +13,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .panel import UploadPanel
     from .progress import TaskProgress
+    from .strip import StatusStrip
 
-__all__ = ["TaskProgress", "UploadPanel"]
+__all__ = ["StatusStrip", "TaskProgress", "UploadPanel"]
+
+_WIDGETS = {"StatusStrip": "strip", "TaskProgress": "progress", "UploadPanel": "panel"}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "TaskProgress":
-        from .progress import TaskProgress
+    module = _WIDGETS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
 
-        return TaskProgress
-    if name == "UploadPanel":
-        from .panel import UploadPanel
-
-        return UploadPanel
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{module}", __name__), name)

@@ -5,6 +5,11 @@ uploads of this process, the stored datasets) and every action on it. The widget
 :mod:`dsnotebook.widgets.panel` only bind to it, and notebooks or tests can drive it directly.
 This module imports neither ipywidgets nor IPython.
 
+Messages have one place each. The form's own line (:attr:`PanelController.form_message`) says
+whether the form can be uploaded, and how the last click on Upload went; it changes with every
+edit. The status line (:attr:`PanelController.status`) tells what happened elsewhere: an upload
+ended, a version was deleted, a refresh failed. Each of its messages carries its time.
+
 Threads: actions run on the caller's thread (the kernel's, for widget callbacks). Uploads start
 and end on the library's portal thread, so the ``tasks`` and ``datasets`` events may arrive
 there; a listener must not call the sync :class:`~dsnotebook.hub.Hub` from such an event.
@@ -16,7 +21,8 @@ import concurrent.futures
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 import pandas as pd
@@ -34,7 +40,7 @@ Event = Literal["frames", "form", "tasks", "history", "datasets", "selection", "
 Listener = Callable[[str], None]
 
 #: Columns of ``hub.tasks()`` shown for uploads of earlier sessions and other processes.
-HISTORY_COLUMNS = ["dataset", "status", "rows_done", "rows_total", "attempts", "queued_at", "finished_at", "error"]
+HISTORY_COLUMNS = ["id", "dataset", "status", "rows_done", "rows_total", "attempts", "queued_at", "finished_at", "error"]
 #: Columns of ``hub.datasets()`` shown in the datasets table.
 DATASET_COLUMNS = ["name", "latest_version", "rows", "columns", "updated_at", "description"]
 
@@ -54,12 +60,21 @@ class FrameChoice:
         return f"{self.variable} ({self.rows:,} × {self.columns:,})"
 
 
+Level = Literal["hint", "info", "success", "warning", "error"]
+
+
 @dataclass(frozen=True)
 class Message:
-    """A line for the panel's status area or the form's inline message."""
+    """A line for the panel's status area or the form's inline message.
+
+    ``level`` decides its colour: ``"hint"`` is neutral (what to do next), ``"info"`` blue,
+    ``"success"`` green, ``"warning"`` amber and ``"error"`` red.
+    """
 
     text: str
-    level: Literal["info", "success", "error"] = "info"
+    level: Level = "info"
+    #: When it was said, in local time.
+    at: datetime = field(default_factory=lambda: datetime.now().astimezone(), compare=False)
 
 
 def _choice(variable: str, value: Any) -> FrameChoice | None:
@@ -82,7 +97,7 @@ def _ending(p: Progress) -> Message:
         # The error already reads "the upload of 'x' failed: <why>".
         text = p.error or f"the upload of {p.dataset!r} failed"
         return Message(text[:1].upper() + text[1:], "error")
-    return Message(f"The upload of {p.dataset!r} was {p.status}; nothing was published.", "info")
+    return Message(f"The upload of {p.dataset!r} was {p.status}; nothing was published.", "warning")
 
 
 class PanelController:
@@ -113,10 +128,14 @@ class PanelController:
         self.description = ""
         self.if_exists: str = "replace"
         self.problem: str | None = None
+        #: How the last click on Upload went, until the form is edited again.
+        self.form_notice: Message | None = None
         self._auto_name: str | None = None
         self._frame_verdict: tuple[tuple[str | None, int], Any, str | None] | None = None
         # -- uploads of this process, newest first, and those of earlier sessions
         self.tasks: list[UploadTask] = []
+        #: Retries started here: the original upload's id -> (original, retry).
+        self.retries: dict[str, tuple[UploadTask, UploadTask]] = {}
         self.history = pd.DataFrame(columns=HISTORY_COLUMNS)
         self._unsubscribe: list[Callable[[], None]] = []
         self._pending: set[concurrent.futures.Future] = set()
@@ -169,6 +188,15 @@ class PanelController:
         log.error("panel: %s failed: %s", action, exc, exc_info=(type(exc), exc, exc.__traceback__))
         self._set_status(Message(f"{action} failed: {exc}", "error"))
 
+    def report_form_error(self, action: str, exc: BaseException) -> None:
+        """Log a failed action of the upload form and show it in the form's own line."""
+        log.error("panel: %s failed: %s", action, exc, exc_info=(type(exc), exc, exc.__traceback__))
+        self._set_form_notice(Message(f"{action} failed: {exc}", "error"))
+
+    def clear_status(self) -> None:
+        """Clear the status line (the panel's dismiss button)."""
+        self._set_status(None)
+
     def run(self, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call ``fn(*args, **kwargs)``; an exception is reported (logged and shown), not raised.
 
@@ -185,11 +213,32 @@ class PanelController:
         self.status = message
         self._notify("status")
 
+    def _set_form_notice(self, message: Message | None) -> None:
+        self.form_notice = message
+        self._notify("form")
+
+    @property
+    def form_message(self) -> Message:
+        """The form's line: a neutral hint until a frame is chosen, then the first problem in
+        red, or what Upload will do; after a click on Upload, how it went."""
+        if self.form_notice is not None:
+            return self.form_notice
+        if self.frame is None:
+            if not self.frames:
+                return Message("No DataFrame in the notebook yet: create one, then click Refresh.", "hint")
+            return Message("Choose one of the notebook's DataFrames to upload.", "hint")
+        if self.problem is not None:
+            return Message(self.problem, "error")
+        choice = next((f for f in self.frames if f.variable == self.frame), None)
+        rows = f"{choice.rows:,} rows" if choice is not None else "the frame"
+        return Message(f"Ready to upload {rows} as {self.name!r} ({self.if_exists}).", "success")
+
     # -- the frames on offer -----------------------------------------------------------------
 
     def refresh_frames(self) -> list[FrameChoice]:
         """Read the namespace again: its DataFrames and Series, sorted by name."""
         self._frame_verdict = None
+        self.form_notice = None
         choices = [c for name, value in list(self.namespace.items()) if (c := _choice(str(name), value)) is not None]
         self.frames = sorted(choices, key=lambda c: c.variable.lower())
         if self.frame is not None and self.frame not in {c.variable for c in self.frames}:
@@ -201,20 +250,24 @@ class PanelController:
     def select_frame(self, variable: str | None) -> None:
         """Choose the variable to upload; the name follows it unless the user typed another one."""
         self.frame = variable
+        self.form_notice = None
         if variable is not None and (not self.name or self.name == self._auto_name):
             self.name = self._auto_name = variable
         self.validate()
 
     def set_name(self, name: str) -> None:
         self.name = name
+        self.form_notice = None
         self.validate()
 
     def set_description(self, description: str) -> None:
         self.description = description
+        self.form_notice = None
         self.validate()
 
     def set_if_exists(self, if_exists: str) -> None:
         self.if_exists = if_exists
+        self.form_notice = None
         self.validate()
 
     def _frame_object(self) -> pd.DataFrame | pd.Series:
@@ -290,7 +343,9 @@ class PanelController:
         frame = self._frame_object()
         task = self.hub.push(frame, self.name, description=self.description or None, if_exists=self.if_exists)
         self._add_task(task)  # the hub's listener usually got there first; adding is idempotent
-        self._set_status(Message(f"Started the upload of {task.dataset!r} ({task.rows_total:,} rows).", "info"))
+        self._set_form_notice(
+            Message(f"Started the upload of {task.dataset!r} ({task.rows_total:,} rows); follow it in the Tasks tab.", "info")
+        )
         return task
 
     def cancel(self, task: UploadTask) -> bool:
@@ -303,8 +358,11 @@ class PanelController:
     def retry(self, task: UploadTask) -> UploadTask:
         """Start a failed, cancelled or interrupted upload again; returns the new handle."""
         new = self.hub.retry(task)
-        self._add_task(new)
-        self._set_status(Message(f"Retrying the upload of {task.dataset!r}.", "info"))
+        with self._lock:
+            self.retries[task.id] = (task, new)
+        self._add_task(new, notify=False)
+        self._notify("tasks")  # the hub's listener may have listed it already, before the link was known
+        self._set_status(Message(f"Retrying the upload of {task.dataset!r} as upload {new.id[:8]}.", "info"))
         return new
 
     def _on_upload(self, task: UploadTask) -> None:

@@ -13,24 +13,25 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import ipywidgets as w
-import pandas as pd
 
 from ..store.engine import mask_url
 from ..upload import IF_EXISTS, UploadTask
 from .controller import Message, PanelController
-from .progress import TaskProgress
+from .progress import TaskProgress, link_retry
+from .strip import StatusStrip
+from .tables import (
+    datasets_table,
+    history_table,
+    preview_table,
+    schema_table,
+    versions_table,
+)
+from .theme import stylesheet
 
 __all__ = ["UploadPanel"]
 
 TAB_TITLES = ("Upload", "Tasks", "Datasets")
 UPLOAD_TAB, TASKS_TAB, DATASETS_TAB = range(3)
-
-_LEVEL_COLORS = {"info": "#1565c0", "success": "#2e7d32", "error": "#c62828"}
-_TABLE_STYLE = (
-    "<style>.dsn-table{border-collapse:collapse;font-size:12px}"
-    ".dsn-table th,.dsn-table td{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left;white-space:nowrap}"
-    ".dsn-table th{font-weight:600}</style>"
-)
 
 
 def _user_namespace() -> Mapping[str, Any]:
@@ -43,25 +44,33 @@ def _user_namespace() -> Mapping[str, Any]:
     return {} if shell is None else shell.user_ns
 
 
-def _table(frame: pd.DataFrame, empty: str) -> str:
-    if frame is None or frame.empty:
-        return f"<i>{html.escape(empty)}</i>"
-    shown = frame.copy()
-    for column in shown.columns:
-        if isinstance(shown[column].dtype, pd.DatetimeTZDtype):
-            shown[column] = shown[column].dt.strftime("%Y-%m-%d %H:%M:%S %Z")
-    return _TABLE_STYLE + shown.to_html(index=False, border=0, classes="dsn-table", na_rep="", escape=True)
+def message_html(message: Message | None, *, timed: bool = False) -> str:
+    """A message as HTML: coloured by its level, its whitespace kept (three spaces stay three).
 
-
-def _message(message: Message | None) -> str:
+    ``timed`` puts its time in front, and lets an info or success message fade out after a few
+    seconds (errors and warnings stay until they are replaced or dismissed).
+    """
     if message is None:
         return ""
-    color = _LEVEL_COLORS.get(message.level, "")
-    return f'<span style="color:{color}">{html.escape(message.text, quote=False)}</span>'
+    classes = f"dsn-level-{message.level} dsn-text"
+    when = ""
+    if timed:
+        when = f'<span class="dsn-when">{message.at:%H:%M:%S}</span>'
+        if message.level in ("info", "success"):
+            classes += " dsn-fades"
+    return f'<span class="dsn-msg {classes}">{when}{html.escape(message.text, quote=False)}</span>'
+
+
+def _table_box(css: str) -> w.HTML:
+    return w.HTML().add_class(css).add_class("dsn-table-box")
 
 
 class UploadPanel(w.VBox):
     """Upload a notebook's DataFrames, follow every upload, and browse the stored datasets.
+
+    Above the tabs, a :class:`~dsnotebook.widgets.StatusStrip` shows the hub's queue, rate,
+    memory, database size and free disk while the panel is displayed, and a status line tells
+    what just happened (an upload ended, a version was deleted, something failed).
 
     Args:
         hub: the :class:`~dsnotebook.hub.Hub` to use (``hub.panel()`` is the short way).
@@ -78,16 +87,17 @@ class UploadPanel(w.VBox):
         c = self.controller
 
         # -- Upload
-        self.frame_dropdown = w.Dropdown(description="DataFrame", options=[], value=None, layout=w.Layout(width="32em")).add_class("dsn-frame")
+        self.frame_dropdown = w.Dropdown(description="DataFrame", options=[], value=None).add_class("dsn-frame").add_class("dsn-form-field")
         self.refresh_frames_button = w.Button(description="Refresh", icon="refresh", tooltip="Look for DataFrames again").add_class("dsn-refresh-frames")
-        self.name_text = w.Text(description="Name", placeholder="dataset name", layout=w.Layout(width="32em")).add_class("dsn-name")
-        self.description_text = w.Text(description="Description", placeholder="optional", layout=w.Layout(width="32em")).add_class("dsn-description")
+        self.name_text = w.Text(description="Name", placeholder="dataset name").add_class("dsn-name").add_class("dsn-form-field")
+        self.description_text = w.Text(description="Description", placeholder="optional").add_class("dsn-description").add_class("dsn-form-field")
         self.if_exists_dropdown = w.Dropdown(description="If it exists", options=list(IF_EXISTS), value=c.if_exists).add_class("dsn-if-exists")
         self.upload_button = w.Button(description="Upload", icon="upload", button_style="primary", disabled=True).add_class("dsn-upload")
+        #: The form's one line: a hint, its first problem, what Upload will do, or how it went.
         self.message = w.HTML().add_class("dsn-message")
         upload_tab = w.VBox(
             [
-                w.HBox([self.frame_dropdown, self.refresh_frames_button]),
+                w.HBox([self.frame_dropdown, self.refresh_frames_button]).add_class("dsn-toolbar"),
                 self.name_text,
                 self.description_text,
                 self.if_exists_dropdown,
@@ -99,45 +109,52 @@ class UploadPanel(w.VBox):
         # -- Tasks
         self.task_list = w.VBox().add_class("dsn-task-list")
         self.refresh_history_button = w.Button(description="Refresh", icon="refresh").add_class("dsn-refresh-history")
-        self.history_table = w.HTML().add_class("dsn-history")
+        self.history_table = _table_box("dsn-history")
         tasks_tab = w.VBox(
             [
                 w.HTML("<b>Uploads started in this session</b>"),
                 self.task_list,
-                w.HBox([w.HTML("<b>Earlier uploads and other processes</b>"), self.refresh_history_button]),
+                w.HBox([w.HTML("<b>Earlier uploads and other processes</b>"), self.refresh_history_button]).add_class("dsn-toolbar"),
                 self.history_table,
             ]
         )
 
         # -- Datasets
         self.refresh_datasets_button = w.Button(description="Refresh", icon="refresh").add_class("dsn-refresh-datasets")
-        self.datasets_table = w.HTML().add_class("dsn-datasets-table")
+        self.datasets_table = _table_box("dsn-datasets-table")
         self.dataset_dropdown = w.Dropdown(description="Dataset", options=[("", None)], value=None).add_class("dsn-dataset-select")
         self.version_dropdown = w.Dropdown(description="Version", options=[("", None)], value=None).add_class("dsn-version-select")
         self.delete_button = w.Button(description="Delete version", icon="trash", button_style="danger", disabled=True).add_class("dsn-delete")
         self.confirm_question = w.HTML().add_class("dsn-confirm-question")
         self.confirm_yes = w.Button(description="Delete", button_style="danger").add_class("dsn-confirm-yes")
         self.confirm_no = w.Button(description="Keep").add_class("dsn-confirm-no")
-        self.confirm_box = w.HBox([self.confirm_question, self.confirm_yes, self.confirm_no], layout=w.Layout(display="none")).add_class("dsn-confirm")
-        self.versions_table = w.HTML().add_class("dsn-versions")
-        self.schema_table = w.HTML().add_class("dsn-schema")
-        self.preview = w.HTML().add_class("dsn-preview")
+        self.confirm_box = w.HBox([self.confirm_question, self.confirm_yes, self.confirm_no], layout=w.Layout(display="none")).add_class("dsn-confirm").add_class("dsn-toolbar")
+        self.versions_table = _table_box("dsn-versions")
+        self.schema_table = _table_box("dsn-schema")
+        self.preview = _table_box("dsn-preview")
         datasets_tab = w.VBox(
             [
-                w.HBox([w.HTML("<b>Stored datasets</b>"), self.refresh_datasets_button]),
+                w.HBox([w.HTML("<b>Stored datasets</b>"), self.refresh_datasets_button]).add_class("dsn-toolbar"),
                 self.datasets_table,
-                w.HBox([self.dataset_dropdown, self.version_dropdown, self.delete_button]),
+                w.HBox([self.dataset_dropdown, self.version_dropdown, self.delete_button]).add_class("dsn-toolbar"),
                 self.confirm_box,
                 w.HTML("<b>Versions</b>"),
                 self.versions_table,
-                w.HBox([w.VBox([w.HTML("<b>Schema</b>"), self.schema_table]), w.VBox([w.HTML("<b>First rows</b>"), self.preview])]),
+                w.HTML("<b>Schema</b>"),
+                self.schema_table,
+                w.HTML("<b>First rows</b>"),
+                self.preview,
             ]
         )
 
         self.tabs = w.Tab(children=[upload_tab, tasks_tab, datasets_tab], titles=TAB_TITLES).add_class("dsn-tabs")
-        self.status = w.HTML().add_class("dsn-status-area")
-        header = w.HTML(f"<b>dsnotebook</b> · {html.escape(mask_url(hub.url))}")
-        super().__init__([header, self.tabs, self.status])
+        self.strip = StatusStrip(hub)
+        #: The status line: what happened last, with its time.
+        self.status = w.HTML().add_class("dsn-notice")
+        self.dismiss_button = w.Button(icon="times", tooltip="Dismiss this message", layout=w.Layout(width="auto")).add_class("dsn-dismiss")
+        self.status_line = w.HBox([self.status, self.dismiss_button]).add_class("dsn-notice-line")
+        header = w.HTML(f"<b>dsnotebook</b> · {html.escape(mask_url(hub.url))}").add_class("dsn-header")
+        super().__init__([stylesheet(), header, self.strip, self.status_line, self.tabs])
         self.add_class("dsn-panel")
 
         # -- bindings: widgets → controller
@@ -146,7 +163,7 @@ class UploadPanel(w.VBox):
         self.description_text.observe(self._user(lambda ch: c.set_description(ch["new"]), "checking the description"), names="value")
         self.if_exists_dropdown.observe(self._user(lambda ch: c.set_if_exists(ch["new"]), "choosing if_exists"), names="value")
         self.refresh_frames_button.on_click(self._user(lambda _b: c.refresh_frames(), "refreshing the frames"))
-        self.upload_button.on_click(self._user(lambda _b: self._upload(), "starting the upload"))
+        self.upload_button.on_click(lambda _b: self._upload())
         self.refresh_history_button.on_click(self._user(lambda _b: c.refresh_history(), "refreshing the task history"))
         self.refresh_datasets_button.on_click(self._user(lambda _b: c.refresh_datasets(), "refreshing the datasets"))
         self.dataset_dropdown.observe(self._user(lambda ch: c.select_dataset(ch["new"]), "showing the dataset"), names="value")
@@ -154,6 +171,7 @@ class UploadPanel(w.VBox):
         self.delete_button.on_click(self._user(lambda _b: c.request_delete(), "deleting"))
         self.confirm_yes.on_click(self._user(lambda _b: c.confirm_delete(), "deleting"))
         self.confirm_no.on_click(self._user(lambda _b: c.abort_delete(), "keeping the version"))
+        self.dismiss_button.on_click(lambda _b: c.clear_status())
 
         # -- bindings: controller → widgets
         self._renderers: dict[str, Callable[[], None]] = {
@@ -174,9 +192,10 @@ class UploadPanel(w.VBox):
         return "<UploadPanel: Upload · Tasks · Datasets>"
 
     def close(self) -> None:
-        """Stop following uploads and close every widget of the panel."""
+        """Stop following uploads and refreshing the strip, and close every widget of the panel."""
         self._unobserve()
         self.controller.close()
+        self.strip.close()
         for row in self.task_list.children:
             row.close()
         super().close()
@@ -193,13 +212,19 @@ class UploadPanel(w.VBox):
 
         return callback
 
-    def _upload(self) -> UploadTask:
-        task = self.controller.upload()
+    def _upload(self) -> UploadTask | None:
+        # Whatever happens shows in the form's own line, next to the button.
+        try:
+            task = self.controller.upload()
+        except Exception as exc:  # noqa: BLE001 - shown in the form, and logged
+            self.controller.report_form_error("starting the upload", exc)
+            return None
         self.tabs.selected_index = TASKS_TAB
         return task
 
-    def _retry(self, task: UploadTask) -> None:
-        self.controller.run("retrying the upload", self.controller.retry, task)
+    def _retry(self, task: UploadTask) -> UploadTask:
+        # Called by a row's Retry button, which shows an error in the row and links the two rows.
+        return self.controller.retry(task)
 
     # -- controller → widgets ---------------------------------------------------------------
 
@@ -226,25 +251,20 @@ class UploadPanel(w.VBox):
                 if widget.value != value:
                     widget.value = value
         self.upload_button.disabled = not c.can_upload
-        if c.problem is not None:
-            self.message.value = _message(Message(c.problem, "error"))
-        else:
-            choice = next((f for f in c.frames if f.variable == c.frame), None)
-            rows = f"{choice.rows:,} rows" if choice is not None else "the frame"
-            self.message.value = _message(Message(f"Ready to upload {rows} as {c.name!r} ({c.if_exists}).", "success"))
+        self.message.value = message_html(c.form_message)
 
     def _render_tasks(self) -> None:
-        rows = [
-            TaskProgress.for_task(task, on_retry=self._retry, on_error=self.controller.report_error)
-            for task in list(self.controller.tasks)
-        ]
+        c = self.controller
+        rows = [TaskProgress.for_task(task, on_retry=self._retry) for task in list(c.tasks)]
+        for original, retry in list(c.retries.values()):
+            link_retry(original, retry)
         self.task_list.children = rows
 
     def _render_history(self) -> None:
-        self.history_table.value = _table(self.controller.history, "No earlier uploads.")
+        self.history_table.value = history_table(self.controller.history)
 
     def _render_datasets(self) -> None:
-        self.datasets_table.value = _table(self.controller.datasets, "No datasets yet.")
+        self.datasets_table.value = datasets_table(self.controller.datasets)
         self._render_dataset_choices()
 
     def _render_dataset_choices(self) -> None:
@@ -266,16 +286,19 @@ class UploadPanel(w.VBox):
         selected = c.selected is not None
         self.delete_button.disabled = not selected
         self.delete_button.description = "Delete version" if c.selected_version is not None else "Delete dataset"
-        self.versions_table.value = _table(c.versions, "Select a dataset.") if selected else ""
-        self.schema_table.value = _table(c.schema, "") if selected else ""
-        self.preview.value = (
-            _TABLE_STYLE + c.preview.to_html(border=0, classes="dsn-table", max_cols=30, escape=True) if selected and not c.preview.empty else ""
-        )
+        self.versions_table.value = versions_table(c.versions) if selected else '<i class="dsn-empty">Select a dataset.</i>'
+        self.schema_table.value = schema_table(c.schema) if selected else ""
+        self.preview.value = preview_table(c.preview) if selected else ""
         self.confirm_question.value = html.escape(c.delete_question(), quote=False)
         self.confirm_box.layout.display = None if c.pending_delete is not None else "none"
 
     def _render_status(self) -> None:
-        self.status.value = _message(self.controller.status)
+        status = self.controller.status
+        self.status.value = message_html(status, timed=True)
+        self.status_line.layout.display = None if status is not None else "none"
+        # An info or success message fades by itself; an error or a warning stays until dismissed.
+        lasting = status is not None and status.level in ("warning", "error")
+        self.dismiss_button.layout.display = None if lasting else "none"
 
 
 class _Syncing:
@@ -288,5 +311,5 @@ class _Syncing:
         self._previous = getattr(self._local, "syncing", False)
         self._local.syncing = True
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._local.syncing = self._previous

@@ -25,7 +25,13 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..progress import Progress, Throttle, format_count, format_duration, format_remaining
+from ..progress import (
+    Progress,
+    Throttle,
+    format_count,
+    format_duration,
+    format_remaining,
+)
 from ..tasks import TERMINAL_STATUSES
 from ..upload import UploadTask
 from .theme import set_modifier, stylesheet
@@ -42,7 +48,7 @@ BAR_STYLES = {"succeeded": "success", "failed": "danger", "cancelled": "warning"
 TITLE_WIDTH = 30
 
 _rows: weakref.WeakValueDictionary[str, TaskProgress] = weakref.WeakValueDictionary()
-_rows_lock = threading.Lock()
+_rows_lock = threading.RLock()
 # Retries started from a row or the panel: the id of the upload each retry started again, and
 # the retry of each upload (weakly: a handle may hold its frame, for a further retry).
 _retry_of: dict[str, str] = {}
@@ -305,7 +311,7 @@ class TaskProgress(w.VBox):
             if self._on_error is not None:
                 self._on_error(action, exc)
                 return
-            log.error("%s the upload of %r failed: %s", action, self.task.dataset, exc, exc_info=True)
+            log.exception("%s the upload of %r failed", action, self.task.dataset)
             with self._lock:
                 self._problem = f"{action} failed: {exc}"
             self._render(self.task.snapshot())

@@ -46,29 +46,30 @@ STYLESHEET = f"""
 .dsn-state-running, .dsn-level-info {{ {_text("brand")} }}
 .dsn-state-succeeded, .dsn-level-success {{ {_text("success")} }}
 .dsn-state-failed, .dsn-level-error, .dsn-level-critical {{ {_text("error")} }}
-.dsn-state-cancelled, .dsn-state-interrupted, .dsn-level-warn {{ {_text("warn")} }}
+.dsn-state-cancelled, .dsn-state-interrupted, .dsn-level-warn, .dsn-level-warning {{ {_text("warn")} }}
 .dsn-level-hint {{ font-style: italic; }}
 .dsn-level-warn, .dsn-level-critical {{ font-weight: bold; }}
 
 /* -- one upload's row ----------------------------------------------------------------------- */
 .dsn-task {{ width: 100%; min-width: 0; }}
 .dsn-task-line {{ flex-wrap: wrap; align-items: center; column-gap: 0.9em; row-gap: 0; min-width: 0; }}
-.dsn-task-group {{ flex-wrap: nowrap; align-items: center; column-gap: 0.5em; min-width: 0; }}
-.dsn-task-identity {{ flex: 1 1 24em; max-width: 40em; }}
-.dsn-task-figures, .dsn-task-state {{ flex: 0 0 auto; }}
+.dsn-task-group {{ flex-wrap: wrap; align-items: center; column-gap: 0.5em; min-width: 0; }}
+.dsn-task-identity {{ flex: 1 1 24em; max-width: 40em; flex-wrap: nowrap; }}
+.dsn-task-figures, .dsn-task-state {{ flex: 0 1 auto; }}
 .dsn-task .widget-label {{ width: auto; margin: 0; flex: none; text-align: left; }}
 .dsn-task .dsn-title {{ flex: 0 1 18em; min-width: 5em; }}
 .dsn-task .dsn-bar {{ flex: 1 1 7em; min-width: 5em; margin: 0; }}
 .dsn-task .dsn-percent {{ width: 3.2em; text-align: right; }}
-.dsn-task .dsn-rows {{ min-width: 12.5em; text-align: right; }}
-.dsn-task .dsn-rate {{ min-width: 6.5em; }}
+.dsn-task .dsn-rows {{ min-width: 14em; text-align: right; }}
+.dsn-task .dsn-rate {{ min-width: 7em; }}
 .dsn-task .dsn-elapsed {{ min-width: 3.5em; text-align: right; }}
 .dsn-task .dsn-eta {{ min-width: 5em; }}
 .dsn-task .dsn-status {{ min-width: 6.5em; font-weight: bold; }}
 .dsn-task .dsn-actions {{ width: 6.5em; flex: none; }}
 .dsn-task .dsn-actions .jupyter-button {{ width: 100%; margin: 0; }}
 .dsn-task .dsn-figure {{ font-variant-numeric: tabular-nums; }}
-.dsn-task .dsn-error, .dsn-task .dsn-note {{ margin: 0 0 0 0.2em; }}
+.dsn-task .dsn-error, .dsn-task .dsn-note {{ margin: 0; }}
+.dsn-task-list > .dsn-task {{ border-bottom: var(--jp-border-width) solid var(--jp-border-color2); padding-bottom: 2px; }}
 .dsn-task .dsn-error .widget-html-content, .dsn-task .dsn-note .widget-html-content {{
     line-height: 1.4; white-space: normal; overflow-wrap: anywhere;
 }}
@@ -85,10 +86,12 @@ STYLESHEET = f"""
 .dsn-panel .jupyter-widget-tab {{ min-width: 0; max-width: 100%; }}
 .dsn-panel .widget-tab-contents {{ min-width: 0; }}
 .dsn-panel .jupyter-widget-tab .lm-TabBar {{ min-width: 0; }}
-.dsn-form-field {{ width: 32em; max-width: 100%; }}
+.dsn-panel .widget-inline-hbox {{ max-width: calc(100% - 2 * var(--jp-widgets-margin)); }}
+.dsn-panel .dsn-form-field {{ width: 32em; }}
 .dsn-toolbar {{ flex-wrap: wrap; align-items: center; column-gap: 0.5em; }}
 .dsn-notice-line {{ align-items: center; min-width: 0; }}
 .dsn-notice {{ flex: 1 1 auto; min-width: 0; }}
+.dsn-notice-line .dsn-dismiss {{ flex: none; }}
 
 /* -- tables: they fit, or scroll inside their own box ----------------------------------------- */
 .dsn-table-box {{ min-width: 0; max-width: 100%; }}

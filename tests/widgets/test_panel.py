@@ -7,8 +7,11 @@ its observers, as a click or an edit in the browser would.
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 
 import numpy as np
 import pandas as pd
@@ -16,8 +19,10 @@ import pytest
 from hubtools import execute, occupy_the_slot, refuse_progress_beyond, wait_until
 
 import dsnotebook as dsn
-from dsnotebook.widgets import TaskProgress, UploadPanel
+from dsnotebook.widgets import StatusStrip, TaskProgress, UploadPanel
 from dsnotebook.widgets.panel import DATASETS_TAB, TASKS_TAB
+from dsnotebook.widgets.tables import format_ago
+from dsnotebook.widgets.theme import STYLESHEET
 
 
 def sales_frame(n: int = 2_000, seed: int = 0) -> pd.DataFrame:
@@ -48,12 +53,58 @@ def row_of(panel: UploadPanel, task) -> TaskProgress:
     return next(row for row in panel.task_list.children if row.task is task)
 
 
+class _TableReader(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.headers: list[str] = []
+        self.rows: list[dict[str, tuple[str, str | None]]] = []
+        self._cell: list[str] | None = None
+        self._title: str | None = None
+        self._row: list[tuple[str, str | None]] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("td", "th"):
+            self._cell, self._title = [], dict(attrs).get("title")
+        elif tag == "tr":
+            self._row = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append(("".join(self._cell), self._title))
+            self._cell = None
+        elif tag == "tr":
+            if not self.headers:
+                self.headers = [text for text, _ in self._row]
+            else:
+                self.rows.append(dict(zip(self.headers, self._row)))
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def read_table(html: str) -> tuple[list[str], list[dict[str, tuple[str, str | None]]]]:
+    """The headers of an HTML table, and each row as {header: (text, tooltip)}."""
+    reader = _TableReader()
+    reader.feed(html)
+    return reader.headers, reader.rows
+
+
 # -- uploading -----------------------------------------------------------------------------------
 
 
 def test_upload_from_the_panel_ends_with_a_green_full_bar(hub, panel, namespace):
     assert panel.frame_dropdown.options == (("costs (50 × 4)", "costs"), ("sales (2,000 × 4)", "sales"))
-    assert panel.upload_button.disabled  # nothing chosen yet
+    assert panel.upload_button.disabled  # nothing chosen yet...
+    # ...which is no error: the form opens with a neutral hint, and the status line is empty.
+    assert panel.message.value == (
+        '<span class="dsn-msg dsn-level-hint dsn-text">Choose one of the notebook\'s DataFrames to upload.</span>'
+    )
+    assert panel.controller.problem is not None  # Upload stays disabled all the same
+    assert panel.status.value == "" and panel.status_line.layout.display == "none"
+    # The strip sits above the tabs.
+    assert isinstance(panel.strip, StatusStrip)
+    assert panel.children.index(panel.strip) < panel.children.index(panel.tabs)
 
     panel.frame_dropdown.value = "sales"
     assert panel.name_text.value == "sales"  # prefilled with the variable's name
@@ -61,6 +112,7 @@ def test_upload_from_the_panel_ends_with_a_green_full_bar(hub, panel, namespace)
     panel.description_text.value = "third quarter"
     assert not panel.upload_button.disabled
     assert "Ready to upload 2,000 rows as 'q3 sales'" in panel.message.value
+    assert "dsn-level-success" in panel.message.value
 
     panel.upload_button.click()
     assert panel.tabs.selected_index == TASKS_TAB
@@ -68,15 +120,21 @@ def test_upload_from_the_panel_ends_with_a_green_full_bar(hub, panel, namespace)
     assert task.dataset == "q3 sales"
     task.wait(timeout=30)
 
+    # The click is answered next to the button.
+    assert "Started the upload of 'q3 sales' (2,000 rows); follow it in the Tasks tab." in panel.message.value
     row = row_of(panel, task)
     assert row is panel.task_list.children[0]
     assert (row.bar.value, row.bar.bar_style, row.percent.value) == (1.0, "success", "100%")
-    assert row.status_badge.value == "succeeded" and row.status_badge.style.text_color == "#2e7d32"
+    assert row.status_badge.value == "succeeded" and "dsn-state-succeeded" in row.status_badge._dom_classes
     assert row.title.value == "q3 sales v1"
     assert row.rows.value == "2,000 / 2,000 rows"
     assert row.cancel_button.disabled and row.cancel_button.layout.display == "none"
     assert row.retry_button.layout.display == "none" and row.error.layout.display == "none"
     wait_until(lambda: "Stored 'q3 sales' version 1: 2,000 rows." in panel.status.value, what="the status line")
+    # It says when, and fades out by itself; there is nothing to dismiss.
+    assert re.search(r'<span class="dsn-when">\d\d:\d\d:\d\d</span>', panel.status.value)
+    assert "dsn-level-success" in panel.status.value and "dsn-fades" in panel.status.value
+    assert panel.dismiss_button.layout.display == "none"
 
     # The catalog holds exactly what the panel says.
     info = hub.info("q3 sales")
@@ -100,8 +158,7 @@ def test_the_name_follows_the_frame_until_the_user_types_one(panel):
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        pytest.param({}, "no DataFrame chosen", id="no-frame"),
-        pytest.param({"name": "   "}, "is empty or whitespace only", id="blank-name"),
+        pytest.param({"name": "   "}, "name: '   ' is empty or whitespace only", id="blank-name"),
         pytest.param({"name": "bell\x07"}, "control character '\\x07'", id="control-character"),
         pytest.param({"name": "x" * 256}, "256 characters is too long; at most 255", id="long-name"),
         pytest.param({"name": "taken", "if_exists": "fail"}, "'taken' already exists and if_exists is 'fail'", id="fail-exists"),
@@ -113,16 +170,17 @@ def test_invalid_input_disables_upload_and_names_the_problem(hub, namespace, edi
     namespace["bad"] = pd.DataFrame({"z": [1 + 2j, 3j]})
     panel = hub.panel(namespace=namespace)
     try:
-        if "frame" in edit or edit:
-            panel.frame_dropdown.value = edit.get("frame", "sales")
+        panel.frame_dropdown.value = edit.get("frame", "sales")
         if "name" in edit:
             panel.name_text.value = edit["name"]
         if "if_exists" in edit:
             panel.if_exists_dropdown.value = edit["if_exists"]
         assert panel.upload_button.disabled
         assert expected in panel.controller.problem
-        assert panel.message.value.startswith('<span style="color:#c62828">')
+        # In red, in the form's own line, with its whitespace kept (three spaces stay three).
+        assert panel.message.value.startswith('<span class="dsn-msg dsn-level-error dsn-text">')
         assert expected in panel.message.value
+        assert panel.status.value == ""
         # Fixing it enables the button.
         panel.frame_dropdown.value = "sales"
         panel.name_text.value = "fresh"
@@ -139,10 +197,15 @@ def test_an_unstorable_value_is_named_with_its_column(hub, namespace):
         panel.frame_dropdown.value = "objects"
         assert panel.upload_button.disabled
         assert "column 'things'" in panel.controller.problem
-        # Clicking anyway (e.g. a stale button in the browser) starts nothing and says why.
+        # Clicking anyway (e.g. a stale button in the browser) starts nothing and says why, next
+        # to the button; the status line is for what happens elsewhere.
         panel.upload_button.click()
         assert panel.controller.tasks == [] and hub.tasks().empty
-        assert "starting the upload failed" in panel.status.value and "things" in panel.status.value
+        assert "starting the upload failed" in panel.message.value and "things" in panel.message.value
+        assert panel.status.value == ""
+        # An edit replaces it with the form's state.
+        panel.frame_dropdown.value = "sales"
+        assert "Ready to upload" in panel.message.value and "failed" not in panel.message.value
     finally:
         panel.close()
 
@@ -173,9 +236,10 @@ def test_refresh_finds_new_frames_and_forgets_deleted_ones(panel, namespace):
     assert [value for _, value in panel.frame_dropdown.options] == ["costs", "sales"]
     panel.refresh_frames_button.click()
     assert panel.frame_dropdown.options == (("fresh (7 × 4)", "fresh"), ("sales (2,000 × 4)", "sales"))
-    # ...and a frame that is gone is no longer chosen.
+    # ...and a frame that is gone is no longer chosen: the form asks for one again.
     assert panel.frame_dropdown.value is None and panel.upload_button.disabled
-    assert "no DataFrame chosen" in panel.message.value
+    assert "dsn-level-hint" in panel.message.value and "Choose one of the notebook" in panel.message.value
+    assert "no DataFrame chosen" in panel.controller.problem
 
 
 def test_a_variable_rebound_to_something_else_is_refused(panel, namespace):
@@ -183,7 +247,8 @@ def test_a_variable_rebound_to_something_else_is_refused(panel, namespace):
     namespace["sales"] = "not a frame any more"
     panel.upload_button.click()
     assert panel.controller.tasks == []
-    assert "'sales' is now a str, not a DataFrame" in panel.status.value
+    assert "'sales' is now a str, not a DataFrame" in panel.message.value
+    assert "dsn-level-error" in panel.message.value and panel.status.value == ""
 
 
 def test_cancel_a_queued_upload_from_its_row(hub, panel):
@@ -210,27 +275,34 @@ def test_cancel_a_queued_upload_from_its_row(hub, panel):
 
 def test_a_failed_upload_turns_red_and_retry_publishes_it(hub, panel, namespace):
     undo = refuse_progress_beyond(hub, 1_000)
-    hub_chunk = dict(chunk_size=500)
-    task = hub.push(namespace["sales"], "sales", **hub_chunk)
+    task = hub.push(namespace["sales"], "sales", chunk_size=500)
     with pytest.raises(dsn.UploadError):
         task.wait(timeout=30)
     wait_until(lambda: panel.task_list.children and panel.task_list.children[0].task is task, what="the row")
     row = row_of(panel, task)
     wait_until(lambda: row.status_badge.value == "failed", what="the final render")
-    assert row.bar.bar_style == "danger" and row.status_badge.style.text_color == "#c62828"
+    assert row.bar.bar_style == "danger" and "dsn-state-failed" in row.status_badge._dom_classes
     assert row.error.layout.display is None and "simulated storage failure" in row.error.value
     assert row.bar.value == pytest.approx(500 / 2_000)
     assert row.retry_button.layout.display is None
-    assert "The upload of 'sales' failed: simulated storage failure" in panel.status.value
-    assert panel.status.value.startswith('<span style="color:#c62828">')
+    wait_until(lambda: "The upload of 'sales' failed: simulated storage failure" in panel.status.value, what="the status line")
+    # An error stays until it is dismissed.
+    assert "dsn-level-error" in panel.status.value and "dsn-fades" not in panel.status.value
+    assert panel.dismiss_button.layout.display is None
 
     undo()
     row.retry_button.click()
     new = panel.controller.tasks[0]
     assert new is not task and new.dataset == "sales"
+    # Both rows say how they are related, so the panel never shows two rows that look alike.
+    assert row.retried_as is new and f"Retried as upload {new.id[:8]}: " in row.note.value
+    assert row.retry_button.layout.display == "none"
+    assert row_of(panel, new).note.value == f'<span class="dsn-text">Retry of upload {task.id[:8]}</span>'
+    assert f"Retrying the upload of 'sales' as upload {new.id[:8]}." in panel.status.value
     assert new.wait(timeout=30).version == 1
     assert [r.task for r in panel.task_list.children] == [new, task]
     assert row.status_badge.value == "failed"  # the old row stays as it ended
+    wait_until(lambda: "succeeded</span>" in row.note.value, what="the retry's end in the old row")
     pd.testing.assert_frame_equal(hub.pull("sales"), namespace["sales"])
     assert hub.tasks()["status"].tolist() == ["succeeded", "failed"]
 
@@ -298,8 +370,11 @@ def test_browse_datasets_versions_schema_and_preview(hub, namespace):
         assert table[["name", "latest_version", "rows", "columns", "description"]].values.tolist() == [
             ["costs", 1, 50, 4, ""], ["sales", 2, 20, 4, "second"]
         ]
-        html = panel.datasets_table.value
-        assert html.count("<tr>") == 2 and "<td>sales</td>" in html and "<td>second</td>" in html
+        headers, rows = read_table(panel.datasets_table.value)
+        assert headers == ["Dataset", "Latest", "Rows", "Columns", "Updated", "Description"]
+        assert [(r["Dataset"][0], r["Latest"][0], r["Rows"][0], r["Description"][0]) for r in rows] == [
+            ("costs", "v1", "50", ""), ("sales", "v2", "20", "second")
+        ]
         assert [value for _, value in panel.dataset_dropdown.options] == [None, "costs", "sales"]
 
         panel.dataset_dropdown.value = "sales"
@@ -309,7 +384,8 @@ def test_browse_datasets_versions_schema_and_preview(hub, namespace):
         expected = sales_frame(20, seed=2).dtypes
         assert schema.values.tolist() == [[label, str(dtype)] for label, dtype in expected.items()]
         assert schema["dtype"].tolist()[:3] == ["category", "Int64", "float64"]
-        assert f"<td>{expected['day']}</td>" in panel.schema_table.value
+        headers, rows = read_table(panel.schema_table.value)
+        assert headers == ["Column", "Type"] and rows[-1] == {"Column": ("day", None), "Type": (str(expected["day"]), None)}
         pd.testing.assert_frame_equal(panel.controller.preview, sales_frame(20, seed=2).head(3))
         assert panel.preview.value.count("<tr") == 4  # a header and three rows
 
@@ -354,6 +430,81 @@ def test_deleting_a_version_asks_first(hub, namespace):
         panel.close()
 
 
+def test_tables_read_as_text_for_people(hub, namespace, db_url):
+    big = pd.DataFrame({"n": np.arange(1_234_567, dtype="int64")})
+    hub.push(big, "big", description="a long description " * 4).wait(timeout=60)
+    panel = hub.panel(namespace=namespace)
+    try:
+        headers, [row] = read_table(panel.datasets_table.value)
+        assert (row["Rows"], row["Latest"], row["Updated"][0]) == (("1,234,567", None), ("v1", None), "just now")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", row["Updated"][1])  # the exact time, as a tooltip
+        assert row["Description"][1] == "a long description " * 4  # cut by the page, whole in the tooltip
+
+        panel.dataset_dropdown.value = "big"
+        version = hub.versions("big").iloc[0]
+        headers, [row] = read_table(panel.versions_table.value)
+        assert headers == ["Version", "Latest", "Rows", "Columns", "Created", "By", "Content hash", "Upload", "SQL table"]
+        assert (row["Version"][0], row["Latest"][0], row["Rows"][0]) == ("v1", "latest", "1,234,567")
+        # Hashes and ids are short, and whole in their tooltips.
+        assert row["Content hash"] == (version["content_hash"][:12], version["content_hash"])
+        assert row["Upload"] == (version["task_id"][:8], version["task_id"])
+        assert row["SQL table"][0] == version["table_name"]
+        # Every table sits in a box that scrolls sideways on its own when it is wider than the panel.
+        for widget in (panel.datasets_table, panel.versions_table, panel.schema_table, panel.preview):
+            assert widget.value.startswith('<div class="dsn-scroll">'), widget.value[:80]
+        assert ".dsn-scroll {{ overflow-x: auto;".replace("{{", "{") in STYLESHEET
+    finally:
+        panel.close()
+    with dsn.connect(db_url) as later:  # a new session: the upload is history now
+        panel = later.panel(namespace=namespace)
+        try:
+            headers, [row] = read_table(panel.history_table.value)
+            assert headers == ["Dataset", "Status", "Rows", "Attempts", "Queued", "Finished", "Upload", "Error"]
+            assert (row["Dataset"][0], row["Status"][0], row["Rows"][0], row["Finished"][0]) == ("big", "succeeded", "1,234,567", "just now")
+            assert 'class="dsn-state-succeeded"' in panel.history_table.value
+        finally:
+            panel.close()
+
+
+def test_times_read_relative_to_now():
+    now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    ago = [format_ago(now - timedelta(**delta), now) for delta in (
+        {"seconds": 3}, {"seconds": 42}, {"minutes": 3, "seconds": 59}, {"hours": 5}, {"days": 1}, {"days": 12}, {"days": 40},
+    )]  # fmt: skip
+    assert ago == ["just now", "42 s ago", "3 min ago", "5 h ago", "1 day ago", "12 days ago", "2026-01-20"]
+    assert format_ago(pd.NaT, now) == "" and format_ago(None, now) == ""
+
+
+def test_the_status_line_keeps_an_error_until_it_is_dismissed(hub, panel):
+    # A failed refresh goes to the status line, in red, with its time; the form is not involved.
+    hub.close()
+    panel.refresh_datasets_button.click()
+    assert "refreshing the datasets failed" in panel.status.value and "dsn-level-error" in panel.status.value
+    assert panel.status_line.layout.display is None and panel.dismiss_button.layout.display is None
+    assert "dsn-level-hint" in panel.message.value
+    panel.dismiss_button.click()
+    assert panel.controller.status is None
+    assert panel.status.value == "" and panel.status_line.layout.display == "none"
+
+
+def test_a_retry_started_in_code_is_linked_in_the_rows(hub, panel, namespace):
+    release = occupy_the_slot(hub)
+    try:
+        task = hub.push(namespace["costs"], "costs")
+        task.cancel()
+        with pytest.raises(dsn.UploadCancelled):
+            task.wait(timeout=30)
+    finally:
+        release()
+    new = panel.controller.retry(task)
+    new.wait(timeout=30)
+    old_row, new_row = row_of(panel, task), row_of(panel, new)
+    assert old_row.retried_as is new and f"Retried as upload {new.id[:8]}" in old_row.note.value
+    assert f"Retry of upload {task.id[:8]}" in new_row.note.value
+    assert old_row.retry_button.layout.display == "none"
+    assert panel.controller.retries == {task.id: (task, new)}
+
+
 # -- errors are shown, never swallowed -------------------------------------------------------------
 
 
@@ -364,7 +515,8 @@ def test_a_failing_callback_shows_in_the_status_area_and_is_logged(hub, namespac
     execute(hub, "DROP TABLE dsn_versions" + ("" if hub.url.get_backend_name() == "sqlite" else " CASCADE"))
     with caplog.at_level(logging.ERROR, logger="dsnotebook"):
         panel.refresh_datasets_button.click()
-    assert panel.status.value.startswith('<span style="color:#c62828">refreshing the datasets failed:')
+    assert panel.status.value.startswith('<span class="dsn-msg dsn-level-error dsn-text"><span class="dsn-when">')
+    assert "refreshing the datasets failed:" in panel.status.value
     assert "dsn_versions" in panel.status.value
     [record] = [r for r in caplog.records if r.name == "dsnotebook"]
     assert record.levelno == logging.ERROR and "refreshing the datasets failed" in record.getMessage()
