@@ -391,7 +391,8 @@ class AsyncHub:
     async def retry(self, task: UploadTask) -> UploadTask:
         """Start a failed, cancelled or interrupted upload again, with the same frame and options.
 
-        Returns the new upload's handle; the old handle stays as it ended.
+        Returns the new upload's handle; the old handle stays as it ended. The two are linked:
+        ``new.retry_of`` is the old one's id, and ``old.retried_by`` the new handle.
 
         Raises:
             UsageError: the upload succeeded, is still running, or was started by another hub.
@@ -407,7 +408,7 @@ class AsyncHub:
                 f"the upload of {task.dataset!r} is {task.status}; only a failed, cancelled or interrupted "
                 "upload can be retried"
             )
-        return await task._resubmit()
+        return await task._resubmit(retry_of=task)
 
     def running(self) -> list[UploadTask]:
         """Handles of this hub's uploads that have not ended, oldest first."""
@@ -676,8 +677,9 @@ class Hub:
     def retry(self, task: UploadTask) -> UploadTask:
         """Start a failed, cancelled or interrupted upload again with the same frame and options.
 
-        Returns the new upload's handle. Raises :class:`UsageError` for an upload that succeeded or
-        still runs.
+        Returns the new upload's handle, linked to the old one: ``new.retry_of`` is the old one's
+        id and ``old.retried_by`` the new handle. Raises :class:`UsageError` for an upload that
+        succeeded or still runs.
         """
         return self._run(self._async.retry(task))
 

@@ -41,6 +41,10 @@ class UploadTask:
         #: The fastest rate over any second of the upload so far (None until a second has passed).
         self.peak_rows_per_s: float | None = None
         self._rate_mark: tuple[float, int] | None = None
+        #: The id of the upload this one starts again (``hub.retry``), or None.
+        self.retry_of: str | None = None
+        #: The upload that started this one again, once ``hub.retry`` has (listeners hear of it).
+        self.retried_by: UploadTask | None = None
         self.rows_done = 0
         self.status = "queued"
         self.attempts = 0
@@ -148,7 +152,8 @@ class UploadTask:
         )
 
     def subscribe(self, listener: ProgressListener) -> Callable[[], None]:
-        """Call ``listener(progress)`` on every change; returns a function that unsubscribes.
+        """Call ``listener(progress)`` on every change (and once more when a retry of it starts,
+        see :attr:`retried_by`); returns a function that unsubscribes.
 
         Listeners run on the upload's loop thread and must be quick; an exception in one is
         logged and does not affect the upload.

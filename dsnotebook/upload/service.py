@@ -120,8 +120,12 @@ class DatasetUploadService:
         priority: int = 0,
         chunk_size: int | None = None,
         check_space: bool = True,
+        retry_of: UploadTask | None = None,
     ) -> UploadTask:
         """Validate everything, record the task as queued, and schedule the upload.
+
+        ``retry_of``: the ended upload this one starts again; the two handles are linked
+        (:attr:`UploadTask.retry_of`, :attr:`UploadTask.retried_by`) before anyone hears of it.
 
         Raises:
             ValidationError: bad frame, name or option; nothing was written.
@@ -192,6 +196,9 @@ class DatasetUploadService:
         )
         handle._task = task
         handle._owner = self
+        if retry_of is not None:
+            handle.retry_of = retry_of.id
+            retry_of._set(retried_by=handle)
         handle._resubmit = functools.partial(
             self.submit,
             snapshot,

@@ -134,8 +134,7 @@ class PanelController:
         self._frame_verdict: tuple[tuple[str | None, int], Any, str | None] | None = None
         # -- uploads of this process, newest first, and those of earlier sessions
         self.tasks: list[UploadTask] = []
-        #: Retries started here: the original upload's id -> (original, retry).
-        self.retries: dict[str, tuple[UploadTask, UploadTask]] = {}
+        self._ended: set[str] = set()
         self.history = pd.DataFrame(columns=HISTORY_COLUMNS)
         self._unsubscribe: list[Callable[[], None]] = []
         self._pending: set[concurrent.futures.Future] = set()
@@ -358,10 +357,7 @@ class PanelController:
     def retry(self, task: UploadTask) -> UploadTask:
         """Start a failed, cancelled or interrupted upload again; returns the new handle."""
         new = self.hub.retry(task)
-        with self._lock:
-            self.retries[task.id] = (task, new)
-        self._add_task(new, notify=False)
-        self._notify("tasks")  # the hub's listener may have listed it already, before the link was known
+        self._add_task(new)
         self._set_status(Message(f"Retrying the upload of {task.dataset!r} as upload {new.id[:8]}.", "info"))
         return new
 
@@ -380,8 +376,10 @@ class PanelController:
             self._notify("tasks")
 
     def _on_progress(self, progress: Progress) -> None:
-        # On the uploads' loop thread: once an upload ends, say how, and reload what it changed.
-        if progress.status in TERMINAL_STATUSES:
+        # On the uploads' loop thread: once an upload ends, say how, and reload what it changed
+        # (once: an ended upload still tells its listeners when a retry of it starts).
+        if progress.status in TERMINAL_STATUSES and progress.task_id not in self._ended:
+            self._ended.add(progress.task_id)
             self._set_status(_ending(progress))
             self._refresh_in_background()
 

@@ -17,7 +17,7 @@ import ipywidgets as w
 from ..store.engine import mask_url
 from ..upload import IF_EXISTS, UploadTask
 from .controller import Message, PanelController
-from .progress import TaskProgress, link_retry
+from .progress import TaskProgress
 from .strip import StatusStrip
 from .tables import (
     datasets_table,
@@ -255,10 +255,7 @@ class UploadPanel(w.VBox):
 
     def _render_tasks(self) -> None:
         c = self.controller
-        rows = [TaskProgress.for_task(task, on_retry=self._retry) for task in list(c.tasks)]
-        for original, retry in list(c.retries.values()):
-            link_retry(original, retry)
-        self.task_list.children = rows
+        self.task_list.children = [TaskProgress.for_task(task, on_retry=self._retry) for task in list(c.tasks)]
 
     def _render_history(self) -> None:
         self.history_table.value = history_table(self.controller.history)

@@ -36,7 +36,7 @@ from ..tasks import TERMINAL_STATUSES
 from ..upload import UploadTask
 from .theme import set_modifier, stylesheet
 
-__all__ = ["TaskProgress", "display_task", "link_retry", "short_id", "short_title"]
+__all__ = ["TaskProgress", "display_task", "short_id", "short_title"]
 
 log = logging.getLogger("dsnotebook")
 
@@ -49,10 +49,6 @@ TITLE_WIDTH = 30
 
 _rows: weakref.WeakValueDictionary[str, TaskProgress] = weakref.WeakValueDictionary()
 _rows_lock = threading.RLock()
-# Retries started from a row or the panel: the id of the upload each retry started again, and
-# the retry of each upload (weakly: a handle may hold its frame, for a further retry).
-_retry_of: dict[str, str] = {}
-_retried_as: weakref.WeakValueDictionary[str, UploadTask] = weakref.WeakValueDictionary()
 
 
 def short_id(task_id: str) -> str:
@@ -151,17 +147,17 @@ class TaskProgress(w.VBox):
         self._retry_throttle: Throttle | None = None
         self._retry_unsubscribe: Callable[[], None] | None = None
         self._render(task.snapshot())
-        if not task.done():
+        if task.retry_of is not None:
+            self._show_origin(task.retry_of)
+        # An ended upload that can be retried is still listened to: a retry of it, from any row,
+        # the panel or code, shows here.
+        if not task.done() or (task.can_retry and task.retried_by is None):
             self._unsubscribe = task.subscribe(self._on_progress)
-            # It may have ended between the snapshot and the subscription.
+            # It may have ended, or been retried, between the snapshot and the subscription.
             if task.done():
                 self._on_progress(task.snapshot())
-        with _rows_lock:
-            origin, successor = _retry_of.get(task.id), _retried_as.get(task.id)
-        if origin is not None:
-            self._show_origin(origin)
-        if successor is not None:
-            self._follow_retry(successor)
+        if task.retried_by is not None:
+            self._follow_retry(task.retried_by)
 
     @classmethod
     def for_task(cls, task: UploadTask, **options: Any) -> TaskProgress:
@@ -182,12 +178,13 @@ class TaskProgress(w.VBox):
 
     @property
     def retried_as(self) -> UploadTask | None:
-        """The upload that retried this one from a row or the panel, if any."""
+        """The upload that retried this one (``task.retried_by``) as this row shows it, if any."""
         return self._successor
 
     def close(self) -> None:
         self._closed = True
         self._detach()
+        self._throttle.close()
         self._stop_following()
         super().close()
 
@@ -199,12 +196,16 @@ class TaskProgress(w.VBox):
 
     def _on_progress(self, progress: Progress) -> None:
         final = progress.status in TERMINAL_STATUSES
+        retry = self.task.retried_by
+        if retry is not None:
+            self._detach()
+            self._follow_retry(retry)
+            return
         self._throttle.update(progress, final=final)
-        if final:
+        if final and not self.task.can_retry:
             self._detach()
 
     def _detach(self) -> None:
-        self._throttle.close()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -300,9 +301,7 @@ class TaskProgress(w.VBox):
     def _retry(self) -> None:
         if self._on_retry is None:
             return
-        new = self._on_retry(self.task)
-        if isinstance(new, UploadTask):
-            link_retry(self.task, new)
+        self._on_retry(self.task)
 
     def _act(self, action: str, fn: Callable[[], Any]) -> None:
         try:
@@ -320,23 +319,6 @@ class TaskProgress(w.VBox):
                 with self._lock:
                     self._problem = None
                 self._render(self.task.snapshot())
-
-
-def link_retry(original: UploadTask, retry: UploadTask) -> None:
-    """Record that ``retry`` started ``original`` again, and show it on both rows.
-
-    The original's row then follows the retry ("Retried as upload 3f2a9c1b: running, 40%") and
-    hides its Retry button; the retry's row says "Retry of upload 1a2b3c4d". Rows made later
-    show the link too.
-    """
-    with _rows_lock:
-        _retried_as[original.id] = retry
-        _retry_of[retry.id] = original.id
-        old_row, new_row = _rows.get(original.id), _rows.get(retry.id)
-    if old_row is not None and not old_row._closed:
-        old_row._follow_retry(retry)
-    if new_row is not None and not new_row._closed:
-        new_row._show_origin(original.id)
 
 
 def display_task(task: UploadTask) -> None:

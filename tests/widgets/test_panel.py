@@ -502,7 +502,7 @@ def test_a_retry_started_in_code_is_linked_in_the_rows(hub, panel, namespace):
     assert old_row.retried_as is new and f"Retried as upload {new.id[:8]}" in old_row.note.value
     assert f"Retry of upload {task.id[:8]}" in new_row.note.value
     assert old_row.retry_button.layout.display == "none"
-    assert panel.controller.retries == {task.id: (task, new)}
+    assert new.retry_of == task.id and task.retried_by is new
 
 
 # -- errors are shown, never swallowed -------------------------------------------------------------

@@ -235,3 +235,19 @@ def test_retry_from_a_row_says_where_it_went_in_both_rows(hub):
     assert new.wait(timeout=30).version == 1
     wait_until(lambda: "succeeded</span>" in row.note.value and ", v1" in row.note.value, what="the retry's end in the old row")
     pd.testing.assert_frame_equal(hub.pull("flaky"), frame)
+
+
+def test_a_retry_started_from_code_shows_in_the_rows_too(hub):
+    undo = refuse_progress_beyond(hub, 1_000)
+    task = hub.push(pd.DataFrame({"a": np.arange(3_000)}), "flaky", chunk_size=1_000)
+    with pytest.raises(dsn.UploadError):
+        task.wait(timeout=30)
+    undo()
+    row = TaskProgress.for_task(task)  # shown in an earlier cell, before the retry
+    new = hub.retry(task)
+    assert new.retry_of == task.id and task.retried_by is new
+    wait_until(lambda: row.retried_as is new, what="the old row to follow the retry")
+    assert f"Retried as upload {new.id[:8]}: " in row.note.value
+    assert f"Retry of upload {task.id[:8]}" in TaskProgress.for_task(new).note.value
+    assert new.wait(timeout=30).version == 1
+    wait_until(lambda: ", v1" in row.note.value, what="the retry's end in the old row")
