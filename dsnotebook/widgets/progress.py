@@ -234,6 +234,8 @@ class TaskProgress(w.VBox):
             self._render_retry_button()
             problem = self._problem or p.error
             if problem:
+                # A sentence of its own under the row: it starts with a capital.
+                problem = problem[:1].upper() + problem[1:]
                 self.error.value = f'<span class="dsn-level-error dsn-text">{html.escape(problem, quote=False)}</span>'
                 self.error.layout.display = None
             else:

@@ -84,7 +84,7 @@ def test_a_failing_button_shows_its_error_in_the_row(hub, caplog):
     task.wait(timeout=30)
     row = TaskProgress(task, on_retry=lambda t: 1 / 0)
     row._act("retrying", row._retry)
-    assert "retrying failed: division by zero" in row.error.value and row.error.layout.display is None
+    assert "Retrying failed: division by zero" in row.error.value and row.error.layout.display is None
     assert 'class="dsn-level-error' in row.error.value  # coloured by the theme, not a fixed red
     assert any("retrying the upload of 'x' failed" in r.getMessage() for r in caplog.records)
 
