@@ -20,6 +20,7 @@ import threading
 import time
 
 import pytest
+from testenv import BACKENDS, PG_SERVER
 
 import dsnotebook as dsn
 from dsnotebook import hub as hub_module
@@ -67,8 +68,6 @@ def _no_leaks():
         time.sleep(0.05)
 
 
-PG_SERVER = os.environ.get("DSNOTEBOOK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-BACKENDS = tuple(os.environ.get("DSNOTEBOOK_TEST_BACKENDS", "sqlite,postgresql").split(","))
 
 
 def pytest_configure(config):

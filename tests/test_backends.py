@@ -20,7 +20,7 @@ from dsnotebook.store import codec
 from dsnotebook.store.backends import BACKENDS, ROW_ID, Backend, Rows, backend_for
 from dsnotebook.store.catalog import datasets, ensure_schema, utcnow
 
-from conftest import BACKENDS as TESTED_BACKENDS
+from testenv import BACKENDS as TESTED_BACKENDS
 from frametools import assert_identical
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "dsnotebook"

@@ -552,7 +552,7 @@ PG_DDL = {"INTEGER": "BIGINT", "REAL": "DOUBLE PRECISION", "TEXT": "TEXT", "BLOB
 @pytest.fixture
 def adbc_pg(pg_database):
     import adbc_driver_postgresql.dbapi
-    from conftest import PG_SERVER
+    from testenv import PG_SERVER
 
     con = adbc_driver_postgresql.dbapi.connect(PG_SERVER.rsplit("/", 1)[0] + "/" + pg_database)
     yield con
