@@ -1,0 +1,438 @@
+"""``AsyncHub``: the async face of a hub, for async applications (a FastAPI service, say).
+
+It does all the work on the loop that awaits it: it opens the engine, runs uploads as background
+tasks with sessions of their own, and reads. The sync :class:`~dsnotebook.hub.Hub` owns one and
+runs it on the library's portal loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import pandas as pd
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from .errors import DatasetError, DsnotebookError, HubClosed, UsageError, ValidationError
+from .models import DatasetInfo, HubStatus
+from .monitor import LoopLag, ProcessFigures, memory_limit_bytes
+from .retry import RetryPolicy, with_retries
+from .store.backends import Backend, backend_for
+from .store.catalog import ensure_schema
+from .store.engine import WriteGate, mask_url, translate
+from .store.repository import Repository
+from .tasks import BackgroundTaskService
+from .upload import DEFAULT_KEEP_INTERRUPTED_S, DatasetUploadService, IfExists, UploadTask
+from .upload.leases import DEFAULT_LEASE_S, Leases
+
+__all__ = ["AsyncHub"]
+
+log = logging.getLogger("dsnotebook")
+T = TypeVar("T")
+
+
+class AsyncHub:
+    """The async face: every method runs on the caller's event loop.
+
+    Use as ``async with AsyncHub(url) as hub:`` or call :meth:`open` / :meth:`aclose` yourself.
+
+    Args:
+        url: a database URL (see :func:`~dsnotebook.store.backends.backend_for` for the supported
+            forms); None means ``DSNOTEBOOK_URL`` or the per-user SQLite file.
+        concurrency: uploads running at once (default: the backend's; 1 on SQLite, 4 on PostgreSQL).
+        retry: retry policy for transient errors per chunk (default: :class:`RetryPolicy()`).
+        chunk_size: default rows per staging chunk.
+        lease: seconds after which an upload whose process stopped renewing its heartbeat is
+            marked interrupted, when that process ran on another machine (on this machine, a
+            process that no longer exists is recognised at once).
+        keep_interrupted: seconds (or a ``timedelta``) to keep the staged rows of an interrupted
+            upload, so that pushing the same content again resumes from them; 7 days by default.
+            They go sooner once the dataset gets a newer version, or with :meth:`cleanup`.
+    """
+
+    def __init__(
+        self,
+        url: str | URL | None = None,
+        *,
+        concurrency: int | None = None,
+        retry: RetryPolicy | None = None,
+        chunk_size: int | None = None,
+        lease: float = DEFAULT_LEASE_S,
+        keep_interrupted: float | timedelta = DEFAULT_KEEP_INTERRUPTED_S,
+    ) -> None:
+        self.backend: Backend = backend_for(url)
+        self.url: URL = self.backend.url
+        if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
+            raise ValidationError(f"lease: expected a positive number of seconds, got {lease!r}")
+        self._lease = float(lease)
+        if isinstance(keep_interrupted, timedelta):
+            keep_interrupted = keep_interrupted.total_seconds()
+        if isinstance(keep_interrupted, bool) or not isinstance(keep_interrupted, (int, float)) or not keep_interrupted >= 0:
+            raise ValidationError(
+                f"keep_interrupted: expected a number of seconds >= 0 or a timedelta, got {keep_interrupted!r}"
+            )
+        self._keep_interrupted = float(keep_interrupted)
+        self._heartbeat: asyncio.Task | None = None
+        # The loop's lateness, sampled while the hub is open; the process's own figures.
+        self._lag = LoopLag()
+        self._lag_task: asyncio.Task | None = None
+        self._process: ProcessFigures | None = None
+        if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
+            raise ValidationError(f"concurrency: expected a positive int, got {concurrency!r}")
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValidationError(f"chunk_size: expected a positive int, got {chunk_size!r}")
+        self._concurrency = concurrency or self.backend.capabilities.default_concurrency
+        self._retry = retry
+        self._chunk_size = chunk_size
+        self._engine: AsyncEngine | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._open_lock: asyncio.Lock | None = None
+        self.task_service: BackgroundTaskService | None = None
+        self._uploads: DatasetUploadService | None = None
+        self._repo: Repository | None = None
+        self._io: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("open" if self._engine is not None else "not opened")
+        return f"<AsyncHub {mask_url(self.url)} ({state})>"
+
+    @property
+    def engine(self) -> AsyncEngine:
+        self._check_open()
+        return self._engine
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> AsyncHub:
+        """Connect, create or check the catalog, and mark uploads of dead processes interrupted.
+
+        Raises:
+            ConfigError: the database cannot be reached or used.
+            VersionConflict: the catalog was written by a newer dsnotebook.
+        """
+        if self._closed:
+            raise HubClosed(f"{self!r} is closed; connect again")
+        if self._engine is not None:
+            return self
+        backend = self.backend
+        engine = await backend.open_engine()
+        retry = self._retry or RetryPolicy()
+        # Driver calls that run off the event loop (bulk transfers) get threads of their own,
+        # which close with the hub.
+        io = concurrent.futures.ThreadPoolExecutor(backend.io_workers(), thread_name_prefix="dsnotebook-io")
+        try:
+
+            async def check_schema() -> None:
+                async with engine.execution_options(dsn_write=True).begin() as conn:
+                    await ensure_schema(conn, backend)
+
+            # Another process may be writing right now: its lock is waited out like an upload's.
+            await with_retries(retry, check_schema, label=f"opening {mask_url(self.url)}")
+            # Sessions that write start with BEGIN IMMEDIATE on SQLite (see store.backends.sqlite).
+            write_sessions = async_sessionmaker(engine.execution_options(dsn_write=True), expire_on_commit=False)
+            read_sessions = async_sessionmaker(engine, expire_on_commit=False)
+            self.task_service = BackgroundTaskService(write_sessions, concurrency=self._concurrency)
+            gate = WriteGate(exclusive=backend.capabilities.single_writer)
+            self._repo = Repository(read_sessions, write_sessions, gate, backend=backend, io=io)
+            kwargs: dict[str, Any] = {"gate": gate}
+            if self._chunk_size is not None:
+                kwargs["chunk_size"] = self._chunk_size
+            if backend.has_after_chunk:
+                kwargs["checkpoint"] = lambda: backend.after_chunk(engine)
+            self._uploads = DatasetUploadService(
+                task_service=self.task_service,
+                write_sessions=write_sessions,
+                read_sessions=read_sessions,
+                backend=backend,
+                io=io,
+                retry=self._retry,
+                keep_interrupted=self._keep_interrupted,
+                **kwargs,
+            )
+            # The bulk driver loads once per process (a few tenths of a second), here rather than
+            # in the middle of the first upload; in the I/O thread, so the loop stays free.
+            try:
+                await asyncio.get_running_loop().run_in_executor(io, backend.warm_up)
+            except Exception:  # noqa: BLE001 - the first transfer then says what is missing
+                log.debug("loading the bulk driver failed", exc_info=True)
+            self._engine = engine
+            self._io = io
+            self._loop = asyncio.get_running_loop()
+            self._leases = Leases(self._uploads, write_sessions, gate, lease=self._lease)
+            await with_retries(retry, self._leases.mark_interrupted, label="marking ended uploads")
+            await self._uploads.expire_staging()
+            self._heartbeat = self._loop.create_task(self._leases.keep_alive(), name=f"dsnotebook heartbeat {id(self):x}")
+            self._lag_task = self._loop.create_task(self._lag.run(), name=f"dsnotebook loop lag {id(self):x}")
+            self._process = ProcessFigures()
+        except BaseException as exc:
+            self._engine = None
+            self._io = None
+            await engine.dispose()
+            io.shutdown(wait=True)
+            if isinstance(exc, DsnotebookError) or not isinstance(exc, Exception):
+                raise
+            raise translate(exc, what=f"opening {mask_url(self.url)}") from exc
+        return self
+
+    async def __aenter__(self) -> AsyncHub:
+        return await self.open()
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        # A cancelled caller cancels its uploads too; any other exit waits for them.
+        await self.aclose(cancel=exc_type is not None and issubclass(exc_type, (asyncio.CancelledError, KeyboardInterrupt)))
+
+    async def aclose(self, *, cancel: bool = False, timeout: float | None = None) -> None:
+        """Wait for running uploads (or cancel them with ``cancel=True``), then release the engine."""
+        await self._shutdown(cancel=cancel, timeout=timeout, interrupted=False)
+
+    async def _shutdown(self, *, cancel: bool, timeout: float | None, interrupted: bool) -> None:
+        # ``interrupted``: the process is going away, not the user cancelling; such uploads are
+        # recorded as interrupted, as they would be after a crash.
+        if self._closed:
+            return
+        self._closed = True
+        if self._engine is None:
+            return
+        if cancel and interrupted:
+            for handle in self._uploads.handles():
+                handle._interrupting = True
+        await self.task_service.shutdown(cancel=cancel, timeout=timeout)
+        await self._uploads.drain()
+        for task in (self._heartbeat, self._lag_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait({task})
+        await self._engine.dispose()
+        if self._io is not None:
+            # Every transfer ended with the upload or read that awaited it: this joins idle threads.
+            self._io.shutdown(wait=True)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise HubClosed(f"{self!r} is closed; connect again")
+
+    async def _ready(self) -> None:
+        self._check_open()
+        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+            # An engine's pooled connections belong to the loop that made them.
+            raise UsageError(
+                f"{self!r} was opened on another event loop; open one AsyncHub per loop "
+                "(or use the sync Hub, which works from any thread)"
+            )
+        if self._engine is None:
+            if self._open_lock is None:
+                self._open_lock = asyncio.Lock()
+            async with self._open_lock:
+                await self.open()
+
+    # -- datasets ----------------------------------------------------------------------------
+
+    async def push(
+        self,
+        df: pd.DataFrame | pd.Series,
+        name: str,
+        *,
+        description: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        if_exists: IfExists = "replace",
+        priority: int = 0,
+        chunk_size: int | None = None,
+        check_space: bool = True,
+    ) -> UploadTask:
+        """Validate ``df`` and start uploading it as dataset ``name`` in the background.
+
+        Returns at once with the task's handle; ``await`` it for the published
+        :class:`~dsnotebook.models.DatasetVersion`.
+
+        Args:
+            df: the frame (a Series is taken as a one-column frame). What is stored is the frame
+                as it was when ``push`` returned, whatever happens to it afterwards.
+            name: the dataset's name: any printable text up to 255 characters.
+            description, tags: stored on the dataset (tags: a JSON-compatible dict).
+            if_exists: ``"replace"`` (a new version holding just this frame), ``"append"`` (a
+                new version of the previous rows plus these) or ``"fail"``.
+            priority: higher starts first among queued uploads.
+            chunk_size: rows per staging chunk.
+            check_space: refuse the upload up front when the disk that holds the database has
+                less free space than its estimated size plus a margin (SQLite; a server's disk
+                cannot be seen, so no check is made on PostgreSQL).
+
+        Raises:
+            ValidationError, VersionConflict, SchemaMismatch: before anything is scheduled.
+            UsageError: the database is opened read-only.
+        """
+        await self._ready()
+        return await self._uploads.submit(
+            df,
+            name,
+            description=description,
+            tags=tags,
+            if_exists=if_exists,
+            priority=priority,
+            chunk_size=chunk_size,
+            check_space=check_space,
+        )
+
+    async def pull(self, name: str, version: int | None = None, *, columns: Sequence | None = None, limit: int | None = None) -> pd.DataFrame:
+        """The stored version (latest by default) as the identical DataFrame; see :meth:`Hub.pull`."""
+        await self._ready()
+        return await self._guard(self._repo.pull(name, version, columns=columns, limit=limit))
+
+    async def iter_batches(
+        self, name: str, version: int | None = None, *, columns: Sequence | None = None, batch_rows: int = 100_000
+    ) -> AsyncIterator[pd.DataFrame]:
+        """Stream a stored version as exact DataFrames of at most ``batch_rows`` rows; see
+        :meth:`Hub.iter_batches`."""
+        await self._ready()
+        batches = self._repo.iter_batches(name, version, columns=columns, batch_rows=batch_rows)
+        try:
+            while (batch := await self._guard(anext(batches, None))) is not None:
+                yield batch
+        finally:
+            await batches.aclose()
+
+    async def check(
+        self,
+        df: Any,
+        name: str,
+        *,
+        description: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        if_exists: IfExists = "replace",
+        priority: int = 0,
+        chunk_size: int | None = None,
+        check_space: bool = True,
+    ) -> None:
+        """Run every check :meth:`push` runs, and write nothing; see :meth:`Hub.check`."""
+        await self._ready()
+        encoded = self._uploads.validate(
+            df,
+            name,
+            description=description,
+            tags=tags,
+            if_exists=if_exists,
+            priority=priority,
+            chunk_size=chunk_size,
+            check_space=check_space,
+        )
+        await self._guard(self._uploads.check_target(name, if_exists, encoded))
+
+    async def versions(self, name: str) -> pd.DataFrame:
+        await self._ready()
+        return await self._guard(self._repo.versions(name))
+
+    async def status(self) -> HubStatus:
+        """What this hub's background work costs right now; see :meth:`Hub.status`."""
+        await self._ready()
+        counts = self._uploads.counts()
+        live = self._uploads.handles()
+        sizes, staging = await self._guard(self._repo.storage())
+        lag_p50, lag_p99 = self._lag.percentiles()
+        return HubStatus(
+            taken_at=datetime.now(UTC),
+            queued=counts["queued"],
+            running=counts["running"],
+            succeeded=counts["succeeded"],
+            failed=counts["failed"],
+            cancelled=counts["cancelled"],
+            rows_per_s=float(sum(h.rows_per_s for h in live if h.status == "running")),
+            queued_bytes=sum(max(0, h.bytes_total - h.bytes_written) for h in live),
+            loop_lag_p50_s=lag_p50,
+            loop_lag_p99_s=lag_p99,
+            rss_bytes=self._process.rss_bytes(),
+            cpu_percent=self._process.cpu_percent(),
+            memory_limit_bytes=memory_limit_bytes(),
+            database_bytes=sizes.database,
+            tables_bytes=sizes.tables,
+            staging_bytes=staging,
+            free_disk_bytes=await asyncio.get_running_loop().run_in_executor(self._io, self.backend.free_disk_bytes),
+        )
+
+    async def info(self, name: str) -> DatasetInfo:
+        await self._ready()
+        return await self._guard(self._repo.info(name))
+
+    async def datasets(self) -> pd.DataFrame:
+        await self._ready()
+        return await self._guard(self._repo.datasets())
+
+    async def tasks(self, *, dataset: str | None = None, status: str | None = None) -> pd.DataFrame:
+        await self._ready()
+        return await self._guard(self._repo.tasks(dataset=dataset, status=status))
+
+    async def delete(self, name: str, version: int | None = None) -> list[int]:
+        await self._ready()
+        return await self._guard(self._repo.delete(name, version))
+
+    async def prune(self, name: str, *, keep: int) -> list[int]:
+        await self._ready()
+        return await self._guard(self._repo.prune(name, keep=keep))
+
+    async def cleanup(self) -> int:
+        """Drop the staged rows kept for resuming interrupted uploads, now; see :meth:`Hub.cleanup`."""
+        await self._ready()
+        return await self._guard(self._uploads.expire_staging(everything=True))
+
+    async def retry(self, task: UploadTask) -> UploadTask:
+        """Start a failed, cancelled or interrupted upload again, with the same frame and options.
+
+        Returns the new upload's handle; the old handle stays as it ended. The two are linked:
+        ``new.retry_of`` is the old one's id, and ``old.retried_by`` the new handle.
+
+        Raises:
+            UsageError: the upload succeeded, is still running, or was started by another hub.
+            ValidationError, VersionConflict, SchemaMismatch: as for :meth:`push`.
+        """
+        await self._ready()
+        if not isinstance(task, UploadTask):
+            raise ValidationError(f"task: expected an UploadTask handle, got {type(task).__name__}")
+        if task._owner is not self._uploads:
+            raise UsageError(f"the upload {task.id} of {task.dataset!r} was not started by {self!r}; retry it there")
+        if not task.can_retry:
+            raise UsageError(
+                f"the upload of {task.dataset!r} is {task.status}; only a failed, cancelled or interrupted "
+                "upload can be retried"
+            )
+        return await task._resubmit(retry_of=task)
+
+    def running(self) -> list[UploadTask]:
+        """Handles of this hub's uploads that have not ended, oldest first."""
+        return [] if self._uploads is None else self._uploads.handles()
+
+    def uploads(self) -> list[UploadTask]:
+        """Handles of the most recent uploads this hub started in this process, newest first.
+
+        Ended uploads stay listed (up to the last 100), so a panel can show how they ended;
+        :meth:`tasks` lists the uploads of every process from the database.
+        """
+        return [] if self._uploads is None else self._uploads.history()
+
+    def on_upload(self, listener: Callable[[UploadTask], None]) -> Callable[[], None]:
+        """Call ``listener(handle)`` on the uploads' loop whenever this hub starts an upload.
+
+        Returns a function that unsubscribes.
+        """
+        self._check_open()
+        if self._uploads is None:
+            raise UsageError(f"{self!r} is not open yet; await hub.open() first")
+        return self._uploads.on_submit(listener)
+
+    async def _guard(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await a read, delete or cleanup; a driver error becomes a ``DatasetError`` (or a
+        ``ConfigError`` when the database cannot be used at all) that says what failed."""
+        try:
+            return await coro
+        except DsnotebookError:
+            raise
+        except Exception as exc:
+            raise translate(exc, what=f"the database at {mask_url(self.url)}", error=DatasetError) from exc
