@@ -41,6 +41,7 @@ import collections
 import functools
 import logging
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -171,7 +172,7 @@ class SQLiteBackend(Backend):
         if not path.exists():
             if not create or self.read_only:
                 raise ConfigError(f"the SQLite database {str(path)!r} does not exist")
-            _create_file(path)
+            await asyncio.to_thread(_create_file, path, busy_timeout)
         connect_url = self.url.set(
             database=f"file:{url_quote(str(path))}", query={"mode": "ro" if self.read_only else "rw", "uri": "true"}
         )
@@ -421,15 +422,30 @@ def _busy_timeout(url: URL) -> float:
     return value
 
 
-def _create_file(path: Path) -> None:
-    """Create the database file with WAL journaling; WAL is persistent, so this runs once."""
+def _create_file(path: Path, busy_timeout: float = 5.0) -> None:
+    """Create the database file with WAL journaling; WAL is persistent, so this runs once.
+
+    Processes that connect to a new file at once all get here. Switching to WAL takes an
+    exclusive lock, and SQLite answers "database is locked" at once, without waiting, to all but
+    one of two connections that both hold a shared lock and want it. So the switch is tried again
+    (by then the file may be in WAL already) until ``busy_timeout`` seconds have passed.
+    """
+    deadline = time.monotonic() + busy_timeout
+    delay = 0.005
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(path)
-        try:
-            con.execute("PRAGMA journal_mode=WAL")
-        finally:
-            con.close()
+        while True:
+            con = sqlite3.connect(path, timeout=busy_timeout)
+            try:
+                con.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                    raise
+            finally:
+                con.close()
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
     except (OSError, sqlite3.Error) as exc:
         raise ConfigError(f"cannot create the SQLite database at {str(path)!r}: {exc}") from exc
 
