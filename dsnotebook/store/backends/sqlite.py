@@ -172,7 +172,7 @@ class SQLiteBackend(Backend):
         if not path.exists():
             if not create or self.read_only:
                 raise ConfigError(f"the SQLite database {str(path)!r} does not exist")
-            await asyncio.to_thread(_create_file, path, busy_timeout)
+            _create_file(path, busy_timeout)
         connect_url = self.url.set(
             database=f"file:{url_quote(str(path))}", query={"mode": "ro" if self.read_only else "rw", "uri": "true"}
         )
