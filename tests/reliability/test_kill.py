@@ -39,9 +39,15 @@ def _start(db_url: str, rows: int, seed: int, chunk_size: int, fault: str | None
     )
 
 
-def _check_after_kill(db_url: str, backend: str, rows: int, seed: int, *, previous: int, may_have_published: bool) -> str:
-    """The checks of every kill; returns the task's status. ``previous`` is the version the
-    dataset had before the killed push, holding PREVIOUS."""
+def _check_after_kill(
+    db_url: str, backend: str, rows: int, seed: int, *, previous: int, may_have_published: bool, known: set[str]
+) -> tuple[str, set[str]]:
+    """The checks of every kill; returns the killed push's status and the task ids now recorded.
+
+    ``previous`` is the version the dataset had before the killed push, holding PREVIOUS;
+    ``known`` the task ids recorded before it started. The killed push is the task not among
+    them; a kill that landed before the push recorded its task leaves none ("not recorded").
+    """
     if backend == "sqlite":
         con = sqlite3.connect(make_url(db_url).database)
         try:
@@ -49,14 +55,17 @@ def _check_after_kill(db_url: str, backend: str, rows: int, seed: int, *, previo
         finally:
             con.close()
     with dsn.connect(db_url) as hub:  # connecting marks the dead process's upload interrupted
-        task = hub.tasks(dataset="d").iloc[0]
+        tasks = hub.tasks(dataset="d")
+        new = tasks[~tasks["id"].isin(known)]
+        assert len(new) <= 1, new.to_dict("records")
+        task = new.iloc[0] if len(new) else pd.Series({"status": "not recorded"})
         latest = hub.info("d").latest.version
         if latest != previous:
             assert may_have_published, "a version was published before the publish could have committed"
             assert latest == previous + 1 and task["status"] == "succeeded"
             assert_identical(hub.pull("d"), make(rows, seed))
         else:
-            assert task["status"] == "interrupted", task.to_dict()
+            assert task["status"] in ("interrupted", "not recorded"), task.to_dict()
         assert_identical(hub.pull("d", version=previous), PREVIOUS)
         # Every staging table left belongs to an interrupted upload that a push of the same
         # content resumes from, with the rows it committed.
@@ -66,13 +75,14 @@ def _check_after_kill(db_url: str, backend: str, rows: int, seed: int, *, previo
         if task["status"] == "succeeded":
             assert kept == {}
         assert not hub.tasks()["status"].isin(["queued", "running"]).any()
-        return task["status"]
+        return task["status"], set(hub.tasks()["id"])
 
 
 @pytest.mark.parametrize("point", [*_faults.POINTS])
 def test_kill_at_each_named_stage(db_url, backend, point):
     with dsn.connect(db_url) as hub:
         hub.push(PREVIOUS, "d").wait(timeout=60)
+        known = set(hub.tasks()["id"])
     rows, chunk = 20_000, 5_000
     # The second time a chunk point is reached: rows are already committed to the staging table.
     fault = f"{point}@2:kill" if point in ("staging", "between_chunks") else f"{point}:kill"
@@ -80,8 +90,25 @@ def test_kill_at_each_named_stage(db_url, backend, point):
     out, err = child.communicate(timeout=120)
     assert child.returncode == -signal.SIGKILL, (out, err)
     assert "done" not in out
-    status = _check_after_kill(db_url, backend, rows, 7, previous=1, may_have_published=point == "published")
+    status, _ = _check_after_kill(db_url, backend, rows, 7, previous=1, may_have_published=point == "published", known=known)
     assert status == ("succeeded" if point == "published" else "interrupted")
+
+
+def test_a_push_killed_before_it_recorded_its_task_is_told_apart_from_the_previous_one(db_url, backend):
+    """Killed at once after connecting, the child has most likely not recorded its task yet
+    (validating a million rows comes first): the check must not take the previous push's task,
+    which succeeded, for the killed one."""
+    with dsn.connect(db_url) as hub:
+        hub.push(PREVIOUS, "d").wait(timeout=60)
+        known = set(hub.tasks()["id"])
+    child = _start(db_url, 1_000_000, seed=1, chunk_size=50_000)
+    assert child.stdout.readline().strip() == "ready"
+    child.send_signal(signal.SIGKILL)
+    out, _ = child.communicate(timeout=60)
+    assert "done" not in out
+    status, now = _check_after_kill(db_url, backend, 1_000_000, 1, previous=1, may_have_published=False, known=known)
+    assert status in ("not recorded", "interrupted")
+    assert (status == "not recorded") == (now == known)
 
 
 @pytest.mark.slow
@@ -101,6 +128,7 @@ def test_kill_a_million_row_push_at_random_times(db_url, backend, capsys):
     span = time.monotonic() - ready
     with dsn.connect(db_url) as hub:
         previous = hub.push(PREVIOUS, "d").wait(timeout=60).version
+        known = set(hub.tasks()["id"])
     delays = [round(rng.uniform(0, span * 1.3), 3) for _ in range(20)]
     with capsys.disabled():
         print(f"\nseed {seed}: push takes {span:.2f} s (start-up {ready - started:.2f} s); kill delays {delays}")
@@ -112,11 +140,12 @@ def test_kill_a_million_row_push_at_random_times(db_url, backend, capsys):
         child.send_signal(signal.SIGKILL)
         out, _ = child.communicate(timeout=60)
         finished = "done" in out
-        status = _check_after_kill(db_url, backend, rows, 1, previous=previous, may_have_published=True)
+        status, known = _check_after_kill(db_url, backend, rows, 1, previous=previous, may_have_published=True, known=known)
         outcomes.append(status)
         if status == "succeeded":
             with dsn.connect(db_url) as hub:
                 previous = hub.push(PREVIOUS, "d").wait(timeout=60).version
+                known = set(hub.tasks()["id"])
         else:
             assert not finished
     with dsn.connect(db_url) as hub:
