@@ -8,13 +8,13 @@ there is one (a container or a JupyterHub spawner sets it), else the machine's m
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import time
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import psutil
 
 __all__ = ["LoopLag", "ProcessFigures", "format_bytes", "free_disk_bytes", "memory_limit_bytes", "percentile"]
@@ -32,13 +32,11 @@ def format_bytes(n: float | None) -> str:
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
-    """The ``q``-th percentile (0-100) of ``values`` by linear interpolation; None when empty."""
-    if not values:
+    """The ``q``-th percentile (0-100) of ``values``, interpolated linearly between the closest
+    ranks (numpy's default); None when there are none."""
+    if len(values) == 0:
         return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    return float(np.percentile(values, q))
 
 
 class LoopLag:

@@ -36,8 +36,16 @@ from ..tasks import BackgroundTaskService, finish_through_cancel, release_cancel
 from .handle import UploadTask
 from .publish import dataset_changes, publish, record_success
 from .staging import DEFAULT_KEEP_INTERRUPTED_S, Checkpoints, Staging
-from .validate import IfExists, Request, check_append, check_writable, encode_for, validate_name, validate_options
-from .validate import check_space as check_free_space
+from .validate import (
+    IfExists,
+    Request,
+    check_append,
+    check_free_space,
+    check_writable,
+    encode_for,
+    validate_name,
+    validate_options,
+)
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "DatasetUploadService", "owner"]
 

@@ -20,7 +20,7 @@ __all__ = [
     "IfExists",
     "Request",
     "check_append",
-    "check_space",
+    "check_free_space",
     "check_writable",
     "encode_for",
     "validate_name",
@@ -174,7 +174,7 @@ def check_writable(backend: Backend) -> None:
         raise UsageError("this database is opened read-only (mode=ro); pushes are refused")
 
 
-def check_space(name: str, encoded: codec.EncodedFrame, backend: Backend) -> None:
+def check_free_space(name: str, encoded: codec.EncodedFrame, backend: Backend) -> None:
     """Refuse an upload that would not fit on the database's filesystem, where it can be seen
     (not on a database server, whose disk is out of sight).
 
