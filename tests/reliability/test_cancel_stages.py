@@ -3,6 +3,7 @@ survives, and the outcome reported is the one the database holds."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 import time
@@ -127,36 +128,58 @@ def test_cancels_at_random_moments_are_reported_as_the_database_has_them(hub):
     assert_identical(hub.pull("d", version=1), PREVIOUS)
 
 
-def _pool_errors(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name.startswith("sqlalchemy.pool")]
+def _cancel_at_a_pool_event(hub, caplog, name: str, nth: int, counts) -> None:
+    """Push, and cancel the upload the ``nth`` time the pool's event ``name`` fires for it (those
+    for which ``counts(task, *event args)`` is true). Then: the upload ended cancelled with nothing
+    published, the pool logged nothing, and no connection is left checked out, not even one the
+    garbage collector would find."""
+    hub.push(PREVIOUS, "d").wait(timeout=60)
+    task = None
+    seen = 0
+
+    def on_event(*args):
+        nonlocal seen
+        if task is None or not counts(task, *args):
+            return
+        seen += 1
+        if seen == nth:
+            task.cancel()
+
+    pool = hub._async.engine.pool
+    event.listen(pool, name, on_event)
+    try:
+        with caplog.at_level(logging.ERROR, logger="sqlalchemy.pool"):
+            task = hub.push(_frame(50_000), "d", chunk_size=1_000)
+            with pytest.raises(UploadCancelled):
+                task.wait(timeout=60)
+            gc.collect()
+    finally:
+        event.remove(pool, name, on_event)
+    assert seen >= nth
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("sqlalchemy.pool")] == []
+    assert pool.checkedout() == 0
+    _assert_nothing_new(hub, [task])
 
 
 @pytest.mark.parametrize("nth", range(1, 7))
 def test_a_cancel_while_a_connection_goes_back_to_the_pool(hub, caplog, nth):
     """Every commit ends with the pool resetting the connection (a rollback) as it goes back. A
     cancel landing in one of those resets, the nth after the first chunk, waits for it: no
-    connection is left half returned, and the upload ends cancelled with nothing published."""
-    hub.push(PREVIOUS, "d").wait(timeout=60)
-    task = None
-    resets = 0
+    connection is left half returned."""
 
-    def on_reset(dbapi_connection, record, state):
-        nonlocal resets
-        if task is None or state.transaction_was_reset or task.rows_done == 0:
-            return
-        resets += 1
-        if resets == nth:
-            task.cancel()
+    def after_the_first_chunk(task, dbapi_connection, record, state) -> bool:
+        return not state.transaction_was_reset and task.rows_done > 0
 
-    pool = hub._async.engine.pool
-    event.listen(pool, "reset", on_reset)
-    try:
-        with caplog.at_level(logging.ERROR, logger="sqlalchemy.pool"):
-            task = hub.push(_frame(50_000), "d", chunk_size=1_000)
-            with pytest.raises(UploadCancelled):
-                task.wait(timeout=60)
-    finally:
-        event.remove(pool, "reset", on_reset)
-    assert resets >= nth
-    assert _pool_errors(caplog) == []
-    _assert_nothing_new(hub, [task])
+    _cancel_at_a_pool_event(hub, caplog, "reset", nth, after_the_first_chunk)
+
+
+@pytest.mark.parametrize("nth", range(1, 5))
+def test_a_cancel_while_the_pool_hands_over_a_connection(hub, caplog, nth):
+    """An upload takes connections from the pool as it goes (its session's, and on SQLite its
+    writer's own). A cancel landing while the pool hands one over, the nth after the upload
+    started, leaves none of them checked out: each is closed before the cancel is raised."""
+
+    def while_running(task, dbapi_connection, record, proxy) -> bool:
+        return task.status == "running"
+
+    _cancel_at_a_pool_event(hub, caplog, "checkout", nth, while_running)

@@ -274,7 +274,7 @@ class SQLiteBackend(Backend):
             await driver.execute(f"PRAGMA {HANDOFF}.journal_mode = OFF")
             await driver.execute(f"CREATE TABLE {HANDOFF}.r AS {sql}")
 
-        conn = await _through(session.bind.connect())
+        conn = await _connect(session)
         try:
             await _through(_attached(conn, path, copy_out))
         finally:
@@ -341,7 +341,7 @@ class _HandoffWriter(ChunkWriter):
             return  # committed already; a retry of the progress commit must not copy it again
         await self._fill((start, stop))
         if self._conn is None:
-            self._conn = await _through(session.bind.connect())
+            self._conn = await _connect(session)
         await _through(_attached(self._conn, self._files[start, stop], self._copy_in))
         self._written.add((start, stop))
 
@@ -401,6 +401,17 @@ async def _through(work: Awaitable[T]) -> T:
     if cancelled:
         raise asyncio.CancelledError()
     return result
+
+
+async def _connect(session: AsyncSession) -> AsyncConnection:
+    """A connection of its own from ``session``'s engine. A cancel that arrives while the pool
+    hands it over waits for the connection, closes it, and is then raised: dropped unclosed, the
+    connection would stay checked out until the garbage collector found it."""
+    conn, cancelled = await finish_through_cancel(session.bind.connect())
+    if cancelled:
+        await finish_through_cancel(conn.close())
+        raise asyncio.CancelledError()
+    return conn
 
 
 def _quote(name: str) -> str:
