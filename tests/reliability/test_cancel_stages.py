@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import event
 from frametools import assert_identical
-from hubtools import occupy_the_slot, staging_tables
+from hubtools import occupy_the_slot, staging_tables, wait_until
 
 from dsnotebook import _faults
 from dsnotebook.errors import UploadCancelled
@@ -131,8 +131,8 @@ def test_cancels_at_random_moments_are_reported_as_the_database_has_them(hub):
 def _cancel_at_a_pool_event(hub, caplog, name: str, nth: int, counts) -> None:
     """Push, and cancel the upload the ``nth`` time the pool's event ``name`` fires for it (those
     for which ``counts(task, *event args)`` is true). Then: the upload ended cancelled with nothing
-    published, the pool logged nothing, and no connection is left checked out, not even one the
-    garbage collector would find."""
+    published, the pool logged nothing (a connection left to the garbage collector is logged), and
+    every connection goes back to the pool."""
     hub.push(PREVIOUS, "d").wait(timeout=60)
     task = None
     seen = 0
@@ -157,7 +157,8 @@ def _cancel_at_a_pool_event(hub, caplog, name: str, nth: int, counts) -> None:
         event.remove(pool, name, on_event)
     assert seen >= nth
     assert [r.getMessage() for r in caplog.records if r.name.startswith("sqlalchemy.pool")] == []
-    assert pool.checkedout() == 0
+    # The hub's heartbeat may hold one for a moment; it hands it back at once.
+    wait_until(lambda: pool.checkedout() == 0, what="every connection back in the pool")
     _assert_nothing_new(hub, [task])
 
 
