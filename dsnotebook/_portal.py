@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import concurrent.futures.thread  # its exit hook must be registered before the portal's (below)
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -108,8 +109,25 @@ class Portal:
             loop.close()
 
 
+def _at_exit_before_thread_pools(hook: Callable[[], None]) -> None:
+    """Run ``hook`` as the interpreter begins to exit, while thread pools still take work.
+
+    At exit, Python first runs the hooks of ``threading._register_atexit``, newest first, then
+    joins the non-daemon threads, and only then the ``atexit`` hooks. concurrent.futures stops
+    every ThreadPoolExecutor from taking work in one of the first. An upload still running
+    then failed on its next chunk ("cannot schedule new futures after interpreter shutdown")
+    before an ``atexit`` hook could interrupt it. Registered after concurrent.futures' hook,
+    ``hook`` runs before it. Where the interpreter lacks that hook list, ``atexit`` is used.
+    """
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:
+        atexit.register(hook)
+    else:
+        register(hook)
+
+
 _portal = Portal()
-atexit.register(_portal.stop)
+_at_exit_before_thread_pools(_portal.stop)
 
 
 def get_portal() -> Portal:

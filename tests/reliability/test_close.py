@@ -106,6 +106,28 @@ def test_async_hub_aclose_waits_or_cancels(db_url):
     _previous_intact(db_url)
 
 
+def test_hubs_close_at_exit_while_thread_pools_still_take_work(tmp_path):
+    """At exit Python stops every thread pool from taking work before the ``atexit`` hooks run.
+    The hubs close before that, since an upload still running needs its I/O threads for each
+    chunk until the exit's cancel reaches it; the portal's exit hooks find pools that work."""
+    script = textwrap.dedent(
+        f"""
+        import concurrent.futures, dsnotebook as dsn
+        from dsnotebook._portal import get_portal
+        hub = dsn.connect({f"sqlite+aiosqlite:///{tmp_path / 'exit.db'}"!r})
+
+        def probe():
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                print("a thread pool takes work:", pool.submit(lambda: True).result(), flush=True)
+
+        get_portal().on_exit(probe)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "a thread pool takes work: True", done.stderr
+
+
 def test_interpreter_exit_interrupts_running_uploads_quickly_and_they_resume(db_url):
     """An interpreter that exits with uploads running stops them within seconds; the next
     connect finds them ``interrupted``, with their committed rows kept for a resume."""
@@ -131,7 +153,7 @@ def test_interpreter_exit_interrupts_running_uploads_quickly_and_they_resume(db_
     _previous_intact(db_url)
     with dsn.connect(db_url) as hub:
         tasks = hub.tasks(dataset="d")
-        assert sorted(tasks["status"]) == ["interrupted", "interrupted", "succeeded"]
+        assert sorted(tasks["status"]) == ["interrupted", "interrupted", "succeeded"], tasks[["id", "status", "error"]].to_string()
         kept = kept_stages(hub)
         assert len(kept) == 1 and staging_tables(hub) == list(kept)
         (table, committed), = kept.items()
