@@ -71,6 +71,7 @@ __all__ = [
     "finish_through_cancel",
     "is_transient",
     "logger",
+    "rollback_keeping_a_cancel",
     "run_to_completion",
     "with_retries",
 ]
@@ -266,6 +267,23 @@ async def run_to_completion(coro: Awaitable[Any]) -> None:
     _, cancelled = await finish_through_cancel(coro)
     if cancelled:
         raise asyncio.CancelledError()
+
+
+async def rollback_keeping_a_cancel(session: AsyncSession, error: BaseException) -> None:
+    """Roll ``session`` back, to its end, after ``error`` ended its work.
+
+    After a cancel, a rollback that fails (the cancelled statement may have left the connection
+    unusable) is logged and the cancel goes on: raised instead, the rollback's error would
+    replace it, and a retry loop that took that error for a lost connection would carry on
+    with work its caller had cancelled. After any other error, the rollback's own error is
+    raised, as before.
+    """
+    try:
+        await run_to_completion(session.rollback())
+    except Exception:
+        if not isinstance(error, asyncio.CancelledError):
+            raise
+        logger.debug("the rollback after a cancel failed; the cancel goes on", exc_info=True)
 
 
 class BackgroundTaskService:

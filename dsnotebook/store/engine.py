@@ -15,7 +15,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..errors import ConfigError, DsnotebookError, UploadError
-from ..tasks import release_cancelled_frames, run_to_completion
+from ..tasks import release_cancelled_frames, rollback_keeping_a_cancel, run_to_completion
 
 __all__ = [
     "DEFAULT_PATH",
@@ -126,6 +126,6 @@ async def write_transaction(sessions: async_sessionmaker, gate: WriteGate) -> As
         except BaseException as exc:
             # A cancelled statement's cursor keeps SQLite's write lock until it is freed.
             release_cancelled_frames(exc)
-            await run_to_completion(session.rollback())
+            await rollback_keeping_a_cancel(session, exc)
             raise
         await run_to_completion(session.commit())

@@ -32,7 +32,7 @@ from ..store.backends import Backend
 from ..store.catalog import datasets, stage_table_name, tasks, utcnow
 from ..store.engine import WriteGate, translate, write_transaction
 from ..store.repository import drop_table, find_dataset, find_version, to_version
-from ..tasks import BackgroundTaskService, finish_through_cancel, release_cancelled_frames, run_to_completion
+from ..tasks import BackgroundTaskService, finish_through_cancel, release_cancelled_frames, rollback_keeping_a_cancel, run_to_completion
 from .handle import UploadTask
 from .publish import dataset_changes, publish, record_success
 from .staging import DEFAULT_KEEP_INTERRUPTED_S, Checkpoints, Staging
@@ -430,7 +430,7 @@ class DatasetUploadService:
                     # Free a cancelled statement's cursor before the gate opens: until then it keeps
                     # SQLite's write lock, and the next writer would wait on it.
                     release_cancelled_frames(exc)
-                    await run_to_completion(session.rollback())
+                    await rollback_keeping_a_cancel(session, exc)
                     raise
 
         def count_retry(_exc: BaseException, _failures: int, _delay: float) -> None:

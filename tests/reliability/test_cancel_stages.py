@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 from frametools import assert_identical
 from hubtools import occupy_the_slot, staging_tables, wait_until
 
@@ -184,3 +185,36 @@ def test_a_cancel_while_the_pool_hands_over_a_connection(hub, caplog, nth):
         return task.status == "running"
 
     _cancel_at_a_pool_event(hub, caplog, "checkout", nth, while_running)
+
+
+def test_a_cancel_stays_a_cancel_when_the_rollback_after_it_fails(hub):
+    """The cancel lands while a chunk's progress is written; the rollback after it then fails
+    as a lost connection would, which a retry loop takes for a transient error. The upload
+    still ends cancelled, with nothing published, rather than retrying the chunk and going on."""
+    hub.push(PREVIOUS, "d").wait(timeout=60)
+    task = None
+    state = {"cancelled": False, "failed_rollbacks": 0}
+
+    def on_execute(conn, cursor, statement, parameters, context, executemany):
+        if task is not None and not state["cancelled"] and task.rows_done > 0 and statement.startswith("UPDATE dsn_tasks"):
+            state["cancelled"] = True
+            task.cancel()
+
+    def on_rollback(conn):
+        if state["cancelled"] and state["failed_rollbacks"] == 0:
+            state["failed_rollbacks"] += 1
+            raise DisconnectionError("the connection was lost during the rollback")
+
+    engine = hub._async.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", on_execute)
+    event.listen(engine, "rollback", on_rollback)
+    try:
+        task = hub.push(_frame(50_000), "d", chunk_size=1_000)
+        with pytest.raises(UploadCancelled):
+            task.wait(timeout=60)
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+        event.remove(engine, "rollback", on_rollback)
+    assert state["failed_rollbacks"] == 1
+    assert task.attempts == 1 and task.rows_done < 50_000
+    _assert_nothing_new(hub, [task])
