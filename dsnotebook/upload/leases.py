@@ -59,27 +59,30 @@ class Leases:
         """
         host, _pid = owner()
         stale = utcnow() - timedelta(seconds=self._lease)
+        columns = (
+            tasks.c.id,
+            tasks.c.owner_host,
+            tasks.c.owner_pid,
+            tasks.c.staging_table,
+            tasks.c.rows_done,
+            tasks.c.heartbeat_at,
+            tasks.c.queued_at,
+        )
+        active = tasks.c.status.in_(("queued", "running"))
         async with write_transaction(self._write, self._gate) as session:
-            rows = (
-                await session.execute(
-                    select(
-                        tasks.c.id,
-                        tasks.c.owner_host,
-                        tasks.c.owner_pid,
-                        tasks.c.staging_table,
-                        tasks.c.rows_done,
-                        tasks.c.heartbeat_at,
-                        tasks.c.queued_at,
-                    ).where(tasks.c.status.in_(("queued", "running")))
-                )
-            ).all()
+            rows = (await session.execute(select(*columns).where(active))).all()
 
             def gone(r) -> bool:
                 if r.owner_host == host:
                     return not _pid_alive(r.owner_pid)
                 return (r.heartbeat_at or r.queued_at) < stale
 
-            dead = [r for r in rows if gone(r)]
+            dead = [r.id for r in rows if gone(r)]
+            if dead:
+                # Locked and read again: a process killed just after it sent the commit of its
+                # publish is gone, yet the database may apply that commit only now. The lock
+                # waits for it, and a row it has marked succeeded no longer matches.
+                dead = (await session.execute(select(*columns).where(tasks.c.id.in_(dead), active).with_for_update())).all()
             for r in dead:
                 # Committed staging rows stay for a resume (see Staging.expire); a staging table
                 # without any is of no use. A chunk's rows are committed before its progress, so
