@@ -120,3 +120,75 @@ def test_a_push_killed_mid_upload_leaves_the_dataset_unchanged(db_url):
 def test_a_bad_lease_is_refused(lease, tmp_path):
     with pytest.raises(dsn.ValidationError, match="lease: expected a positive number of seconds"):
         dsn.connect(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}", lease=lease)
+
+
+@pytest.mark.postgresql_only
+def test_a_publish_the_database_commits_after_its_process_died_stands(db_url):
+    """A process killed just after it sent its publish's commit is gone, while the server may
+    apply that commit a moment later. The next connect waits for it rather than reading the
+    staging table as the commit renames it, and leaves the upload succeeded."""
+    import asyncio
+    import threading
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    from dsnotebook.upload.service import owner
+
+    host, _ = owner()
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    with dsn.connect(db_url) as hub:
+        _running_row(hub, "late", host, datetime.now(UTC))
+        execute(
+            hub,
+            f"UPDATE dsn_tasks SET owner_pid = {ended.pid}, staging_table = 'dsn_stage_late' WHERE id = 'late'",
+            "CREATE TABLE dsn_stage_late (__dsn_row BIGINT PRIMARY KEY, a BIGINT)",
+            "INSERT INTO dsn_stage_late VALUES (1, 1), (2, 2)",
+        )
+    held, release = threading.Event(), threading.Event()
+
+    async def publish_held_open() -> None:
+        engine = create_async_engine(db_url, poolclass=NullPool)
+        try:
+            async with engine.connect() as conn:
+                await conn.exec_driver_sql("UPDATE dsn_tasks SET status = 'succeeded', staging_table = NULL WHERE id = 'late'")
+                await conn.exec_driver_sql("ALTER TABLE dsn_stage_late RENAME TO dsn_published_late")
+                held.set()
+                await asyncio.to_thread(release.wait, 60)
+                await conn.commit()
+        finally:
+            await engine.dispose()
+
+    async def lock_waiters() -> int:
+        engine = create_async_engine(db_url, poolclass=NullPool)
+        try:
+            async with engine.connect() as conn:
+                sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                return (await conn.exec_driver_sql(sql)).scalar()
+        finally:
+            await engine.dispose()
+
+    publisher = threading.Thread(target=asyncio.run, args=(publish_held_open(),))
+    publisher.start()
+    outcome: dict[str, object] = {}
+
+    def connect() -> None:
+        try:
+            with dsn.connect(db_url) as hub:
+                outcome["statuses"] = _statuses(hub)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = exc
+
+    connecting = threading.Thread(target=connect)
+    try:
+        assert held.wait(60)
+        connecting.start()
+        wait_until(lambda: asyncio.run(lock_waiters()) > 0, what="the connect to wait for the publish's locks")
+    finally:
+        release.set()
+        publisher.join(60)
+        if connecting.is_alive():
+            connecting.join(60)
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["statuses"]["late"] == "succeeded"
