@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 from hubtools import execute, execute_on, kept_stages, occupy_the_slot, staging_tables, wait_until
 
 import dsnotebook as dsn
+from dsnotebook.upload.service import owner
 
 
 def _running_row(hub, task_id: str, host: str, heartbeat: datetime) -> None:
@@ -127,14 +132,6 @@ def test_a_publish_the_database_commits_after_its_process_died_stands(db_url):
     """A process killed just after it sent its publish's commit is gone, while the server may
     apply that commit a moment later. The next connect waits for it rather than reading the
     staging table as the commit renames it, and leaves the upload succeeded."""
-    import asyncio
-    import threading
-
-    from sqlalchemy.ext.asyncio import create_async_engine
-    from sqlalchemy.pool import NullPool
-
-    from dsnotebook.upload.service import owner
-
     host, _ = owner()
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()

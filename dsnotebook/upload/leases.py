@@ -77,12 +77,13 @@ class Leases:
                     return not _pid_alive(r.owner_pid)
                 return (r.heartbeat_at or r.queued_at) < stale
 
-            dead = [r.id for r in rows if gone(r)]
+            dead = [r for r in rows if gone(r)]
             if dead:
                 # Locked and read again: a process killed just after it sent the commit of its
                 # publish is gone, yet the database may apply that commit only now. The lock
                 # waits for it, and a row it has marked succeeded no longer matches.
-                dead = (await session.execute(select(*columns).where(tasks.c.id.in_(dead), active).with_for_update())).all()
+                ids = [r.id for r in dead]
+                dead = (await session.execute(select(*columns).where(tasks.c.id.in_(ids), active).with_for_update())).all()
             for r in dead:
                 # Committed staging rows stay for a resume (see Staging.expire); a staging table
                 # without any is of no use. A chunk's rows are committed before its progress, so
