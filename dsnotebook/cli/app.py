@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from ..errors import DsnotebookError, ValidationError
 from ..hub import Hub
 from ..store.engine import DEFAULT_PATH
-from . import datasets, demo, status
+from . import datasets, demo, push, status
 
 __all__ = ["build_parser", "main"]
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--url", help=f"database URL (default: $DSNOTEBOOK_URL, else {DEFAULT_PATH})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    push.add_commands(sub)
     datasets.add_commands(sub)
     status.add_commands(sub)
     demo.add_commands(sub)

@@ -1,18 +1,15 @@
-"""The dataset commands: push, ls, versions, show, pull, tasks, rm and cleanup."""
+"""The dataset commands: ls, versions, show, pull, tasks, rm and cleanup (push is in :mod:`.push`)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import pandas as pd
 
 from ..errors import ValidationError
 from ..hub import Hub
-from ..upload import IF_EXISTS
 from .formatting import print_frame
-from .progress import follow
 
 __all__ = ["add_commands"]
 
@@ -44,22 +41,6 @@ def _check_format(path: Path, table: dict) -> None:
             raise ValidationError(
                 f"{path.name}: reading and writing {suffix} files needs pyarrow; pip install 'dsnotebook[arrow]'"
             ) from exc
-
-
-def cmd_push(hub: Hub, args: argparse.Namespace) -> int:
-    path = Path(args.file)
-    _check_format(path, _READERS)
-    kind, read = _READERS[path.suffix.lower()]
-    try:
-        frame = read(path)
-    except (OSError, ValueError) as exc:
-        raise ValidationError(f"{path}: cannot read it as {kind}: {exc}") from exc
-    task = hub.push(frame, args.name, if_exists=args.if_exists, description=args.description)
-    follow([task], out=sys.stderr)
-    version = task.wait()
-    note = " (identical to the latest version; nothing new published)" if version.deduplicated else ""
-    print(f"{version.name!r} version {version.version}: {version.rows:,} rows × {version.columns} columns{note}")
-    return 0
 
 
 def cmd_ls(hub: Hub, args: argparse.Namespace) -> int:
@@ -125,13 +106,6 @@ def cmd_cleanup(hub: Hub, args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add the dataset commands to ``sub``."""
-    p = sub.add_parser("push", help="upload a CSV, Parquet or Feather file as a dataset")
-    p.add_argument("file")
-    p.add_argument("--name", required=True, help="dataset name")
-    p.add_argument("--if-exists", choices=IF_EXISTS, default="replace")
-    p.add_argument("--description")
-    p.set_defaults(run=cmd_push)
-
     sub.add_parser("ls", help="list datasets").set_defaults(run=cmd_ls)
 
     p = sub.add_parser("versions", help="list the versions of a dataset")
