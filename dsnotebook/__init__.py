@@ -10,11 +10,14 @@ them back identical.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import types
+from typing import TYPE_CHECKING
 
 from . import tasks as _tasks_module
+from ._keywords import suggest_keywords
 from .errors import (
     ConfigError,
     DatasetError,
@@ -35,6 +38,9 @@ from .progress import Progress
 from .tasks import BackgroundTaskService, RetryPolicy
 from .upload import UploadTask
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __version__ = "0.1.0"
 
 # Errors reach users through task handles and widgets; a library never prints on its own.
@@ -44,9 +50,10 @@ logging.getLogger("dsnotebook").addHandler(logging.NullHandler())
 class _CallableTasksModule(types.ModuleType):
     """``dsnotebook.tasks`` is both the task-service module and the ``dsn.tasks()`` helper."""
 
-    def __call__(self, **options):
-        """``default_hub().tasks(**options)``: persisted uploads as a DataFrame."""
-        return tasks_frame(**options)
+    @functools.partial(suggest_keywords, called="dsnotebook.tasks")
+    def __call__(self, *, dataset: str | None = None, status: str | None = None) -> pd.DataFrame:
+        """``default_hub().tasks(dataset=..., status=...)``: persisted uploads as a DataFrame."""
+        return tasks_frame(dataset=dataset, status=status)
 
 
 _tasks_module.__class__ = _CallableTasksModule

@@ -12,6 +12,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import concurrent.futures.thread  # its exit hook must be registered before the portal's (below)
+import logging
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -19,6 +20,8 @@ from typing import Any, TypeVar
 from .errors import UsageError
 
 T = TypeVar("T")
+
+log = logging.getLogger("dsnotebook")
 
 __all__ = ["Portal", "get_portal"]
 
@@ -88,25 +91,50 @@ class Portal:
         self._exit_hooks.append(hook)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Run the exit hooks, then stop the loop and join its thread within ``timeout``."""
+        """Run the exit hooks, cancel what still runs on the loop, then stop the loop and join
+        its thread, each within ``timeout``."""
         hooks, self._exit_hooks = self._exit_hooks, []
         for hook in hooks:
             try:
                 hook()
             except Exception:  # noqa: BLE001 - one broken hook must not block the others at exit
-                import logging
-
-                logging.getLogger("dsnotebook").exception("exit hook failed")
+                log.exception("exit hook failed")
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is None or loop.is_closed():
             return
+        if thread is not None and thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(_cancel_leftovers(timeout), loop).result(timeout + 1)
+            except Exception:  # noqa: BLE001 - the loop stops below whatever happened here
+                log.debug("cancelling the portal's last tasks failed", exc_info=True)
         loop.call_soon_threadsafe(loop.stop)
         if thread is not None:
             thread.join(timeout)
         if not loop.is_running():
             loop.close()
+
+
+async def _cancel_leftovers(timeout: float) -> None:
+    """Cancel every other task on the running loop and wait up to ``timeout`` for them to end.
+
+    A task still pending when its loop is closed is destroyed, and asyncio reports each one on
+    stderr ("Task was destroyed but it is pending!"). The exit hooks close the hubs; this is for
+    whatever else still runs (a coroutine handed to ``Hub.submit``, say), as ``asyncio.run``
+    does for its own loop. Their outcomes are taken here, so that none is reported as never
+    retrieved either.
+    """
+    me = asyncio.current_task()
+    leftovers = [task for task in asyncio.all_tasks() if task is not me]
+    for task in leftovers:
+        task.cancel()
+    if not leftovers:
+        return
+    done, _pending = await asyncio.wait(leftovers, timeout=timeout)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("task %r ended with an error at exit", task.get_name(), exc_info=task.exception())
 
 
 def _at_exit_before_thread_pools(hook: Callable[[], None]) -> None:

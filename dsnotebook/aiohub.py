@@ -18,12 +18,14 @@ import pandas as pd
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from .errors import DatasetError, DsnotebookError, HubClosed, UsageError, ValidationError
+from ._keywords import suggest_keywords
+from ._listeners import report_failure
+from .errors import ConfigError, DatasetError, DsnotebookError, HubClosed, UsageError, ValidationError
 from .models import DatasetInfo, HubStatus
 from .monitor import LoopLag, ProcessFigures, memory_limit_bytes
 from .retry import RetryPolicy, with_retries
 from .store.backends import Backend, backend_for
-from .store.catalog import ensure_schema
+from .store.catalog import open_catalog
 from .store.engine import WriteGate, mask_url, translate
 from .store.repository import Repository
 from .tasks import BackgroundTaskService
@@ -35,26 +37,41 @@ __all__ = ["AsyncHub"]
 log = logging.getLogger("dsnotebook")
 T = TypeVar("T")
 
+#: How long :meth:`AsyncHub.tasks` (and so :meth:`Hub.tasks`) waits, right after the hub opened,
+#: for its first housekeeping pass to mark the uploads of ended processes interrupted.
+TASKS_WAIT_S = 5.0
+
 
 class AsyncHub:
     """The async face: every method runs on the caller's event loop.
 
     Use as ``async with AsyncHub(url) as hub:`` or call :meth:`open` / :meth:`aclose` yourself.
+    The arguments are checked here; the database is opened by :meth:`open` (or the first call).
 
     Args:
         url: a database URL (see :func:`~dsnotebook.store.backends.backend_for` for the supported
             forms); None means ``DSNOTEBOOK_URL`` or the per-user SQLite file.
         concurrency: uploads running at once (default: the backend's; 1 on SQLite, 4 on PostgreSQL).
         retry: retry policy for transient errors per chunk (default: :class:`RetryPolicy()`).
-        chunk_size: default rows per staging chunk.
+        chunk_size: default rows per staging chunk (50,000 unless a push says otherwise).
         lease: seconds after which an upload whose process stopped renewing its heartbeat is
             marked interrupted, when that process ran on another machine (on this machine, a
-            process that no longer exists is recognised at once).
+            process that no longer runs is recognised at once).
         keep_interrupted: seconds (or a ``timedelta``) to keep the staged rows of an interrupted
             upload, so that pushing the same content again resumes from them; 7 days by default.
             They go sooner once the dataset gets a newer version, or with :meth:`cleanup`.
+        create: False refuses, with a ``ConfigError``, a SQLite file that does not exist (instead
+            of creating a new, empty database) and a database without a dsnotebook catalog
+            (instead of creating the catalog's tables), as on a PostgreSQL database nothing was
+            pushed to yet. An older catalog is still migrated.
+
+    Raises:
+        ConfigError: the URL names an unsupported database or driver.
+        ValidationError: an argument is out of range.
+        TypeError: an unknown keyword argument (the nearest valid name is suggested).
     """
 
+    @suggest_keywords
     def __init__(
         self,
         url: str | URL | None = None,
@@ -64,6 +81,7 @@ class AsyncHub:
         chunk_size: int | None = None,
         lease: float = DEFAULT_LEASE_S,
         keep_interrupted: float | timedelta = DEFAULT_KEEP_INTERRUPTED_S,
+        create: bool = True,
     ) -> None:
         self.backend: Backend = backend_for(url)
         self.url: URL = self.backend.url
@@ -77,6 +95,10 @@ class AsyncHub:
                 f"keep_interrupted: expected a number of seconds >= 0 or a timedelta, got {keep_interrupted!r}"
             )
         self._keep_interrupted = float(keep_interrupted)
+        if not isinstance(create, bool):
+            raise ValidationError(f"create: expected True or False, got {create!r}")
+        self._create = create
+        self._leases: Leases | None = None
         self._heartbeat: asyncio.Task | None = None
         # The loop's lateness, sampled while the hub is open; the process's own figures.
         self._lag = LoopLag()
@@ -114,10 +136,18 @@ class AsyncHub:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> AsyncHub:
-        """Connect, create or check the catalog, and mark uploads of dead processes interrupted.
+        """Connect, check the catalog (creating or migrating it where needed), and start the
+        housekeeping in the background.
+
+        Checking an up-to-date catalog only reads, so opening never waits for another process's
+        write lock. The housekeeping (marking the uploads of ended processes interrupted,
+        dropping expired kept rows) starts at once, takes the write lock only when it has
+        something to write, and retries like an upload; :meth:`wait_housekeeping` waits for it,
+        and :meth:`tasks` does for a few seconds.
 
         Raises:
-            ConfigError: the database cannot be reached or used.
+            ConfigError: the database cannot be reached or used, or does not exist and
+                ``create`` is False.
             VersionConflict: the catalog was written by a newer dsnotebook.
         """
         if self._closed:
@@ -125,19 +155,17 @@ class AsyncHub:
         if self._engine is not None:
             return self
         backend = self.backend
-        engine = await backend.open_engine()
+        engine = await backend.open_engine(create=self._create)
         retry = self._retry or RetryPolicy()
         # Driver calls that run off the event loop (bulk transfers) get threads of their own,
         # which close with the hub.
         io = concurrent.futures.ThreadPoolExecutor(backend.io_workers(), thread_name_prefix="dsnotebook-io")
         try:
-
-            async def check_schema() -> None:
-                async with engine.execution_options(dsn_write=True).begin() as conn:
-                    await ensure_schema(conn, backend)
-
-            # Another process may be writing right now: its lock is waited out like an upload's.
-            await with_retries(retry, check_schema, label=f"opening {mask_url(self.url)}")
+            # Only a missing or older catalog is written, and another process's lock is then
+            # waited out like an upload's.
+            await with_retries(
+                retry, lambda: open_catalog(engine, backend, create=self._create), label=f"opening {mask_url(self.url)}"
+            )
             # Sessions that write start with BEGIN IMMEDIATE on SQLite (see store.backends.sqlite).
             write_sessions = async_sessionmaker(engine.execution_options(dsn_write=True), expire_on_commit=False)
             read_sessions = async_sessionmaker(engine, expire_on_commit=False)
@@ -168,9 +196,9 @@ class AsyncHub:
             self._engine = engine
             self._io = io
             self._loop = asyncio.get_running_loop()
-            self._leases = Leases(self._uploads, write_sessions, gate, lease=self._lease)
-            await with_retries(retry, self._leases.mark_interrupted, label="marking ended uploads")
-            await self._uploads.expire_staging()
+            self._leases = Leases(
+                self._uploads, read_sessions, write_sessions, gate, lease=self._lease, retry=retry, writable=not backend.read_only
+            )
             self._heartbeat = self._loop.create_task(self._leases.keep_alive(), name=f"dsnotebook heartbeat {id(self):x}")
             self._lag_task = self._loop.create_task(self._lag.run(), name=f"dsnotebook loop lag {id(self):x}")
             self._process = ProcessFigures()
@@ -181,7 +209,7 @@ class AsyncHub:
             io.shutdown(wait=True)
             if isinstance(exc, DsnotebookError) or not isinstance(exc, Exception):
                 raise
-            raise translate(exc, what=f"opening {mask_url(self.url)}") from exc
+            raise translate(exc, what=f"opening {mask_url(self.url)}", error=ConfigError) from exc
         return self
 
     async def __aenter__(self) -> AsyncHub:
@@ -272,6 +300,10 @@ class AsyncHub:
             UsageError: the database is opened read-only.
         """
         await self._ready()
+        # Right after opening, the uploads of ended processes are marked first, so that this
+        # push can resume from rows one of them kept. Recording the push needs the same write
+        # lock as that pass, so waiting for it costs nothing when the lock is free.
+        await self._leases.first_pass(TASKS_WAIT_S)
         return await self._uploads.submit(
             df,
             name,
@@ -367,8 +399,42 @@ class AsyncHub:
         return await self._guard(self._repo.datasets())
 
     async def tasks(self, *, dataset: str | None = None, status: str | None = None) -> pd.DataFrame:
+        """Persisted uploads of every process using this database, newest first; see :meth:`Hub.tasks`.
+
+        Right after the hub opened, this waits up to :data:`TASKS_WAIT_S` seconds for the first
+        housekeeping pass, so that uploads whose process ended show as ``interrupted``. That pass
+        is quick unless another process holds the database's write lock; past the wait, the
+        uploads are listed as the database has them, and an INFO line says so.
+        """
         await self._ready()
+        if not await self._leases.first_pass(TASKS_WAIT_S):
+            log.info(
+                "listing uploads before the housekeeping after connecting could mark those of ended processes "
+                "(it waits for the database's write lock): some may still show as running"
+            )
         return await self._guard(self._repo.tasks(dataset=dataset, status=status))
+
+    async def wait_housekeeping(self, timeout: float | None = None) -> bool:
+        """Wait for the hub's first housekeeping pass since it opened: the uploads of ended
+        processes marked ``interrupted``, and kept staging rows that expired dropped.
+
+        Opening does not wait for it (it may need another process's write lock); a later pass
+        runs four times per lease. Returns True once the pass has ended, False if ``timeout``
+        seconds passed first.
+
+        Raises:
+            ConfigError, DatasetError: the pass failed (after retrying transient errors); the
+                next one, a quarter of a lease later, tries again.
+        """
+        await self._ready()
+        if not await self._leases.first_pass(timeout):
+            return False
+        error = self._leases.first_error
+        if isinstance(error, DsnotebookError):
+            raise error
+        if error is not None:
+            raise translate(error, what=f"the housekeeping of {mask_url(self.url)}", error=DatasetError) from error
+        return True
 
     async def delete(self, name: str, version: int | None = None) -> list[int]:
         await self._ready()
@@ -381,6 +447,8 @@ class AsyncHub:
     async def cleanup(self) -> int:
         """Drop the staged rows kept for resuming interrupted uploads, now; see :meth:`Hub.cleanup`."""
         await self._ready()
+        # The uploads of ended processes are marked first: their rows are kept rows too.
+        await self._leases.first_pass()
         return await self._guard(self._uploads.expire_staging(everything=True))
 
     async def retry(self, task: UploadTask) -> UploadTask:
@@ -420,12 +488,32 @@ class AsyncHub:
     def on_upload(self, listener: Callable[[UploadTask], None]) -> Callable[[], None]:
         """Call ``listener(handle)`` on the uploads' loop whenever this hub starts an upload.
 
-        Returns a function that unsubscribes.
+        Returns a function that unsubscribes. The listener must be quick and must not block (a
+        blocking ``handle.wait()`` there raises :class:`UsageError`). An exception in it does not
+        affect the upload; it is logged at ERROR with the traceback on the
+        ``dsnotebook.listeners`` logger, which shows on stderr even when logging is not configured.
+
+        Raises:
+            ValidationError: ``listener`` is not callable.
         """
         self._check_open()
         if self._uploads is None:
             raise UsageError(f"{self!r} is not open yet; await hub.open() first")
-        return self._uploads.on_submit(listener)
+        if not callable(listener):
+            raise ValidationError(f"listener: expected a callable taking the upload's handle, got {listener!r}")
+
+        def call(handle: UploadTask) -> None:
+            try:
+                listener(handle)
+            except Exception:  # noqa: BLE001 - a listener's bug must never break an upload; it is shown
+                report_failure(
+                    "the on_upload listener %r raised an error for the upload of %r (task %s); the upload goes on",
+                    listener,
+                    handle.dataset,
+                    handle.id,
+                )
+
+        return self._uploads.on_submit(call)
 
     async def _guard(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await a read, delete or cleanup; a driver error becomes a ``DatasetError`` (or a

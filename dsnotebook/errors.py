@@ -58,13 +58,18 @@ class VersionConflict(DatasetError):
 
 
 class SchemaMismatch(DatasetError):
-    """An append does not match the schema of the latest version."""
+    """An append does not match the schema of the latest version.
 
-    def __init__(self, message: str, *, added=(), missing=(), retyped=()) -> None:
-        super().__init__(message)
+    ``hint``, when given, ends the message (after ". "); it is also kept apart, so that the
+    command line can say the same in its own syntax.
+    """
+
+    def __init__(self, message: str, *, added=(), missing=(), retyped=(), hint: str | None = None) -> None:
+        super().__init__(message if hint is None else f"{message}. {hint}")
         self.added = list(added)
         self.missing = list(missing)
         self.retyped = list(retyped)
+        self.hint = hint
 
 
 class UploadError(DsnotebookError):

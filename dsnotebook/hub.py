@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import weakref
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -17,6 +16,7 @@ from typing import Any, TypeVar
 import pandas as pd
 from sqlalchemy.engine import URL
 
+from ._keywords import suggest_keywords
 from ._portal import get_portal
 from .aiohub import AsyncHub
 from .models import DatasetInfo, HubStatus
@@ -36,12 +36,37 @@ EXIT_GRACE_S = 3.0
 
 
 class Hub:
-    """The sync face, for notebooks, scripts and the CLI.
+    """The sync face, for notebooks, scripts and the CLI; :func:`connect` makes one.
 
     All work runs on the library's portal loop, never on the caller's (a Jupyter kernel's loop
-    stays free). Arguments and results are those of :class:`AsyncHub`.
+    stays free). Results are those of :class:`AsyncHub`. The database is opened here.
+
+    Args:
+        url: a database URL, ``sqlite+aiosqlite:///path/to/file.db`` or
+            ``postgresql+asyncpg://user@host:5432/database``; None means ``DSNOTEBOOK_URL`` or
+            the per-user SQLite file ``~/.dsnotebook/datasets.db``.
+        concurrency: uploads running at once (default: 1 on SQLite, 4 on PostgreSQL).
+        retry: retry policy for transient errors such as ``database is locked`` (default:
+            :class:`RetryPolicy()`, 5 attempts).
+        chunk_size: default rows per staging chunk (50,000 unless a push says otherwise).
+        lease: seconds after which an upload of another machine whose heartbeat stopped is
+            marked interrupted (60 s; on this machine, a process that no longer runs is
+            recognised at once).
+        keep_interrupted: seconds (or a ``timedelta``) to keep the staged rows of an interrupted
+            upload for a resume; 7 days by default, 0 keeps nothing.
+        create: False refuses, with a ``ConfigError``, a SQLite file that does not exist (instead
+            of creating a new, empty database) and a database without a dsnotebook catalog
+            (instead of creating the catalog's tables). An older catalog is still migrated.
+
+    Raises:
+        ConfigError: the database cannot be reached or used, or does not exist and ``create``
+            is False.
+        ValidationError: an argument is out of range.
+        VersionConflict: the catalog was written by a newer dsnotebook.
+        TypeError: an unknown keyword argument (the nearest valid name is suggested).
     """
 
+    @suggest_keywords
     def __init__(
         self,
         url: str | URL | None = None,
@@ -51,10 +76,17 @@ class Hub:
         chunk_size: int | None = None,
         lease: float = DEFAULT_LEASE_S,
         keep_interrupted: float | timedelta = DEFAULT_KEEP_INTERRUPTED_S,
+        create: bool = True,
     ) -> None:
         self._portal = get_portal()
         self._async = AsyncHub(
-            url, concurrency=concurrency, retry=retry, chunk_size=chunk_size, lease=lease, keep_interrupted=keep_interrupted
+            url,
+            concurrency=concurrency,
+            retry=retry,
+            chunk_size=chunk_size,
+            lease=lease,
+            keep_interrupted=keep_interrupted,
+            create=create,
         )
         self._run(self._async.open())
         _OPEN_HUBS.add(self)
@@ -244,8 +276,26 @@ class Hub:
         return self._run(self._async.datasets())
 
     def tasks(self, *, dataset: str | None = None, status: str | None = None) -> pd.DataFrame:
-        """Persisted uploads of every process using this database, newest first."""
+        """Persisted uploads of every process using this database, newest first.
+
+        Right after connecting, this waits up to :data:`~dsnotebook.aiohub.TASKS_WAIT_S`
+        seconds for the hub's first housekeeping pass (see :meth:`wait_housekeeping`), so that
+        uploads whose process ended show as ``interrupted``.
+        """
         return self._run(self._async.tasks(dataset=dataset, status=status))
+
+    def wait_housekeeping(self, timeout: float | None = None) -> bool:
+        """Wait for the hub's first housekeeping pass since it connected: the uploads of ended
+        processes marked ``interrupted``, and kept staging rows that expired dropped.
+
+        Connecting does not wait for it, since it may need another process's write lock; it
+        runs again four times per lease while the hub is open. Returns True once the pass has
+        ended, False if ``timeout`` seconds passed first.
+
+        Raises:
+            ConfigError, DatasetError: the pass failed (after retrying transient errors).
+        """
+        return self._run(self._async.wait_housekeeping(timeout))
 
     def delete(self, name: str, version: int | None = None) -> list[int]:
         """Remove one version, or the whole dataset with ``version=None``; returns the removed versions."""
@@ -286,7 +336,10 @@ class Hub:
     def on_upload(self, listener: Callable[[UploadTask], None]) -> Callable[[], None]:
         """Call ``listener(handle)`` whenever this hub starts an upload; returns a function that unsubscribes.
 
-        The listener runs on the library's portal thread and must be quick.
+        The listener runs on the library's portal thread and must be quick: blocking calls there
+        (``handle.wait()``, another hub's methods) raise :class:`UsageError` rather than deadlock.
+        An exception in it does not affect the upload; it is logged at ERROR with its traceback,
+        which shows on stderr even when logging is not configured (see :meth:`AsyncHub.on_upload`).
         """
         return self._async.on_upload(listener)
 
@@ -305,7 +358,10 @@ class Hub:
         return UploadPanel(self, namespace=namespace)
 
 
-_OPEN_HUBS: weakref.WeakSet[Hub] = weakref.WeakSet()
+#: Hubs open in this process, held strongly until closed: an open hub's uploads, heartbeat and
+#: connections live on the portal loop whether or not any variable still refers to the hub
+#: (``print(dsn.connect())``), and the exit hook must reach every one of them.
+_OPEN_HUBS: set[Hub] = set()
 
 
 def _close_hubs_at_exit() -> None:
@@ -320,9 +376,59 @@ def _close_hubs_at_exit() -> None:
 get_portal().on_exit(_close_hubs_at_exit)
 
 
-def connect(url: str | URL | None = None, **options: Any) -> Hub:
-    """Open a :class:`Hub` on ``url`` (default: ``DSNOTEBOOK_URL`` or ``~/.dsnotebook/datasets.db``)."""
-    return Hub(url, **options)
+@suggest_keywords
+def connect(
+    url: str | URL | None = None,
+    *,
+    concurrency: int | None = None,
+    retry: RetryPolicy | None = None,
+    chunk_size: int | None = None,
+    lease: float = DEFAULT_LEASE_S,
+    keep_interrupted: float | timedelta = DEFAULT_KEEP_INTERRUPTED_S,
+    create: bool = True,
+) -> Hub:
+    """Open a :class:`Hub` on ``url``.
+
+    Connecting reads the catalog and needs no write lock, unless it creates the catalog (a new
+    database) or migrates an older one. The housekeeping (marking the uploads of processes that
+    ended as ``interrupted``, dropping expired kept rows) then runs in the background;
+    ``hub.tasks()`` waits a few seconds for it, and ``hub.wait_housekeeping()`` until it is done.
+
+    Args:
+        url: a database URL, ``sqlite+aiosqlite:///path/to/file.db`` or
+            ``postgresql+asyncpg://user@host:5432/database``; None means ``DSNOTEBOOK_URL`` or
+            the per-user SQLite file ``~/.dsnotebook/datasets.db``. On SQLite, ``?timeout=5``
+            sets how many seconds a write waits for another writer's lock.
+        concurrency: uploads running at once (default: 1 on SQLite, 4 on PostgreSQL).
+        retry: retry policy for transient errors such as ``database is locked`` (default:
+            :class:`RetryPolicy()`, 5 attempts).
+        chunk_size: default rows per staging chunk (50,000 unless a push says otherwise).
+        lease: seconds after which an upload of another machine whose heartbeat stopped is
+            marked interrupted (60 s; on this machine, a process that no longer runs is
+            recognised at once).
+        keep_interrupted: seconds (or a ``timedelta``) to keep the staged rows of an interrupted
+            upload for a resume; 7 days by default, 0 keeps nothing.
+        create: False refuses, with a ``ConfigError``, a SQLite file that does not exist (instead
+            of creating a new, empty database) and a database without a dsnotebook catalog
+            (instead of creating the catalog's tables), as read-only tools want. An older
+            catalog is still migrated.
+
+    Raises:
+        ConfigError: the database cannot be reached or used, or does not exist and ``create``
+            is False.
+        ValidationError: an argument is out of range.
+        VersionConflict: the catalog was written by a newer dsnotebook.
+        TypeError: an unknown keyword argument (the nearest valid name is suggested).
+    """
+    return Hub(
+        url,
+        concurrency=concurrency,
+        retry=retry,
+        chunk_size=chunk_size,
+        lease=lease,
+        keep_interrupted=keep_interrupted,
+        create=create,
+    )
 
 
 _default: Hub | None = None
@@ -336,14 +442,37 @@ def default_hub() -> Hub:
     return _default
 
 
-def push(df: pd.DataFrame | pd.Series, name: str, **options: Any) -> UploadTask:
-    """``default_hub().push(df, name, **options)``."""
-    return default_hub().push(df, name, **options)
+@suggest_keywords
+def push(
+    df: pd.DataFrame | pd.Series,
+    name: str,
+    *,
+    description: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    if_exists: IfExists = "replace",
+    priority: int = 0,
+    chunk_size: int | None = None,
+    check_space: bool = True,
+) -> UploadTask:
+    """``default_hub().push(df, name, ...)``: upload ``df`` as dataset ``name`` in the
+    background; see :meth:`Hub.push` and :meth:`AsyncHub.push` for the options."""
+    return default_hub().push(
+        df,
+        name,
+        description=description,
+        tags=tags,
+        if_exists=if_exists,
+        priority=priority,
+        chunk_size=chunk_size,
+        check_space=check_space,
+    )
 
 
-def pull(name: str, version: int | None = None, **options: Any) -> pd.DataFrame:
-    """``default_hub().pull(name, version, **options)``."""
-    return default_hub().pull(name, version, **options)
+@suggest_keywords
+def pull(name: str, version: int | None = None, *, columns: Sequence | None = None, limit: int | None = None) -> pd.DataFrame:
+    """``default_hub().pull(name, version, ...)``: a stored version (latest by default) as the
+    identical DataFrame; see :meth:`Hub.pull`."""
+    return default_hub().pull(name, version, columns=columns, limit=limit)
 
 
 def datasets() -> pd.DataFrame:
@@ -351,6 +480,8 @@ def datasets() -> pd.DataFrame:
     return default_hub().datasets()
 
 
-def tasks_frame(**options: Any) -> pd.DataFrame:
-    """``default_hub().tasks()``; exported as ``dsnotebook.tasks`` is the task-service module."""
-    return default_hub().tasks(**options)
+@suggest_keywords
+def tasks_frame(*, dataset: str | None = None, status: str | None = None) -> pd.DataFrame:
+    """``default_hub().tasks(dataset=..., status=...)``; exported as ``dsnotebook.tasks``, which
+    is also the task-service module."""
+    return default_hub().tasks(dataset=dataset, status=status)

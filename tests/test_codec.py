@@ -97,7 +97,7 @@ def sqlite_roundtrip(
 
 
 def direct_roundtrip(obj) -> pd.DataFrame:
-    """Decode the encoder's own values, as a driver that keeps NaN and -0.0 (PostgreSQL) would."""
+    """Decode the encoder's own values, as a driver that keeps -0.0 (PostgreSQL) would."""
     enc = encode(obj)
     rows = enc.rows(0, enc.nrows)
     columns = [list(c) for c in zip(*rows)] if rows else [[] for _ in enc.columns]

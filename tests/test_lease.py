@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
@@ -121,6 +122,45 @@ def test_a_push_killed_mid_upload_leaves_the_dataset_unchanged(db_url):
         assert hub.versions("d")["version"].tolist() == [1]
 
 
+def test_a_killed_process_not_reaped_yet_counts_as_ended(db_url):
+    """After kill -9, the process stays a zombie until its parent reaps it, and a signal 0
+    still reaches a zombie. The next connect must see that the upload's process has ended."""
+    child = subprocess.Popen([sys.executable, "-c", KILLED_PUSH, db_url], stdout=subprocess.PIPE, text=True)
+    try:
+        task_id = child.stdout.readline().strip()
+        assert task_id, "the pushing process did not start its upload"
+        os.kill(child.pid, signal.SIGKILL)
+        # Not reaped: nothing waits on the Popen object until the end of the test.
+        wait_until(lambda: psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE, what="the killed child to be a zombie")
+        with dsn.connect(db_url) as hub:
+            assert _statuses(hub)[task_id] == "interrupted"
+        assert psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+        child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+
+
+def test_a_process_that_got_the_pid_of_an_ended_owner_is_not_taken_for_it(db_url):
+    """Pids are reused. A live process with the owner's pid that started after the upload was
+    queued is another process, so the upload is interrupted; the upload of a process that
+    started before it queued the upload stays running."""
+    host, _ = owner()
+    live = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        started = datetime.fromtimestamp(psutil.Process(live.pid).create_time(), UTC)
+        with dsn.connect(db_url) as hub:
+            _running_row(hub, "reused", host, started - timedelta(hours=1))
+            _running_row(hub, "owned", host, datetime.now(UTC))
+            execute(hub, f"UPDATE dsn_tasks SET owner_pid = {live.pid} WHERE id IN ('reused', 'owned')")
+        with dsn.connect(db_url) as hub:
+            assert _statuses(hub) == {"reused": "interrupted", "owned": "running"}
+    finally:
+        live.stdin.close()
+        live.wait(timeout=30)
+
+
 @pytest.mark.parametrize("lease", [0, -1, True, "60"])
 def test_a_bad_lease_is_refused(lease, tmp_path):
     with pytest.raises(dsn.ValidationError, match="lease: expected a positive number of seconds"):
@@ -130,8 +170,8 @@ def test_a_bad_lease_is_refused(lease, tmp_path):
 @pytest.mark.postgresql_only
 def test_a_publish_the_database_commits_after_its_process_died_stands(db_url):
     """A process killed just after it sent its publish's commit is gone, while the server may
-    apply that commit a moment later. The next connect waits for it rather than reading the
-    staging table as the commit renames it, and leaves the upload succeeded."""
+    apply that commit a moment later. The next hub's housekeeping waits for it rather than
+    reading the staging table as the commit renames it, and leaves the upload succeeded."""
     host, _ = owner()
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()
@@ -173,6 +213,7 @@ def test_a_publish_the_database_commits_after_its_process_died_stands(db_url):
     def connect() -> None:
         try:
             with dsn.connect(db_url) as hub:
+                assert hub.wait_housekeeping(timeout=60)
                 outcome["statuses"] = _statuses(hub)
         except Exception as exc:  # noqa: BLE001 - reported by the assertion below
             outcome["error"] = exc

@@ -164,6 +164,14 @@ def test_a_pull_in_many_parts_keeps_order_across_appends(hub, monkeypatch):
     assert_identical(pd.concat(hub.iter_batches("parts", batch_rows=30)), pd.concat([first, second], ignore_index=True))
 
 
+@pytest.mark.parametrize("limit", [5, 6, 2**63 - 1, 2**63, 10**30])
+def test_a_limit_past_the_rows_reads_them_all(hub, limit):
+    """A limit above SQL's largest integer is not an error: it asks for every row."""
+    df = _frame(5)
+    hub.push(df, "few").wait(timeout=60)
+    assert_identical(hub.pull("few", limit=limit), df)
+
+
 def test_columns_named_like_sql_keywords_come_back(hub):
     """Found by the label fuzzing: SQLite's CREATE TABLE … AS names a column "False" after the
     keyword, not the column, so reads take the hand-off's columns by position."""

@@ -294,6 +294,7 @@ def test_non_frames_are_rejected(hub, obj):
     [
         pytest.param("", "empty", id="empty"),
         pytest.param("   ", "empty", id="whitespace"),
+        pytest.param("  padded  ", "'  padded  ' starts and ends with whitespace", id="surrounding-spaces"),
         pytest.param("x" * 256, "too long", id="too-long"),
         pytest.param("a\nb", "control character", id="newline"),
         pytest.param("a\x00b", "control character", id="nul"),
@@ -312,7 +313,7 @@ def test_bad_names_are_rejected(hub, name, fragment):
         pytest.param("n" * 255, id="255-characters"),
         pytest.param("ventes 2026 – été / Q3", id="unicode"),
         pytest.param("team \U0001F468\u200D\U0001F469\u200D\U0001F467", id="emoji-with-joiners"),
-        pytest.param("  padded  ", id="surrounding-spaces"),
+        pytest.param("spaced  inside", id="inner-spaces"),
     ],
 )
 def test_printable_names_are_stored_as_given(hub, name):
@@ -545,8 +546,10 @@ def test_tasks_of_a_dead_process_become_interrupted(db_url):
     con.execute(
         "insert into dsn_tasks (id, name, dataset, status, if_exists, priority, rows_total, rows_done, attempts, "
         "deduplicated, queued_at, owner_host, owner_pid) values "
-        "('alive', 'push e', 'e', 'running', 'replace', 0, 10, 5, 1, 0, '2026-01-01 00:00:00', ?, ?)",
-        (__import__("socket").gethostname(), os.getpid()),
+        "('alive', 'push e', 'e', 'running', 'replace', 0, 10, 5, 1, 0, ?, ?, ?)",
+        # Queued by this process, so after it started (an earlier upload would be another
+        # process's that had the same pid).
+        (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), __import__("socket").gethostname(), os.getpid()),
     )
     con.commit()
     con.close()

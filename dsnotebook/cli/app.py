@@ -6,54 +6,97 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from ..errors import DsnotebookError, ValidationError
+from .. import __version__
+from ..errors import DsnotebookError
 from ..hub import Hub
 from ..store.engine import DEFAULT_PATH
 from . import datasets, demo, push, status
 
 __all__ = ["build_parser", "main"]
 
+#: The commands that may create a new database; every other one refuses a SQLite file that is not there.
+CREATING_COMMANDS = frozenset({"push", "demo"})
+_URL_HELP = f"database URL (default: $DSNOTEBOOK_URL, else {DEFAULT_PATH})"
+
+
+class _CommandLineError(Exception):
+    """A command line argparse refuses; :func:`main` prints it as one line and exits with 2."""
+
+    def __init__(self, message: str, prog: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints the usage and exits; here a bad command line is one error line like any
+    # other, and main() returns its status instead of the parser ending the process.
+    def error(self, message: str) -> NoReturn:
+        raise _CommandLineError(message, self.prog)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``dsnotebook`` argument parser, with every command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dsnotebook",
         description="Push DataFrames as named, versioned datasets, and pull them back identical.",
+        epilog="Only push and demo create a database; the other commands refuse one that does not exist. "
+        "Errors print one 'dsnotebook: error: ...' line and exit with status 2; Ctrl-C exits with 130.",
     )
-    parser.add_argument("--url", help=f"database URL (default: $DSNOTEBOOK_URL, else {DEFAULT_PATH})")
+    parser.add_argument("--version", action="version", version=f"dsnotebook {__version__}")
+    parser.add_argument("--url", help=_URL_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     push.add_commands(sub)
     datasets.add_commands(sub)
     status.add_commands(sub)
     demo.add_commands(sub)
+    # Every command takes --url after its name too; given there, it wins over one given before.
+    for command in sub.choices.values():
+        command.add_argument("--url", default=argparse.SUPPRESS, help=_URL_HELP)
     return parser
+
+
+def _error(message: str) -> int:
+    # One line, whatever the message holds.
+    print("dsnotebook: error: " + " ".join(line.strip() for line in message.splitlines() if line.strip()), file=sys.stderr)
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``dsnotebook`` command on ``argv`` (default: ``sys.argv[1:]``).
 
-    Returns the exit status: 0 on success, 1 when dsnotebook reports an error, 2 for a bad
-    argument value, 130 on Ctrl-C. argparse itself exits with 2 on a malformed command line.
+    Returns the exit status: 0 on success, 2 on any error (a malformed command line, a bad
+    argument value, or an error dsnotebook reports), 130 on Ctrl-C, and 1 when the reader of
+    stdout went away (``dsnotebook tasks --all | head -3``). An error is one
+    ``dsnotebook: error: ...`` line on stderr. Arguments are checked before the database is
+    opened or anything is printed.
     """
-    args = build_parser().parse_args(argv)
-    # Values argparse cannot check alone are checked before the database is opened or anything printed.
-    prepare = getattr(args, "prepare", None)
-    if prepare is not None:
-        try:
-            prepare(args)
-        except ValidationError as exc:
-            print(f"dsnotebook: error: {exc}", file=sys.stderr)
-            return 2
-    url = args.url
-    if url is None and getattr(args, "demo", False) and not os.environ.get("DSNOTEBOOK_URL"):
-        url = f"sqlite+aiosqlite:///{(DEFAULT_PATH.expanduser().parent / 'demo.db')}"
     try:
-        with Hub(url) as hub:
-            return args.run(hub, args)
+        args = build_parser().parse_args(argv)
+    except _CommandLineError as exc:
+        return _error(f"{exc} (see '{exc.prog} --help')")
+    except SystemExit as exc:  # --help and --version, which have printed what was asked
+        return exc.code if isinstance(exc.code, int) else 0
+    # Values argparse cannot check alone are checked before the database is opened or anything printed.
+    try:
+        prepare = getattr(args, "prepare", None)
+        if prepare is not None:
+            prepare(args)
+        url = args.url
+        if url is None and getattr(args, "demo", False) and not os.environ.get("DSNOTEBOOK_URL"):
+            url = f"sqlite+aiosqlite:///{(DEFAULT_PATH.expanduser().parent / 'demo.db')}"
+        with Hub(url, create=args.command in CREATING_COMMANDS) as hub:
+            code = args.run(hub, args)
+        sys.stdout.flush()  # here, so that a reader that went away is noticed below
+        return code
     except DsnotebookError as exc:
-        print(f"dsnotebook: error: {exc}", file=sys.stderr)
-        return 1
+        return _error(str(exc))
     except KeyboardInterrupt:
         print("dsnotebook: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`dsnotebook tasks --all | head -3`). Point stdout at devnull so
+        # that the interpreter's final flush does not complain, as the Python docs advise.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

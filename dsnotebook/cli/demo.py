@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..hub import Hub
+from .arguments import whole_number
 from .formatting import print_frame
 from .progress import follow
 
@@ -68,12 +69,14 @@ def cmd_demo(hub: Hub, args: argparse.Namespace) -> int:
             }
         )
     print(f"\nall {len(results)} uploads succeeded and pulled back identical in {time.perf_counter() - started:.1f} s\n")
-    print_frame(pd.DataFrame(results), empty="")
+    print_frame(pd.DataFrame(results), empty="", widths={"dtypes": 120})
     return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``demo`` to ``sub``."""
     p = sub.add_parser("demo", help="push generated frames concurrently, pull them back and verify them")
-    p.add_argument("--rows", type=int, default=200_000)
+    p.add_argument(
+        "--rows", type=whole_number(minimum=1, what="a number of rows"), default=200_000, help="rows per frame (default: 200000)"
+    )
     p.set_defaults(run=cmd_demo, demo=True)

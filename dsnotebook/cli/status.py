@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 from ..errors import ValidationError
 from ..hub import Hub
 from ..monitor import format_bytes
+from .formatting import local_time
 
 if TYPE_CHECKING:
     from ..models import HubStatus
@@ -89,7 +89,7 @@ def render_status(status: HubStatus, *, url: str) -> str:
         ("disk", disk),
     ]
     width = max(len(label) for label, _ in rows) + 2
-    heading = f"dsnotebook status of {url} at {status.taken_at:%Y-%m-%d %H:%M:%S %Z}"
+    heading = f"dsnotebook status of {url} at {local_time(status.taken_at, zone=True)}"
     return "\n".join([heading, *(f"{label:<{width}}{value}" for label, value in rows)])
 
 
@@ -127,11 +127,6 @@ def cmd_status(hub: Hub, args: argparse.Namespace) -> int:
             time.sleep(due - now)
     except KeyboardInterrupt:
         return 0
-    except BrokenPipeError:
-        # The reader went away (`dsnotebook status --watch 1 --json | head -3`). Point stdout at
-        # devnull so that the interpreter's final flush does not complain, as the Python docs advise.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

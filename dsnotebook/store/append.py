@@ -104,7 +104,10 @@ def plan_append(old: dict, new: dict, quote: Callable[[str], str], backend: Back
         # A previous column without any value (object kind "none", stored untyped) contributes
         # plain NULLs: typed databases refuse to copy its type into the staged column's.
         old_is_empty = o.get("kind") == "object" and o.get("object") == "none"
-        expressions[n["sql"]] = "NULL" if old_is_empty and n.get("object") != "none" else quote(o["sql"])
+        # A float NaN is stored as NULL, but versions written by earlier releases on PostgreSQL
+        # may hold NaN values: the combined table gets NULL for them too.
+        old_value = backend.nan_to_null(quote(o["sql"])) if old_types[o["sql"]] == "REAL" else quote(o["sql"])
+        expressions[n["sql"]] = "NULL" if old_is_empty and n.get("object") != "none" else old_value
         # Text holding NUL characters is stored as UTF-8 bytes (see codec.encode); the combined
         # column is bytes if either side is.
         old_bytes, new_bytes = o.get("text_as") == "utf-8", n.get("text_as") == "utf-8"
@@ -137,7 +140,7 @@ def plan_append(old: dict, new: dict, quote: Callable[[str], str], backend: Back
         if "marks_sql" in o:
             expressions[name] = quote(o["marks_sql"])
         else:
-            expressions[name] = f"CASE WHEN {quote(o['sql'])} IS NULL THEN {_MARK_CODES[o['null']]} END"
+            expressions[name] = f"CASE WHEN {old_value} IS NULL THEN {_MARK_CODES[o['null']]} END"
     # Columns come back in the previous version's order, as pd.concat would give them.
     by_label = {_label_key(label): spec for (label, _), spec in zip(schema(manifest), manifest["data"], strict=True)}
     manifest["data"] = [by_label[_label_key(label)] for label, _ in schema(old)]

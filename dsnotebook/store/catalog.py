@@ -29,9 +29,11 @@ from sqlalchemy import (
     inspect,
     select,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..errors import VersionConflict
+from ..errors import ConfigError, VersionConflict
+from .engine import doing, lock_wait_logged, mask_url
 
 if TYPE_CHECKING:
     from .backends.base import Backend
@@ -43,6 +45,7 @@ __all__ = [
     "ensure_schema",
     "meta",
     "metadata",
+    "open_catalog",
     "stage_table_name",
     "tasks",
     "utcnow",
@@ -164,23 +167,70 @@ def view_name(dataset_id: int, name: str) -> str:
     return f"dsn_latest_{slug}_{dataset_id}" if slug else f"dsn_latest_{dataset_id}"
 
 
+def _catalog_state(conn: Connection) -> tuple[int | None, bool]:
+    """The catalog's schema version (None: there is no catalog) and whether all its tables are there."""
+    names = set(inspect(conn).get_table_names())
+    complete = set(metadata.tables) <= names
+    if meta.name not in names:
+        return None, complete
+    found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+    return (None if found is None else int(found)), complete
+
+
+def _refuse_newer(found: int) -> None:
+    if found > SCHEMA_VERSION:
+        raise VersionConflict(
+            f"this database's catalog has schema version {found}, but this dsnotebook understands "
+            f"up to {SCHEMA_VERSION}; upgrade dsnotebook to use it"
+        )
+
+
+async def open_catalog(engine: AsyncEngine, backend: Backend, *, create: bool = True) -> None:
+    """Check the catalog, and create or migrate it only where it needs that.
+
+    The check only reads, so opening a database whose catalog is up to date never waits for
+    another process's write lock (on SQLite, for a writer holding ``BEGIN IMMEDIATE``). A
+    missing catalog is created, and an older one migrated, in a write transaction.
+
+    Args:
+        create: False never creates a catalog: a database without one is refused. An older
+            catalog is still migrated, since this dsnotebook could not use it otherwise.
+
+    Raises:
+        ConfigError: ``create`` is False and the database holds no dsnotebook catalog.
+        VersionConflict: the catalog was written by a newer dsnotebook.
+    """
+    async with engine.connect() as conn:
+        found, complete = await conn.run_sync(_catalog_state)
+    if found is None and not create:
+        raise ConfigError(
+            f"{mask_url(backend.url)} holds no dsnotebook catalog (no {meta.name} table); "
+            "the first push to it creates one"
+        )
+    if found is not None:
+        _refuse_newer(found)
+        if found == SCHEMA_VERSION and complete:
+            return
+    with doing(f"{'migrating' if found is not None else 'creating'} the catalog of {mask_url(backend.url)}"):
+        async with engine.execution_options(dsn_write=True).begin() as conn:
+            await ensure_schema(conn, backend)
+
+
 async def ensure_schema(conn: AsyncConnection, backend: Backend) -> None:
-    """Create the catalog if missing, refuse a newer one, migrate an older one.
+    """Create the catalog if missing, refuse a newer one, migrate an older one, in the
+    transaction of ``conn`` (a write transaction).
 
     Raises:
         VersionConflict: the database was written by a newer dsnotebook.
     """
-    await backend.lock_catalog(conn)
+    with lock_wait_logged("the catalog lock"):
+        await backend.lock_catalog(conn)
     await conn.run_sync(metadata.create_all)
     found = (await conn.execute(select(meta.c.value).where(meta.c.key == "schema_version"))).scalar()
     if found is None:
         await conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
         return
-    if int(found) > SCHEMA_VERSION:
-        raise VersionConflict(
-            f"this database's catalog has schema version {found}, but this dsnotebook understands "
-            f"up to {SCHEMA_VERSION}; upgrade dsnotebook to use it"
-        )
+    _refuse_newer(int(found))
     # Older catalogs are migrated one step per version, ending with the update below.
     # Each version since 1 only added columns to dsn_tasks: add those the table lacks.
     if int(found) < SCHEMA_VERSION:

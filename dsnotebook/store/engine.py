@@ -4,10 +4,13 @@ become dsnotebook errors. What differs per database lives in :mod:`dsnotebook.st
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
@@ -19,14 +22,19 @@ from ..tasks import release_cancelled_frames, rollback_keeping_a_cancel, run_to_
 
 __all__ = [
     "DEFAULT_PATH",
+    "LOCK_WAIT_LOG_S",
     "WriteGate",
     "default_url",
+    "doing",
     "driver_message",
+    "lock_wait_logged",
     "mask_text",
     "mask_url",
     "translate",
     "write_transaction",
 ]
+
+log = logging.getLogger("dsnotebook")
 
 #: Where the embedded default database lives, unless ``DSNOTEBOOK_URL`` says otherwise.
 DEFAULT_PATH = Path("~/.dsnotebook/datasets.db")
@@ -85,6 +93,72 @@ def translate(exc: BaseException, *, what: str = "the database", error: type[Dsn
     if "database or disk is full" in low or "disk i/o error" in low:
         return error(f"{what} failed: the disk or the database is full; free some space and try again")
     return error(f"{what} failed: {message}")
+
+
+#: A wait for a database lock longer than this many seconds is logged at INFO.
+LOCK_WAIT_LOG_S = 1.0
+
+# What the current task is doing, for the lock-wait log; unset, the task's name says it.
+_doing: ContextVar[str | None] = ContextVar("dsnotebook_doing", default=None)
+
+
+@contextmanager
+def doing(what: str) -> Iterator[None]:
+    """Name the work of the enclosed block (``"marking the uploads of ended processes
+    interrupted"``) for the log lines of :func:`lock_wait_logged`."""
+    token = _doing.set(what)
+    try:
+        yield
+    finally:
+        _doing.reset(token)
+
+
+def _who() -> str:
+    what = _doing.get()
+    if what is None:
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:
+            task = None
+        what = task.get_name() if task is not None else "a connection"
+    return f"{what} (process {os.getpid()})"
+
+
+@contextmanager
+def lock_wait_logged(lock: str) -> Iterator[None]:
+    """Log at INFO when the enclosed block, which waits for ``lock`` (say "the write lock of
+    /data/team.db"), takes longer than :data:`LOCK_WAIT_LOG_S`.
+
+    The first line is logged while the block still waits, so a stalled call says why at once;
+    a second one when it ends, with the time it waited. Who waits is the work named by
+    :func:`doing`, or else the asyncio task's name, with the process id. Without a running
+    event loop only the second line is logged.
+    """
+    who = _who()
+    started = time.monotonic()
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+
+    def still_waiting() -> None:
+        log.info("%s has waited %.1f s so far for %s, which another connection holds", who, time.monotonic() - started, lock)
+
+    timer = loop.call_later(LOCK_WAIT_LOG_S, still_waiting) if loop is not None else None
+    try:
+        yield
+    except BaseException:
+        waited = time.monotonic() - started
+        if waited > LOCK_WAIT_LOG_S:
+            log.info("%s stopped waiting for %s after %.1f s", who, lock, waited)
+        raise
+    else:
+        waited = time.monotonic() - started
+        if waited > LOCK_WAIT_LOG_S:
+            log.info("%s got %s after %.1f s", who, lock, waited)
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 class WriteGate:

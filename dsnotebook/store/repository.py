@@ -6,6 +6,7 @@ Each public method opens its own short session; nothing here is shared with a ru
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from . import codec
 from .backends.base import ROW_ID, Backend, Rows, Sizes
 from .catalog import datasets, tasks, versions
 from .engine import WriteGate, write_transaction
+from .views import view_select
 
 __all__ = [
     "DATASET_COLUMNS",
@@ -30,9 +32,11 @@ __all__ = [
     "drop_table",
     "find_dataset",
     "find_version",
+    "is_blank_edge",
     "point_latest",
     "quote",
     "require_dataset",
+    "strip_blank_edges",
     "to_version",
 ]
 
@@ -83,6 +87,23 @@ async def find_dataset(conn: AsyncConnection | AsyncSession, name: str, *, for_u
     return (await conn.execute(query)).one_or_none()
 
 
+def is_blank_edge(ch: str) -> bool:
+    """Whether ``ch`` cannot be seen at either end of a name: whitespace (a space, a no-break
+    space, a tab ...) or an invisible format character (a zero-width space, a byte-order mark ...)."""
+    return ch.isspace() or unicodedata.category(ch) == "Cf"
+
+
+def strip_blank_edges(name: str) -> str:
+    """``name`` without the characters :func:`is_blank_edge` finds at its ends; dataset names
+    never start or end with one (see :func:`dsnotebook.upload.validate.validate_name`)."""
+    start, stop = 0, len(name)
+    while start < stop and is_blank_edge(name[start]):
+        start += 1
+    while stop > start and is_blank_edge(name[stop - 1]):
+        stop -= 1
+    return name[start:stop]
+
+
 async def require_dataset(conn: AsyncConnection | AsyncSession, name: str):
     """The dataset's catalog row.
 
@@ -91,13 +112,20 @@ async def require_dataset(conn: AsyncConnection | AsyncSession, name: str):
     """
     row = await find_dataset(conn, name)
     if row is not None:
-        return row
+        return row  # also a name with blank ends, stored before such names were refused
     names = (await conn.execute(select(datasets.c.name))).scalars().all()
-    close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
+    stripped = strip_blank_edges(name) if isinstance(name, str) else name
+    note = ""
+    if stripped != name:
+        # Most likely whitespace copied along with the name: point at the name without it.
+        note = " (it starts or ends with whitespace or an invisible character, which new dataset names cannot)"
+        if stripped in names:
+            raise DatasetNotFound(f"no dataset named {name!r}{note}; did you mean {stripped!r}?")
+    close = difflib.get_close_matches(str(stripped), names, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else (
         f"; the stored datasets are {', '.join(repr(n) for n in sorted(names)[:10])}" if names else "; no datasets are stored yet"
     )
-    raise DatasetNotFound(f"no dataset named {name!r}{hint}")
+    raise DatasetNotFound(f"no dataset named {name!r}{note}{hint}")
 
 
 async def find_version(conn: AsyncConnection | AsyncSession, dataset, version: int | None = None):
@@ -129,12 +157,22 @@ async def drop_table(conn: AsyncConnection | AsyncSession, name: str) -> None:
     await conn.execute(text(f"DROP TABLE IF EXISTS {quote(conn, name)}"))
 
 
-async def point_latest(conn: AsyncConnection | AsyncSession, dataset, table_name: str | None) -> None:
-    """Point the dataset's SQL view at ``table_name`` (or remove it when None)."""
+async def point_latest(
+    conn: AsyncConnection | AsyncSession, dataset, table_name: str | None, manifest: dict | None, backend: Backend
+) -> None:
+    """Point the dataset's SQL view at the version stored in ``table_name`` with ``manifest``
+    (or remove the view when ``table_name`` is None); see :mod:`dsnotebook.store.views` for what
+    the view shows on ``backend``'s database."""
+    if isinstance(conn, AsyncSession):
+        conn = await conn.connection()
     view = quote(conn, dataset.view_name)
-    await conn.execute(text(f"DROP VIEW IF EXISTS {view}"))
+    # Driver SQL: quoted column labels may hold what text() would take for bind parameters.
+    await conn.exec_driver_sql(f"DROP VIEW IF EXISTS {view}")
     if table_name is not None:
-        await conn.execute(text(f"CREATE VIEW {view} AS SELECT * FROM {quote(conn, table_name)}"))
+        select_sql = view_select(
+            manifest, table_name, lambda name: quote(conn, name), native_types=backend.capabilities.native_types
+        )
+        await conn.exec_driver_sql(f"CREATE VIEW {view} AS {select_sql}")
 
 
 def _check_version_arg(version) -> None:
@@ -192,7 +230,9 @@ class Repository:
             row, sql_names, manifest = await self._plan(session, name, version, columns)
             if not sql_names:  # only columns of a RangeIndex: nothing to read but the count
                 return codec.decode({**manifest, "nrows": row.rows if limit is None else min(row.rows, limit)}, [])
-            return await self._backend.read(session, row.table_name, manifest, Rows(limit=limit), io=self._io)
+            # A limit past the version's rows reads them all (and stays within SQL's integers).
+            rows = Rows(limit=None if limit is None or limit >= row.rows else limit)
+            return await self._backend.read(session, row.table_name, manifest, rows, io=self._io)
 
     async def iter_batches(
         self,
@@ -408,7 +448,11 @@ class Repository:
             )
         ).all()
         left = [r for r in remaining if r.version not in gone]
-        await point_latest(session, dataset, left[0].table_name if left else None)
+        if left:
+            latest = await find_version(session, dataset, left[0].version)
+            await point_latest(session, dataset, latest.table_name, latest.manifest, self._backend)
+        else:
+            await point_latest(session, dataset, None, None, self._backend)
         await session.execute(versions.delete().where(versions.c.dataset_id == dataset.id, versions.c.version.in_(gone)))
         for r in doomed:
             await drop_table(session, r.table_name)

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from ..errors import UploadCancelled, UsageError, WaitTimeout
+from .._listeners import log as listener_log, report_failure
+from ..errors import UploadCancelled, UsageError, ValidationError, WaitTimeout
 from ..models import DatasetVersion
 from ..progress import Listeners, Progress, ProgressListener, format_status
 from ..store.catalog import utcnow
 from ..tasks import TERMINAL_STATUSES
 
 __all__ = ["RETRYABLE_STATUSES", "UploadTask"]
-
-log = logging.getLogger("dsnotebook")
 
 #: Statuses from which an upload can be started again with the same frame and options.
 RETRYABLE_STATUSES = frozenset({"failed", "cancelled", "interrupted"})
@@ -58,6 +56,7 @@ class UploadTask:
         self._loop = loop
         self._task: asyncio.Task | None = None
         self._listeners: Listeners[ProgressListener] = Listeners()
+        self._failed_listeners: dict[int, ProgressListener] = {}
         self._interrupting = False
         # A cancel that arrived while the publish was committing, which went through.
         self._cancel_came_late = False
@@ -155,9 +154,16 @@ class UploadTask:
         """Call ``listener(progress)`` on every change (and once more when a retry of it starts,
         see :attr:`retried_by`); returns a function that unsubscribes.
 
-        Listeners run on the upload's loop thread and must be quick; an exception in one is
-        logged and does not affect the upload.
+        Listeners run on the upload's loop thread and must be quick (a blocking ``wait()`` there
+        raises :class:`UsageError`). An exception in one does not affect the upload: its first one
+        is logged at ERROR with the traceback on the ``dsnotebook.listeners`` logger, which shows
+        on stderr even when logging is not configured; later ones of the same listener go to DEBUG.
+
+        Raises:
+            ValidationError: ``listener`` is not callable.
         """
+        if not callable(listener):
+            raise ValidationError(f"listener: expected a callable taking a Progress snapshot, got {listener!r}")
         return self._listeners.add(listener)
 
     def _emit(self) -> None:
@@ -168,8 +174,19 @@ class UploadTask:
         for listener in listeners:
             try:
                 listener(snap)
-            except Exception:  # noqa: BLE001 - a display problem must never break an upload
-                log.exception("progress listener of task %s failed", self.id)
+            except Exception:  # noqa: BLE001 - a listener's bug must never break an upload; it is shown
+                if id(listener) in self._failed_listeners:
+                    listener_log.debug("the progress listener %r of upload %s failed again", listener, self.id, exc_info=True)
+                    continue
+                # Held, so that its id stays its own while the upload lives.
+                self._failed_listeners[id(listener)] = listener
+                report_failure(
+                    "the progress listener %r of the upload of %r (task %s) raised an error; the upload "
+                    "goes on, and later errors of this listener are logged at DEBUG",
+                    listener,
+                    self.dataset,
+                    self.id,
+                )
 
     def _set(self, **changes: Any) -> None:
         for key, value in changes.items():
@@ -222,14 +239,19 @@ class UploadTask:
             UploadError: the upload failed (the cause is chained).
             UploadCancelled: the upload was cancelled or interrupted.
             WaitTimeout: ``timeout`` seconds passed; the upload keeps running.
-            UsageError: called on the thread that runs the upload's loop, where it would deadlock.
+            UsageError: called on the thread that runs the upload's loop (in a listener, say),
+                where it would deadlock.
+            KeyboardInterrupt: Ctrl-C stopped the waiting; the upload goes on, as the message
+                says, until :meth:`cancel` stops it.
         """
         if self._task is not None and self._task.done() and (self._recording is None or self._recording.done()):
             return self._outcome()
         if self._on_own_loop_thread():
             raise UsageError(
-                "wait() was called on the event loop that runs this upload, where it would deadlock; "
-                "use 'await task' instead"
+                f"wait() was called for the upload of {self.dataset!r} on the thread of the event loop "
+                "that runs it (inside a listener or another callback, say), where it would deadlock: "
+                "the upload cannot go on while this thread waits. Use 'await task' in async code; in a "
+                "listener, return at once and follow the upload with task.subscribe(...)"
             )
         future = asyncio.run_coroutine_threadsafe(self._settle(), self._loop)
         try:
@@ -240,13 +262,33 @@ class UploadTask:
                 f"the upload of {self.dataset!r} did not finish within {timeout} s; it keeps running "
                 f"({format_status(self.snapshot())})"
             ) from None
+        except KeyboardInterrupt as exc:
+            # Only the waiting stops; the upload is not the caller's code and goes on.
+            future.cancel()
+            if self.done():
+                raise
+            raise KeyboardInterrupt(self._still_running(exc, "wait() was interrupted")).with_traceback(exc.__traceback__) from None
         return self._outcome()
 
+    def _still_running(self, exc: BaseException, how: str) -> str:
+        """The message of an interrupted wait: the upload goes on, and how to stop it."""
+        message = (
+            f"{how}, but the upload of {self.dataset!r} continues in the background "
+            f"({format_status(self.snapshot(), timing=False)}); call task.cancel() to stop it"
+        )
+        return f"{exc}; {message}" if str(exc) else message
+
     async def _await(self) -> DatasetVersion:
-        if asyncio.get_running_loop() is self._loop:
-            await self._settle()
-        else:
-            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._settle(), self._loop))
+        try:
+            if asyncio.get_running_loop() is self._loop:
+                await self._settle()
+            else:
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._settle(), self._loop))
+        except asyncio.CancelledError as exc:
+            # The awaiting task was cancelled; _settle never cancels the upload, which goes on.
+            if not self.done():
+                exc.args = (self._still_running(exc, "await task was cancelled"),)
+            raise
         return self._outcome()
 
     def __await__(self):

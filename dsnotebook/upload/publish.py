@@ -152,7 +152,7 @@ async def publish(
     )
     changes = {"latest_version": number, "next_version": number + 1, "updated_at": now, **dataset_changes(req)}
     await session.execute(datasets.update().where(datasets.c.id == dataset.id).values(**changes))
-    await point_latest(session, dataset, table_name)
+    await point_latest(session, dataset, table_name, manifest, backend)
     # Staged rows kept for a resume would now publish over a newer version: they go.
     kept = (
         await session.execute(

@@ -13,6 +13,7 @@ from ..errors import SchemaMismatch, UsageError, ValidationError
 from ..monitor import format_bytes
 from ..store import codec
 from ..store.backends import Backend
+from ..store.repository import is_blank_edge, strip_blank_edges
 
 __all__ = [
     "IF_EXISTS",
@@ -36,13 +37,24 @@ def validate_name(name: object) -> str:
     """Check a dataset name; names are data, so anything printable up to 255 characters goes.
 
     Raises:
-        ValidationError: not a str, empty or whitespace-only, too long, with control characters,
-            or with a lone surrogate (not valid Unicode text).
+        ValidationError: not a str, empty or whitespace-only, starting or ending with whitespace
+            (or an invisible character), too long, with control characters, or with a lone
+            surrogate (not valid Unicode text).
     """
     if not isinstance(name, str):
         raise ValidationError(f"name: expected a str, got {type(name).__name__} {name!r}")
-    if not name.strip():
+    stripped = strip_blank_edges(name)
+    if not stripped:
         raise ValidationError(f"name: {name!r} is empty or whitespace only; give a non-empty dataset name")
+    if stripped != name:
+        # "sales " and "sales" would be two datasets that look the same in every listing.
+        first, last = is_blank_edge(name[0]), is_blank_edge(name[-1])
+        where = "starts and ends" if first and last else ("starts" if first else "ends")
+        raise ValidationError(
+            f"name: {name!r} {where} with whitespace or an invisible character, which would make it look "
+            f"the same as {stripped!r} in listings; dataset names must begin and end with a visible "
+            f"character: use {stripped!r}"
+        )
     if len(name) > MAX_NAME_LENGTH:
         raise ValidationError(f"name: {len(name)} characters is too long; at most {MAX_NAME_LENGTH} are accepted")
     # Control characters and line breaks make names that print badly and are easy to mistype;
@@ -121,11 +133,11 @@ def check_append(name: str, old_manifest: dict, new_manifest: dict) -> None:
     if retyped:
         parts.append("retyped " + ", ".join(f"{label!r} ({old} -> {new})" for label, old, new in retyped))
     raise SchemaMismatch(
-        f"cannot append to {name!r}: the frame's schema differs from the latest version: {'; '.join(parts)}. "
-        "Use if_exists='replace' to publish a new schema",
+        f"cannot append to {name!r}: the frame's schema differs from the latest version: {'; '.join(parts)}",
         added=added,
         missing=missing,
         retyped=retyped,
+        hint="Use if_exists='replace' to publish a new schema",
     )
 
 

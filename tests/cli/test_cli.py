@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -58,7 +60,7 @@ def test_push_append_and_fail(cli, url, csv_file):
     code, out, _ = cli("--url", url, "push", str(csv_file), "--name", "sales", "--if-exists", "append")
     assert code == 0 and "version 2: 6 rows" in out
     code, _, err = cli("--url", url, "push", str(csv_file), "--name", "sales", "--if-exists", "fail")
-    assert code == 1 and "already exists" in err
+    assert code == 2 and "already exists" in err
 
 
 def test_push_parquet_and_feather(cli, url, tmp_path):
@@ -76,9 +78,9 @@ def test_push_parquet_and_feather(cli, url, tmp_path):
 def test_push_rejects_unknown_file_types_and_missing_files(cli, url, tmp_path):
     (tmp_path / "x.txt").write_text("hello")
     code, _, err = cli("--url", url, "push", str(tmp_path / "x.txt"), "--name", "x")
-    assert code == 1 and "unknown file type '.txt'" in err and ".csv" in err
+    assert code == 2 and "unknown file type '.txt'" in err and ".csv" in err
     code, _, err = cli("--url", url, "push", str(tmp_path / "missing.csv"), "--name", "x")
-    assert code == 1 and "missing.csv" in err
+    assert code == 2 and "missing.csv" in err
 
 
 def test_ls_versions_show_tasks(cli, url, csv_file):
@@ -96,6 +98,7 @@ def test_ls_versions_show_tasks(cli, url, csv_file):
 
 
 def test_empty_listings(cli, url):
+    dsn.connect(url).close()  # an empty database
     assert cli("--url", url, "ls")[1].strip() == "no datasets"
     assert cli("--url", url, "tasks")[1].strip() == "no tasks"
 
@@ -113,22 +116,23 @@ def test_pull_writes_files(cli, url, csv_file, tmp_path):
 def test_rm_a_version_and_a_dataset(cli, url, csv_file):
     cli("--url", url, "push", str(csv_file), "--name", "sales")
     cli("--url", url, "push", str(csv_file), "--name", "sales", "--if-exists", "append")
-    code, out, _ = cli("--url", url, "rm", "sales", "--version", "2")
+    code, out, _ = cli("--url", url, "rm", "sales", "--version", "2", "--yes")
     assert code == 0 and "removed version 2" in out
-    code, out, _ = cli("--url", url, "rm", "sales")
+    code, out, _ = cli("--url", url, "rm", "sales", "-y")
     assert code == 0 and "removed dataset 'sales' (1 version: 1)" in out
-    code, _, err = cli("--url", url, "rm", "sales")
-    assert code == 1 and "no dataset named 'sales'" in err
+    code, _, err = cli("--url", url, "rm", "sales", "--yes")
+    assert code == 2 and "no dataset named 'sales'" in err
 
 
 def test_unknown_dataset_is_a_clear_error(cli, url):
+    dsn.connect(url).close()  # an empty database
     code, out, err = cli("--url", url, "show", "nope")
-    assert code == 1 and out == "" and "dsnotebook: error: no dataset named 'nope'" in err
+    assert code == 2 and out == "" and "dsnotebook: error: no dataset named 'nope'" in err
 
 
 def test_bad_url_is_a_clear_error(cli):
     code, _, err = cli("--url", "postgresql+asyncpg://u:hunter2@127.0.0.1:9/x", "ls")
-    assert code == 1 and "hunter2" not in err and "error" in err
+    assert code == 2 and "hunter2" not in err and err.startswith("dsnotebook: error: ") and err.count("\n") == 1
 
 
 def test_demo_pushes_pulls_and_verifies(cli, url):
@@ -156,6 +160,7 @@ def test_dsnotebook_url_is_used_by_the_cli(cli, monkeypatch, tmp_path, csv_file)
 
 
 def test_python_dash_m_and_console_script(url):
+    dsn.connect(url).close()  # an empty database
     env = {**os.environ, "DSNOTEBOOK_URL": url}
     out = subprocess.run([sys.executable, "-m", "dsnotebook", "ls"], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "no datasets"
@@ -182,3 +187,25 @@ def test_cleanup_drops_staging_tables_no_upload_owns(cli, url, csv_file):
     assert code == 0 and "dropped 0 staging tables" in out
     with dsn.connect(url) as hub:
         pd.testing.assert_frame_equal(hub.pull("sales"), pd.read_csv(csv_file))
+
+
+def readme_commands() -> list[list[str]]:
+    """The command lines of the README's "Command line" section, as argument lists."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("\n## Command line\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line, comments=True)[1:] for line in block.splitlines() if line.strip()]
+
+
+def test_help_texts_have_every_option_the_readme_shows(cli):
+    commands = readme_commands()
+    _, top_help, _ = cli("--help")
+    for argv in commands:
+        command = argv[0] if not argv[0].startswith("-") else None
+        _, help_text, _ = cli(command, "--help") if command else (0, top_help, "")
+        if command:
+            assert re.search(rf"^    {command} ", top_help, re.MULTILINE), f"'dsnotebook --help' does not list {command}"
+        for option in re.findall(r"(?<![\w-])--[a-z][a-z-]*", " ".join(argv)):
+            assert option in help_text, f"'dsnotebook {command or ''} --help' does not show {option}, which the README does"
+    # Every command has a line in the README.
+    assert {a[0] for a in commands if not a[0].startswith("-")} == set(re.findall(r"^    (\w+) ", top_help, re.MULTILINE))

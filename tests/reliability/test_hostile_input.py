@@ -428,17 +428,24 @@ def test_hostile_values_round_trip_or_are_refused(hub, case):
 _BAD_NAME_CATEGORIES = ("Cc", "Cs", "Zl", "Zp")
 
 
+def _blank(ch: str) -> bool:
+    """Whitespace or an invisible format character: not allowed at either end of a name."""
+    return ch.isspace() or unicodedata.category(ch) == "Cf"
+
+
 def name_problem(name: object) -> Culprit | None:
     """Why a dataset name must be refused, or None for a good name.
 
     The documented rule: names are data, so any str of 1 to 255 printable characters goes
-    (not only whitespace, no control characters, line or paragraph separators, or lone
-    surrogates).
+    (not only whitespace, no whitespace or invisible character at either end, no control
+    characters, line or paragraph separators, or lone surrogates).
     """
     if not isinstance(name, str):
         return Culprit(f"a name of type {type(name).__name__}", ("name", type(name).__name__, shown(name)))
-    if not name.strip():
+    if all(map(_blank, name)):
         return Culprit("an empty or whitespace name", ("name", repr(name), "empty or whitespace"))
+    if _blank(name[0]) or _blank(name[-1]):
+        return Culprit("a name with a blank end", ("name", repr(name), "whitespace or an invisible character"))
     if len(name) > MAX_NAME_LENGTH:
         return Culprit("a name too long", ("name", f"{len(name)} characters", str(MAX_NAME_LENGTH)))
     bad = next((ch for ch in name if unicodedata.category(ch) in _BAD_NAME_CATEGORIES), None)

@@ -99,6 +99,7 @@ def test_kept_rows_expire_after_keep_interrupted(db_url):
         else:
             execute(hub, f"UPDATE dsn_tasks SET finished_at = finished_at - interval '2 hours' WHERE id = '{old.id}'")
     with dsn.connect(db_url, keep_interrupted=3600) as hub:
+        assert hub.wait_housekeeping(timeout=60)  # it drops expired rows in the background
         assert staging_tables(hub) == [] and kept_stages(hub) == {}
         assert _interrupted(hub).staging_table is None
         # Nothing to resume from: the push writes every row.
@@ -109,6 +110,7 @@ def test_kept_rows_expire_after_keep_interrupted(db_url):
 def test_keep_interrupted_zero_keeps_nothing(db_url):
     _kill_after_chunks(db_url, 2)
     with dsn.connect(db_url, keep_interrupted=0) as hub:
+        assert hub.wait_housekeeping(timeout=60)
         assert staging_tables(hub) == [] and kept_stages(hub) == {}
 
 

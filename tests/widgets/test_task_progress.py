@@ -170,7 +170,7 @@ def test_a_long_name_is_cut_with_an_ellipsis_and_keeps_its_version(hub):
     # Wide characters count twice.
     assert short_title("売" * 16, 1) == "売" * 14 + "… v1"
 
-    name = "quarterly sales of every region, revised " * 2
+    name = "quarterly sales of every region, revised quarterly sales of every region, revised"
     task = hub.push(pd.DataFrame({"a": [1, 2]}), name)
     task.wait(timeout=30)
     row = TaskProgress.for_task(task)

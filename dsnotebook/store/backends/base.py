@@ -203,6 +203,12 @@ class Backend(abc.ABC):
         :func:`dsnotebook.store.append.plan_append`); only databases with native types need it."""
         raise ValueError(f"no conversion from {source} to {target}")
 
+    def nan_to_null(self, expression: str) -> str:
+        """SQL for a REAL expression with NaN turned into NULL, as the codec stores a NaN (see
+        :func:`dsnotebook.store.append.plan_append`); a database that stores NaN as NULL by
+        itself, as SQLite does, gives the expression back unchanged."""
+        return expression
+
     async def retype(self, conn: AsyncConnection, table: str, column: str, sql_type: str, using: str) -> None:  # noqa: B027
         """Change a staged column's type (a database without column types has nothing to do)."""
 

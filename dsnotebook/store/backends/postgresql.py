@@ -163,6 +163,11 @@ class PostgreSQLBackend(Backend):
             return f"({expression})::json"
         return super().convert(expression, source, target, unit)
 
+    def nan_to_null(self, expression: str) -> str:
+        """Earlier releases stored a float NaN as a value here; PostgreSQL counts NaN equal to
+        itself, so ``NULLIF`` finds it."""
+        return f"NULLIF({expression}, 'NaN'::float8)"
+
     async def retype(self, conn: AsyncConnection, table: str, column: str, sql_type: str, using: str) -> None:
         q = conn.dialect.identifier_preparer.quote
         compiled = self.column_type(sql_type).compile(dialect=conn.dialect)

@@ -61,7 +61,7 @@ from ...errors import ConfigError
 from ...tasks import finish_through_cancel
 from .. import codec
 from ..codec import EncodedFrame, SqlColumn
-from ..engine import mask_url
+from ..engine import lock_wait_logged, mask_url
 from . import _arrow_io, _rows
 from .base import (
     ROW_ID,
@@ -171,7 +171,10 @@ class SQLiteBackend(Backend):
         path = self.path
         if not path.exists():
             if not create or self.read_only:
-                raise ConfigError(f"the SQLite database {str(path)!r} does not exist")
+                raise ConfigError(
+                    f"the SQLite database {str(path)!r} does not exist (check the path); "
+                    + ("a read-only URL never creates it" if self.read_only else "pushing a dataset there creates it")
+                )
             _create_file(path, busy_timeout)
         connect_url = self.url.set(
             database=f"file:{url_quote(str(path))}", query={"mode": "ro" if self.read_only else "rw", "uri": "true"}
@@ -179,7 +182,7 @@ class SQLiteBackend(Backend):
         engine = create_engine_for(
             self.url, connect_url, connect_args={"timeout": busy_timeout, "check_same_thread": False}
         )
-        _install_hooks(engine, busy_timeout)
+        _install_hooks(engine, busy_timeout, path)
         return await check_engine(engine, self.url)
 
     async def after_chunk(self, engine: AsyncEngine) -> None:
@@ -346,7 +349,8 @@ class _HandoffWriter(ChunkWriter):
         self._written.add((start, stop))
 
     async def _copy_in(self, driver: Any) -> None:
-        await driver.execute("BEGIN IMMEDIATE")
+        with lock_wait_logged("the write lock of the database"):
+            await driver.execute("BEGIN IMMEDIATE")
         try:
             await driver.execute(self._copy)
             await driver.execute("COMMIT")
@@ -461,12 +465,12 @@ def _create_file(path: Path, busy_timeout: float = 5.0) -> None:
         raise ConfigError(f"cannot create the SQLite database at {str(path)!r}: {exc}") from exc
 
 
-def _install_hooks(engine: AsyncEngine, busy_timeout: float) -> None:
+def _install_hooks(engine: AsyncEngine, busy_timeout: float, path: Path) -> None:
     """Pragmas per connection, and explicit transaction control.
 
     The driver's own implicit transactions are switched off so that SQLAlchemy's ``begin``
     event can start them. Connections whose execution options carry ``dsn_write=True`` start
-    with ``BEGIN IMMEDIATE``.
+    with ``BEGIN IMMEDIATE``; a wait for its lock longer than a second is logged at INFO.
     """
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -481,6 +485,7 @@ def _install_hooks(engine: AsyncEngine, busy_timeout: float) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn) -> None:
         if conn.get_execution_options().get("dsn_write"):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            with lock_wait_logged(f"the write lock of {path}"):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")

@@ -50,7 +50,7 @@ SQL column, named as the column and typed by its storage type (:data:`ARROW_TYPE
 storage type                   Arrow type (values)
 =============================  ============================================================
 INTEGER                        int64 (bools as 0/1, datetimes and timedeltas as counts)
-REAL                           float64 (NaN stays a NaN value; SQLite stores it as NULL)
+REAL                           float64 (NaN is null, as the table stores it)
 TEXT                           large_string
 BLOB                           large_binary
 BOOLEAN                        bool
@@ -59,12 +59,12 @@ TIMESTAMP / TIMESTAMPTZ        timestamp[us] / timestamp[us, tz=UTC], from the U
 INTERVAL                       duration[us]
 =============================  ============================================================
 
-Missing values (``None`` in :meth:`EncodedFrame.rows`) are Arrow nulls, and every value equals
-what :meth:`EncodedFrame.rows` gives. Each prepared array (a ``_Part``) carries an ``arrow``
-producer next to its ``values``: NumPy and masked arrays hand over their buffers (the mask as
-the validity bitmap), Arrow-backed strings their Arrow chunks, Python strings go through
-pyarrow's C conversion, and categories take their categories' stored values by code; only
-rare object kinds (Decimal, JSON) are converted from Python values.
+Missing values (``None`` in :meth:`EncodedFrame.rows`, a float NaN included) are Arrow nulls,
+and every value equals what :meth:`EncodedFrame.rows` gives. Each prepared array (a ``_Part``)
+carries an ``arrow`` producer next to its ``values``: NumPy and masked arrays hand over their
+buffers (the mask, or a float's NaN, as the validity bitmap), Arrow-backed strings their Arrow
+chunks, Python strings go through pyarrow's C conversion, and categories take their categories'
+stored values by code; only rare object kinds (Decimal, JSON) are converted from Python values.
 
 :func:`decode_arrow` finds the table's columns by name, brings each to its storage type's
 Arrow type (readers differ: ADBC's SQLite reader guesses types from the first rows, its
@@ -75,9 +75,12 @@ stored values among the stored categories. Its result is identical to :func:`dec
 
 Missing values and marks
 ------------------------
-SQL has a single NULL, while pandas has several missing markers (None, NaN, pd.NA, pd.NaT), and
-SQLite stores a float NaN as NULL and -0.0 as 0. When a column's NULLs all stand for one marker,
-the manifest records it (``"null"``). Otherwise the column gets a hidden companion INTEGER column
+SQL has a single NULL, while pandas has several missing markers (None, NaN, pd.NA, pd.NaT). A
+float NaN is stored as NULL on every database, as ``DataFrame.to_sql`` writes it, so that SQL's
+aggregates skip it (``avg`` over a NaN value would be NaN); and SQLite stores -0.0 as 0. (Tables
+written by earlier releases on PostgreSQL may hold NaN values: decoding reads them back as NaN,
+and an append copies them as NULL.) When a column's NULLs all stand for one marker, the manifest
+records it (``"null"``). Otherwise the column gets a hidden companion INTEGER column
 (``__dsn_missing_<i>``, or ``__dsn_index_<k>_missing`` for an index level) holding a mark for
 every missing cell and every negative zero, and NULL elsewhere:
 1 None, 2 NaN, 3 pd.NA, 4 pd.NaT, 5 negative zero (the value column holds 0.0).

@@ -109,6 +109,14 @@ def _float_marks(a: np.ndarray, start: int, stop: int) -> np.ndarray:
     return codes
 
 
+def _nan_to_none(floats: np.ndarray) -> list:
+    """Python floats, None for NaN."""
+    out = floats.tolist()
+    for j in np.flatnonzero(np.isnan(floats)).tolist():
+        out[j] = None
+    return out
+
+
 def _encode_float(obj: pd.Series | pd.Index) -> _Part:
     a = obj.to_numpy()
     # SQLite stores -0.0 as 0; only columns that hold one get a marks column.
@@ -117,12 +125,14 @@ def _encode_float(obj: pd.Series | pd.Index) -> _Part:
         spec={"kind": "float", "dtype": str(a.dtype), "null": "nan"},
         sql_type="REAL",
         n=len(a),
-        values=lambda start, stop: a[start:stop].tolist(),
+        # NaN is stored as NULL on every database, so that SQL's aggregates skip it.
+        values=lambda start, stop: _nan_to_none(a[start:stop]),
         marks=(lambda start, stop: _float_marks(a, start, stop)) if negzero else None,
         feed=_feed_floats(a),
         owner=obj,
-        # float16 has no exact Arrow cast on every version; NumPy widens it exactly.
-        arrow=lambda start, stop: pa.array(a[start:stop].astype(np.float64, copy=False)),
+        # float16 has no exact Arrow cast on every version; NumPy widens it exactly. from_pandas
+        # makes NaN null and keeps the NumPy buffer as the values.
+        arrow=lambda start, stop: pa.array(a[start:stop].astype(np.float64, copy=False), from_pandas=True),
     )
 
 
@@ -153,11 +163,20 @@ def _encode_masked(obj: pd.Series | pd.Index, where: str) -> _Part:
     has_nan = bool(nan_cells.any()) if is_float else False
     has_negzero = bool(negzero.any()) if is_float else False
 
+    # Floats hold NaN under the mask. A NaN that is not masked is stored as NULL too, as on
+    # SQLite: the manifest's "null" or the marks tell it from pd.NA.
     def values(start: int, stop: int) -> list:
+        if is_float:
+            return _nan_to_none(data[start:stop])
         out = data[start:stop].tolist()
         for j in np.flatnonzero(mask[start:stop]).tolist():
             out[j] = None
         return out
+
+    def arrow(start: int, stop: int) -> pa.Array:
+        if is_float:
+            return pa.array(data[start:stop], from_pandas=True)
+        return pa.array(data[start:stop], mask=mask[start:stop])
 
     def marks(start: int, stop: int) -> np.ndarray:
         codes = np.zeros(stop - start, dtype=np.int8)
@@ -183,8 +202,7 @@ def _encode_masked(obj: pd.Series | pd.Index, where: str) -> _Part:
         marks=marks if (has_na and has_nan) or has_negzero else None,
         feed=feed,
         owner=obj,
-        # The mask becomes the validity bitmap; a NaN that is not masked stays a NaN value.
-        arrow=lambda start, stop: pa.array(data[start:stop], mask=mask[start:stop]),
+        arrow=arrow,
     )
 
 

@@ -274,7 +274,8 @@ def _decode_masked_arrow(spec: dict, column: pa.ChunkedArray, marks: np.ndarray 
             floats[marks == _MARK_CODES["negzero"]] = -0.0
             mask = marks == _MARK_CODES["na"]
         elif spec["null"] == "na":
-            # Arrow tells NULL (pd.NA) from a NaN value (PostgreSQL keeps them).
+            # Arrow tells NULL (pd.NA) from a NaN value (which a table written by an earlier
+            # release on PostgreSQL may hold).
             mask = _null_mask(column)
         else:
             mask = np.zeros(n, dtype=bool)

@@ -169,7 +169,8 @@ def _decode_masked(spec: dict, values: Sequence, marks: Sequence | None, n: int,
         else:
             mask = np.zeros(n, dtype=bool)
             if spec["null"] == "na":
-                # A driver may return a real NaN (PostgreSQL keeps them); only NULL is NA.
+                # A table written by an earlier release on PostgreSQL may hold NaN values;
+                # only NULL is NA.
                 nulls = np.flatnonzero(np.isnan(floats))
                 mask[nulls[_none_among(values, nulls)]] = True
         return pd.arrays.FloatingArray(floats.astype(dtype.numpy_dtype), mask)

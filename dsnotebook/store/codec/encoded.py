@@ -188,8 +188,8 @@ class EncodedFrame:
         """Return rows ``[start, stop)`` as an Arrow record batch of storage types.
 
         The batch holds the values :meth:`rows` gives, column for column, in the Arrow types
-        of :data:`ARROW_TYPES`: None is null, a float NaN stays a NaN value (SQLite turns it
-        into NULL itself), bools stored as INTEGER are 0 and 1, datetimes and timedeltas
+        of :data:`ARROW_TYPES`: None and a float NaN are null (the manifest or the marks tell
+        NaN from pd.NA), bools stored as INTEGER are 0 and 1, datetimes and timedeltas
         stored as INTEGER are their counts, TIMESTAMP and TIMESTAMPTZ hold microseconds
         since the Unix epoch, INTERVAL microseconds, and NUMERIC, JSON and JSONB their text.
         The common dtypes are converted without a Python object per value: NumPy and masked

@@ -46,6 +46,10 @@ any column                     null (all values NULL)
 
 Nanosecond timestamps and durations are refused (ADBC truncates them toward zero).
 
+:func:`pg_ingest` writes the values it is given: a NaN in a float64 array is stored as NaN. The
+codec's batches (:meth:`dsnotebook.store.codec.EncodedFrame.to_arrow`) carry a float NaN as
+null, so dsnotebook's tables hold NULL for it, as on SQLite.
+
 :func:`pg_fetch` gives back what ADBC reads, unchanged: BIGINT int64, DOUBLE PRECISION double,
 TEXT/VARCHAR string, BYTEA binary, BOOLEAN bool, NUMERIC ``arrow.opaque`` extension over string
 (the exact text, e.g. '12.3400'), JSON and JSONB ``arrow.json`` extension over string,
