@@ -206,12 +206,18 @@ def test_tasks_waits_a_bounded_time_for_the_housekeeping(db_url, log_watch, monk
         hub.push(FRAME, "d").wait(timeout=60)
     path = sqlite_file(db_url)
     dead_upload(path, "dead")
-    with dsn.connect(db_url) as hub:
+    hub = None
+    try:
+        # The lock is taken before connecting, so the housekeeping cannot have run before it.
         with sqlite_write_lock(path):
+            hub = dsn.connect(db_url)
             assert hub.tasks().set_index("id").loc["dead", "status"] == "running"
             log_watch.wait_for(r"^listing uploads before the housekeeping .* some may still show as running$", timeout=0)
         assert hub.wait_housekeeping(timeout=60)
         assert hub.tasks().set_index("id").loc["dead", "status"] == "interrupted"
+    finally:
+        if hub is not None:
+            hub.close()
 
 
 @pytest.mark.sqlite_only
