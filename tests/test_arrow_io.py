@@ -578,6 +578,12 @@ ACCEPTED = [
         pa.array([pa.MonthDayNano([1, 2, 3000]), None], pa.month_day_nano_interval()),
         ["1 mon 2 days 00:00:00.000003", None],
     ),
+    ("DATE", pa.array([dt.date(1, 1, 1), dt.date(9999, 12, 31), None], pa.date32()), ["0001-01-01", "9999-12-31", None]),
+    (
+        "TIME WITHOUT TIME ZONE",
+        pa.array([dt.time(0), dt.time(23, 59, 59, 999999), dt.time(10, 0, 0, 250000), None], pa.time64("us")),
+        ["00:00:00", "23:59:59.999999", "10:00:00.25", None],
+    ),
     ("BIGINT", pa.array([None, None], pa.null()), [None, None]),
 ]
 
@@ -615,7 +621,10 @@ REFUSED = [
     ("INTERVAL", pa.array([0])),
     ("INTERVAL", pa.array([0], pa.duration("ns"))),
     ("INTEGER", pa.array([1], pa.int32())),
-    ("DATE", pa.array([0], pa.date32())),
+    ("DATE", pa.array([0], pa.date64())),
+    ("DATE", pa.array(["2024-01-01"])),
+    ("TIME WITHOUT TIME ZONE", pa.array([0], pa.time64("ns"))),
+    ("TIME WITH TIME ZONE", pa.array([0], pa.time64("us"))),
 ]
 
 

@@ -580,8 +580,8 @@ REJECTED = {
         ["column 'o'", "np.int64(5)", "NumPy scalars"],
     ),
     "datetime-object": (
-        lambda: pd.DataFrame({"o": pd.Series([dt.date(2020, 1, 2)], dtype=object)}),
-        ["column 'o'", "datetime.date(2020, 1, 2)", "pd.to_datetime"],
+        lambda: pd.DataFrame({"o": pd.Series([dt.datetime(2020, 1, 2)], dtype=object)}),
+        ["column 'o'", "datetime.datetime(2020, 1, 2, 0, 0)", "pd.to_datetime"],
     ),
     "tuple-object": (
         lambda: pd.DataFrame({"o": pd.Series([(1, 2)], dtype=object)}),

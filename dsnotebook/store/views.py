@@ -22,10 +22,12 @@ the same rows as people expect them:
   not zero, ``2024-03-31T10:00:00.250000`` for microseconds), tz-aware ones in UTC with the
   offset ``+00:00`` (SQLite cannot convert between time zones); datetimes outside the years
   0000 to 9999, which SQLite's date functions do not cover, show the stored count. Timedeltas
-  are seconds (REAL). Booleans are already stored as 0 and 1. Categories hold their values
-  already; categories of datetimes or timedeltas are shown like those.
+  are seconds (REAL). Booleans are already stored as 0 and 1. ``datetime.date`` and
+  ``datetime.time`` objects are stored as ISO text (``2024-03-31``, ``10:00:00.250000``) and
+  shown as they are. Categories hold their values already; categories of datetimes or
+  timedeltas are shown like those.
 - On a database with native types (PostgreSQL), every column is shown as stored: booleans,
-  timestamps and intervals are native there, and the datetimes and timedeltas the codec keeps
+  timestamps, intervals, dates and times are native there, and the datetimes and timedeltas the codec keeps
   as integer counts (nanoseconds, or years outside 1 to 9999) stay counts in the dtype's unit.
 
 The version table itself is never changed; only the view differs from it. The text is written

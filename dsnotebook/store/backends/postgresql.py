@@ -3,7 +3,7 @@
 What is special here:
 
 - Native types where they hold the values exactly (BOOLEAN, NUMERIC, JSON/JSONB, TIMESTAMP(TZ),
-  INTERVAL; see :mod:`dsnotebook.store.codec`), so SQL users get real types.
+  INTERVAL, DATE, TIME; see :mod:`dsnotebook.store.codec`), so SQL users get real types.
 - Many writers: row locks (``SELECT … FOR UPDATE``) and an advisory lock for the catalog's
   creation serialise what must be, and uploads run four at a time by default.
 - The staging table gets its row ids sent along with the rows, and the primary key is built
@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import pandas as pd
 import pyarrow as pa
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, Float, Insert, LargeBinary, MetaData, Numeric, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Date, DateTime, Float, Insert, LargeBinary, MetaData, Numeric, Table, Text, Time
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.types import TypeEngine
@@ -55,15 +55,19 @@ _TYPES = {
     "TIMESTAMP": DateTime,
     "TIMESTAMPTZ": lambda: DateTime(timezone=True),
     "INTERVAL": postgresql.INTERVAL,
+    "DATE": Date,
+    "TIME": Time,
 }
 # Bytes per value stored in the row itself; text, binary, numeric and JSON values may move out
 # of line, leaving an 18-byte pointer.
-_FIXED_WIDTHS = {"BOOLEAN": 1, "INTEGER": 8, "REAL": 8, "TIMESTAMP": 8, "TIMESTAMPTZ": 8, "INTERVAL": 16}
+_FIXED_WIDTHS = {"BOOLEAN": 1, "INTEGER": 8, "REAL": 8, "TIMESTAMP": 8, "TIMESTAMPTZ": 8, "INTERVAL": 16, "DATE": 4, "TIME": 8}
 _DIGITS_PER_UNIT = {"s": 0, "ms": 3, "us": 6, "ns": 9}
 # Storage types whose values ADBC's COPY writes and its reader gives back exactly as the codec's
 # Arrow arrays hold them (see _arrow_io).
-_ARROW_WRITES = frozenset({"INTEGER", "REAL", "TEXT", "BLOB", "BOOLEAN", "JSON", "JSONB", "TIMESTAMP", "TIMESTAMPTZ", "INTERVAL"})
-_ARROW_READS = frozenset({"INTEGER", "REAL", "TEXT", "BLOB", "BOOLEAN", "TIMESTAMP", "TIMESTAMPTZ", "INTERVAL"})
+_ARROW_WRITES = frozenset(
+    {"INTEGER", "REAL", "TEXT", "BLOB", "BOOLEAN", "JSON", "JSONB", "TIMESTAMP", "TIMESTAMPTZ", "INTERVAL", "DATE", "TIME"}
+)
+_ARROW_READS = frozenset({"INTEGER", "REAL", "TEXT", "BLOB", "BOOLEAN", "TIMESTAMP", "TIMESTAMPTZ", "INTERVAL", "DATE", "TIME"})
 # Any key: only dsnotebook takes it, around creating or migrating the catalog.
 _CATALOG_LOCK_KEY = 7369737
 
@@ -139,7 +143,7 @@ class PostgreSQLBackend(Backend):
 
     def row_bytes(self, columns: Sequence[SqlColumn]) -> int:
         """The tuple header, the null bitmap, the row id, each fixed-width value (1 byte per
-        boolean, 8 per number or timestamp, 16 per interval), and an 18-byte pointer per text,
+        boolean, 4 per date, 8 per number, timestamp or time, 16 per interval), and an 18-byte pointer per text,
         binary, numeric or JSON value moved out of line."""
         fixed = sum(_FIXED_WIDTHS.get(c.sql_type, 18) for c in columns)
         return 24 + (len(columns) + 1 + 7) // 8 + 8 + fixed

@@ -26,14 +26,23 @@ object: str / bytes            TEXT / BLOB              the value
 object: decimal.Decimal        TEXT                     ``str(value)``, exact, never through float
 object: JSON lists and dicts   TEXT                     compact JSON text
 object: bool / int / float     INTEGER / REAL           one kind per column
+object: datetime.date          TEXT                     ISO text, ``2024-03-31``
+object: datetime.time          TEXT                     ISO text, ``10:00:00`` or ``10:00:00.250000``
 =============================  =======================  ==========================================
+
+Dates and times are stored as ISO text (``date.isoformat()``, ``time.isoformat()``), which sorts
+and compares in SQL as the values do. ``datetime.datetime`` values (a subclass of date) are not
+dates here: an object column of them is refused, as are times with a time zone (``tzinfo``) and
+times with ``fold=1``, which would not come back identical.
 
 With native types (``encode(..., native_types=True)``, PostgreSQL) a column takes the native type that holds
 its values exactly: BOOLEAN for bools; NUMERIC for Decimals whose digits and exponent numeric
 keeps (else TEXT); JSONB for JSON values jsonb gives back unchanged (else JSON, which keeps the
 text); TIMESTAMP / TIMESTAMPTZ for datetimes at microsecond precision within years 1 to 9999
-(else the INTEGER count); INTERVAL for timedeltas at microsecond precision. ``sql_columns`` in
-the manifest records the choice, and :func:`decode` takes the values a driver returns for it.
+(else the INTEGER count); INTERVAL for timedeltas at microsecond precision; DATE and TIME for
+``datetime.date`` and ``datetime.time`` objects (all of them fit; categories of them keep their
+ISO text). ``sql_columns`` in the manifest records the choice, and :func:`decode` takes the
+values a driver returns for it.
 
 String columns come back with the storage they were pushed with (``python`` or ``pyarrow``).
 (pyarrow is required by the Arrow path; should it still be missing when a ``pyarrow`` column is
@@ -57,6 +66,8 @@ BOOLEAN                        bool
 NUMERIC, JSON, JSONB           large_string: the text; the database casts it
 TIMESTAMP / TIMESTAMPTZ        timestamp[us] / timestamp[us, tz=UTC], from the Unix epoch
 INTERVAL                       duration[us]
+DATE                           date32
+TIME                           time64[us]
 =============================  ============================================================
 
 Missing values (``None`` in :meth:`EncodedFrame.rows`, a float NaN included) are Arrow nulls,
@@ -64,7 +75,8 @@ and every value equals what :meth:`EncodedFrame.rows` gives. Each prepared array
 carries an ``arrow`` producer next to its ``values``: NumPy and masked arrays hand over their
 buffers (the mask, or a float's NaN, as the validity bitmap), Arrow-backed strings their Arrow
 chunks, Python strings go through pyarrow's C conversion, and categories take their categories'
-stored values by code; only rare object kinds (Decimal, JSON) are converted from Python values.
+stored values by code; only rarer object kinds (Decimal, JSON, dates and times) are converted
+from Python values.
 
 :func:`decode_arrow` finds the table's columns by name, brings each to its storage type's
 Arrow type (readers differ: ADBC's SQLite reader guesses types from the first rows, its
@@ -120,9 +132,10 @@ never collide with data columns. PostgreSQL's system column names (``ctid``, ``x
 The package
 -----------
 :mod:`.values` holds the shared vocabulary (storage types, mark codes, limits, the JSON forms
-of labels and time zones); :mod:`.encoded` the encoded form (:class:`SqlColumn`, ``_Part``,
-:class:`EncodedFrame`); :mod:`.objects`, :mod:`.arrays` and :mod:`.native` prepare one array
-(object columns, every other dtype, PostgreSQL's native types); :mod:`.encoding` has
+of labels and time zones); :mod:`.dates` the checks and ISO text of date and time objects;
+:mod:`.encoded` the encoded form (:class:`SqlColumn`, ``_Part``, :class:`EncodedFrame`);
+:mod:`.objects`, :mod:`.arrays` and :mod:`.native` prepare one array (object columns, every
+other dtype, PostgreSQL's native types); :mod:`.encoding` has
 :func:`encode`, :mod:`.decoding` :func:`decode`, :mod:`.arrow_decoding` :func:`decode_arrow`,
 and :mod:`.schemas` :func:`select`, :func:`schema` and :func:`schema_diff`. Each module imports
 only from those named before it.

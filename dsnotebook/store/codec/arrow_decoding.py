@@ -56,6 +56,7 @@ def decode_arrow(manifest: dict, table: pa.Table | pa.RecordBatch) -> pd.DataFra
               microseconds since the Unix epoch.
             - INTERVAL: durations of any unit, month_day_nano intervals without months (as
               ADBC's PostgreSQL reader gives them), or integers counting microseconds.
+            - DATE: date32 or date64; TIME: time32 or time64.
             - NUMERIC: text, or decimal128/256 (but a decimal type has one scale for the
               whole column, so ``1.0`` and ``1.00`` only come back apart from text).
             - JSON, JSONB: text.
@@ -136,6 +137,8 @@ _READABLE_AS: dict[str, tuple[Callable[[pa.DataType], bool], ...]] = {
     "TIMESTAMP": (pa.types.is_timestamp, pa.types.is_integer),
     "TIMESTAMPTZ": (pa.types.is_timestamp, pa.types.is_integer),
     "INTERVAL": (pa.types.is_duration, pa.types.is_interval, pa.types.is_integer),
+    "DATE": (pa.types.is_date,),
+    "TIME": (pa.types.is_time,),
 }
 
 
@@ -262,7 +265,7 @@ def _decode_arrow_array(
         return _times_from_counts(spec, ints, null)
     # Object columns and anything rarer: Python values, as a DB driver returns them.
     if kind == "object" and spec["object"] in ("str", "bytes"):
-        return _decode_object(spec, column.to_numpy(), marks, n)
+        return _decode_object(spec, column.to_numpy(), marks, n, where)
     return _decode_array(spec, column.to_pylist(), marks, n, where, sql_type)
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from dsnotebook.errors import DatasetError, ValidationError
 
+from .dates import from_stored
 from .values import (
     _MARK_CODES,
     _MARKERS,
@@ -136,7 +137,7 @@ def _decode_array(
             ints, null = _ints(values, where)
         return _times_from_counts(spec, ints, null)
     if kind == "object":
-        return _decode_object(spec, values, marks, n)
+        return _decode_object(spec, values, marks, n, where)
     if kind == "labels":
         # Filled one by one: tuple labels must stay tuples, not become rows of a 2-D array.
         objects = np.empty(n, dtype=object)
@@ -212,7 +213,7 @@ def _decode_category(spec: dict, values: Sequence, n: int, where: str, sql_type:
     return pd.Categorical.from_codes(codes, dtype=dtype)
 
 
-def _decode_object(spec: dict, values: Sequence, marks: Sequence | None, n: int) -> np.ndarray:
+def _decode_object(spec: dict, values: Sequence, marks: Sequence | None, n: int, where: str) -> np.ndarray:
     kind = spec["object"]
     out = np.empty(n, dtype=object)
     if kind == "json":
@@ -228,6 +229,9 @@ def _decode_object(spec: dict, values: Sequence, marks: Sequence | None, n: int)
         out[present] = out[present].astype(bool)
     elif kind == "decimal":
         out[present] = [decimal.Decimal(v) for v in out[present]]
+    elif kind in ("date", "time"):
+        # ISO text, or (PostgreSQL's date and time) the objects themselves.
+        out[present] = from_stored(out[present], kind, where)
     elif kind == "json":
         # JSON text, or (from a driver that parses json itself, as SQLAlchemy's asyncpg
         # connections do) the list or dict it holds.

@@ -191,7 +191,8 @@ class EncodedFrame:
         of :data:`ARROW_TYPES`: None and a float NaN are null (the manifest or the marks tell
         NaN from pd.NA), bools stored as INTEGER are 0 and 1, datetimes and timedeltas
         stored as INTEGER are their counts, TIMESTAMP and TIMESTAMPTZ hold microseconds
-        since the Unix epoch, INTERVAL microseconds, and NUMERIC, JSON and JSONB their text.
+        since the Unix epoch, INTERVAL microseconds, DATE and TIME the dates and times
+        themselves (date32, time64[us]), and NUMERIC, JSON and JSONB their text.
         The common dtypes are converted without a Python object per value: NumPy and masked
         arrays hand over their buffers and masks, Arrow-backed strings their Arrow arrays,
         categories take their stored categories by code. Bounds are clipped to

@@ -1,6 +1,6 @@
 """PostgreSQL's native types: a part goes to BOOLEAN, NUMERIC, JSON or JSONB, TIMESTAMP or
-TIMESTAMPTZ, or INTERVAL where that type holds its values exactly, and text holding NUL
-characters, which PostgreSQL's text cannot store, to its UTF-8 bytes."""
+TIMESTAMPTZ, INTERVAL, DATE or TIME where that type holds its values exactly, and text holding
+NUL characters, which PostgreSQL's text cannot store, to its UTF-8 bytes."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .arrays import _category_arrow, _encode_array
+from .dates import NATIVE_DATE_TYPES, native_values
 from .encoded import _arrow_of, _Part
 from .values import _INT64_MAX, _NAT, _US_PER_UNIT, ARROW_TYPES, PG_EPOCH_US
 
@@ -184,13 +185,26 @@ def _native_time(part: _Part) -> None:
     part.arrow = arrow
 
 
+def _native_date(part: _Part, a: np.ndarray) -> None:
+    """Date and time objects (their kind says which; all of them fit PostgreSQL's ``date`` and
+    ``time``, and ``time`` keeps microseconds) become DATE or TIME, bound as the objects
+    themselves and sent as Arrow date32 or time64[us]."""
+    kind = part.spec["object"]
+    part.sql_type = NATIVE_DATE_TYPES[kind]
+    arrow_type = ARROW_TYPES[part.sql_type]
+    part.values = lambda start, stop: native_values(a[start:stop], kind)
+    # pyarrow reads the objects in C; from_pandas makes None, NaN, pd.NA and pd.NaT null.
+    part.arrow = lambda start, stop: pa.array(a[start:stop], type=arrow_type, from_pandas=True)
+
+
 def _go_native(part: _Part, where: str) -> None:
     """Store the part in PostgreSQL's native type where that type holds its values exactly.
 
     bool values become BOOLEAN; Decimal values NUMERIC (when every value keeps its digits and
     exponent, else TEXT); JSON values JSONB (when jsonb gives every value back exactly, else
     JSON, which keeps the text as written); datetimes TIMESTAMP or TIMESTAMPTZ and timedeltas
-    INTERVAL at microsecond precision. Values that carry nanoseconds stay INTEGER counts.
+    INTERVAL at microsecond precision (values that carry nanoseconds stay INTEGER counts);
+    date and time objects DATE and TIME, except as categories, which keep their ISO text.
     """
     spec = part.spec
     kind = spec["kind"]
@@ -207,11 +221,17 @@ def _go_native(part: _Part, where: str) -> None:
         elif obj == "json":
             exact = all(_jsonb_exact(v) for v in a if type(v) is list or type(v) is dict)
             part.sql_type = "JSONB" if exact else "JSON"
+        elif obj in NATIVE_DATE_TYPES:
+            _native_date(part, a)
     elif kind in ("datetime", "timedelta"):
         _native_time(part)
     elif kind == "category":
         categories = part.owner.array.categories
         cat_part = _encode_array(categories, f"the categories of {where}")
+        if cat_part.spec.get("object") in NATIVE_DATE_TYPES:
+            # The rows hold the categories' stored values, which the manifest embeds as ISO
+            # text; the decoders look the rows up among those as they are.
+            return
         _go_native(cat_part, where)
         if cat_part.sql_type == part.sql_type:
             return

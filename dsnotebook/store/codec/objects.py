@@ -1,5 +1,6 @@
 """Object columns: plain Python values of one kind per column (str, bytes, Decimal, JSON lists
-and dicts, bool, int or float) and missing markers, checked and prepared for storage."""
+and dicts, bool, int, float, datetime.date or datetime.time) and missing markers, checked and
+prepared for storage."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pyarrow as pa
 
 from dsnotebook.errors import ValidationError
 
+from .dates import DATE_KINDS, check_times, iso_text
 from .encoded import _feed_encoded, _Part
 from .values import (
     _CHUNK,
@@ -40,6 +42,7 @@ _OBJECT_KINDS = {
     bool: "bool",
     int: "int",
     float: "float",
+    **DATE_KINDS,
 }
 _OBJECT_SQL_TYPES = {
     "str": "TEXT",
@@ -49,6 +52,9 @@ _OBJECT_SQL_TYPES = {
     "bool": "INTEGER",
     "int": "INTEGER",
     "float": "REAL",
+    # ISO text: it sorts and compares as the dates and times do (PostgreSQL: see .native).
+    "date": "TEXT",
+    "time": "TEXT",
     # No values yet: SQLite gives a BLOB column no type affinity, so values of any kind appended
     # to it later are stored as they are.
     "none": "BLOB",
@@ -62,9 +68,9 @@ _OBJECT_ARROW_TYPES = {
     "bool": pa.bool_(),
 }
 _OBJECT_ACCEPTS = (
-    "an object column may hold str, bytes, decimal.Decimal, JSON lists/dicts, or plain "
-    "Python bool, int or float values (one kind per column), with None, NaN, pd.NA or "
-    "pd.NaT for missing values"
+    "an object column may hold str, bytes, decimal.Decimal, JSON lists/dicts, plain "
+    "Python bool, int or float values, datetime.date or naive datetime.time values (one kind "
+    "per column), with None, NaN, pd.NA or pd.NaT for missing values"
 )
 _JSON_DUMPS = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
@@ -78,11 +84,13 @@ def _object_error(where: str, position: int, value: Any) -> ValidationError:
             f"NumPy scalars ({kind.__name__}) are not stored in object columns: convert the "
             "column to a NumPy/pandas dtype (for example .astype('int64')) or to plain Python values"
         )
-    elif isinstance(value, (_dt.date, _dt.time, _dt.timedelta)):
+    elif isinstance(value, _dt.datetime):
         problem = (
-            "dates and times in object columns are not supported: convert the column with "
-            "pd.to_datetime or pd.to_timedelta"
+            "datetimes in object columns are not supported: convert the column with "
+            "pd.to_datetime (datetime.date and datetime.time values are stored as they are)"
         )
+    elif isinstance(value, _dt.timedelta):
+        problem = "timedeltas in object columns are not supported: convert the column with pd.to_timedelta"
     elif isinstance(value, (tuple, set, frozenset)):
         problem = f"{kind.__name__} values are not supported (use lists for JSON data)"
     else:
@@ -182,6 +190,8 @@ def _encode_object(obj: pd.Series | pd.Index, where: str) -> _Part:
                 "SQL INTEGER holds; accepted: integers from -2**63 to 2**63-1 (store larger ones "
                 "as str or decimal.Decimal)"
             )
+    elif kind == "time":
+        check_times(a, where)
     elif kind == "str":
         for start in _chunks(n):
             _check_utf8(a[start : start + _CHUNK].tolist(), where, start, only_str=not markers)
@@ -212,6 +222,8 @@ def _encode_object(obj: pd.Series | pd.Index, where: str) -> _Part:
             return [str(v) if type(v) is decimal.Decimal else None for v in chunk]
         if kind == "json":
             return [_JSON_DUMPS(v) if type(v) is list or type(v) is dict else None for v in chunk]
+        if kind in ("date", "time"):
+            return iso_text(chunk, kind)
         if kind == "none":
             return [None] * len(chunk)
         if non_none_markers:
@@ -239,8 +251,9 @@ def _encode_object(obj: pd.Series | pd.Index, where: str) -> _Part:
             return pa.array(a[start:stop], type=natural, from_pandas=True)
         if kind == "none":
             return pa.nulls(stop - start, type=ARROW_TYPES["BLOB"])
-        # Decimal and JSON text; these producers stay with the text even where PostgreSQL's
-        # native NUMERIC makes values() return the Decimals themselves.
+        # Decimal, JSON, date and time text. With PostgreSQL's NUMERIC this producer stays
+        # with the text while values() gives the Decimals; its DATE and TIME replace both
+        # (see .native).
         return pa.array(values(start, stop), type=pa.large_string())
 
     marks_fn = marks if needs_marks else None

@@ -19,11 +19,11 @@ import pyarrow as pa
 
 from dsnotebook.errors import DatasetError, ValidationError
 
-SQL_TYPES = ("INTEGER", "REAL", "TEXT", "BLOB", "BOOLEAN", "NUMERIC", "JSON", "JSONB", "TIMESTAMP", "TIMESTAMPTZ", "INTERVAL")
+SQL_TYPES = ("INTEGER", "REAL", "TEXT", "BLOB", "BOOLEAN", "NUMERIC", "JSON", "JSONB", "TIMESTAMP", "TIMESTAMPTZ", "INTERVAL", "DATE", "TIME")
 """Storage types; the store maps them to each dialect's own types. SQLite uses the first four;
 PostgreSQL also the native types of :data:`NATIVE_TYPES` where they hold the values exactly."""
 
-NATIVE_TYPES = ("BOOLEAN", "NUMERIC", "JSON", "JSONB", "TIMESTAMP", "TIMESTAMPTZ", "INTERVAL")
+NATIVE_TYPES = ("BOOLEAN", "NUMERIC", "JSON", "JSONB", "TIMESTAMP", "TIMESTAMPTZ", "INTERVAL", "DATE", "TIME")
 #: Native types whose values the driver turns into Python datetime objects (see ``wire``).
 TIME_TYPES = ("TIMESTAMP", "TIMESTAMPTZ", "INTERVAL")
 
@@ -48,6 +48,8 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "TIMESTAMP": pa.timestamp("us"),
     "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
     "INTERVAL": pa.duration("us"),
+    "DATE": pa.date32(),
+    "TIME": pa.time64("us"),
 }
 """The Arrow type of each storage type: what :meth:`EncodedFrame.to_arrow` produces and what
 :func:`decode_arrow` brings each column it reads to first. Read-only."""

@@ -41,6 +41,8 @@ INTERVAL                       duration[s|ms|us], sent as month_day_nano_interva
                                days apart as asyncpg does (3 days is stored as '3 days', not
                                ADBC's own '72:00:00'); month_day_nano_interval (nanoseconds are
                                truncated to microseconds)
+DATE                           date32 (years 1 to 9999, all that datetime.date holds)
+TIME                           time64[us]
 any column                     null (all values NULL)
 =============================  ==============================================================
 
@@ -54,7 +56,7 @@ null, so dsnotebook's tables hold NULL for it, as on SQLite.
 TEXT/VARCHAR string, BYTEA binary, BOOLEAN bool, NUMERIC ``arrow.opaque`` extension over string
 (the exact text, e.g. '12.3400'), JSON and JSONB ``arrow.json`` extension over string,
 TIMESTAMP timestamp[us], TIMESTAMPTZ timestamp[us, tz=UTC], INTERVAL month_day_nano_interval,
-INTEGER int32, SMALLINT int16, REAL float, DATE date32. Every field carries ``POSTGRESQL:type``
+DATE date32, TIME time64[us], INTEGER int32, SMALLINT int16, REAL float. Every field carries ``POSTGRESQL:type``
 metadata. ±infinity timestamps come back as wrapped int64 garbage.
 
 Locks, cancel, vanished tables (measured on PostgreSQL 15):
@@ -268,12 +270,16 @@ def _accepts(pg: str, t: pa.DataType) -> bool:
         return pa.types.is_timestamp(t) and t.tz is not None and t.unit != "ns"
     if pg == "interval":
         return (pa.types.is_duration(t) and t.unit != "ns") or t == pa.month_day_nano_interval()
+    if pg == "date":
+        return t == pa.date32()
+    if pg == "time":
+        return t == pa.time64("us")
     return False
 
 
 #: The PostgreSQL types :func:`pg_ingest` writes with binary COPY (``pg_type.typname``).
 PG_COPY_TYPES = frozenset(
-    {"int8", "float8", "text", "varchar", "bytea", "bool", "numeric", "json", "jsonb", "timestamp", "timestamptz", "interval"}
+    {"int8", "float8", "text", "varchar", "bytea", "bool", "numeric", "json", "jsonb", "timestamp", "timestamptz", "interval", "date", "time"}
 )
 
 _COLUMN_TYPES_SQL = (
