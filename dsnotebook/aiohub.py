@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pandas as pd
+import pyarrow as pa
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
@@ -27,6 +28,7 @@ from .retry import RetryPolicy, with_retries
 from .store.backends import Backend, backend_for
 from .store.catalog import open_catalog
 from .store.engine import WriteGate, mask_url, translate
+from .store.kinds import To
 from .store.repository import Repository
 from .tasks import BackgroundTaskService
 from .upload import DEFAULT_KEEP_INTERRUPTED_S, DatasetUploadService, IfExists, UploadTask
@@ -267,7 +269,7 @@ class AsyncHub:
 
     async def push(
         self,
-        df: pd.DataFrame | pd.Series,
+        df: pd.DataFrame | pd.Series | pa.Table,
         name: str,
         *,
         description: str | None = None,
@@ -283,8 +285,9 @@ class AsyncHub:
         :class:`~dsnotebook.models.DatasetVersion`.
 
         Args:
-            df: the frame (a Series is taken as a one-column frame). What is stored is the frame
-                as it was when ``push`` returned, whatever happens to it afterwards.
+            df: a DataFrame, a Series or a ``pyarrow.Table`` (see :mod:`dsnotebook.store.kinds`
+                for the Arrow types accepted); ``pull`` gives back the same kind. What is stored
+                is the data as it was when ``push`` returned, whatever happens to it afterwards.
             name: the dataset's name: any printable text up to 255 characters.
             description, tags: stored on the dataset (tags: a JSON-compatible dict).
             if_exists: ``"replace"`` (a new version holding just this frame), ``"append"`` (a
@@ -315,18 +318,33 @@ class AsyncHub:
             check_space=check_space,
         )
 
-    async def pull(self, name: str, version: int | None = None, *, columns: Sequence | None = None, limit: int | None = None) -> pd.DataFrame:
-        """The stored version (latest by default) as the identical DataFrame; see :meth:`Hub.pull`."""
+    async def pull(
+        self,
+        name: str,
+        version: int | None = None,
+        *,
+        columns: Sequence | None = None,
+        limit: int | None = None,
+        to: To | None = None,
+    ) -> pd.DataFrame | pd.Series | pa.Table:
+        """The stored version (latest by default) as the identical object pushed, or as the kind
+        ``to``; see :meth:`Hub.pull`."""
         await self._ready()
-        return await self._guard(self._repo.pull(name, version, columns=columns, limit=limit))
+        return await self._guard(self._repo.pull(name, version, columns=columns, limit=limit, to=to))
 
     async def iter_batches(
-        self, name: str, version: int | None = None, *, columns: Sequence | None = None, batch_rows: int = 100_000
-    ) -> AsyncIterator[pd.DataFrame]:
-        """Stream a stored version as exact DataFrames of at most ``batch_rows`` rows; see
-        :meth:`Hub.iter_batches`."""
+        self,
+        name: str,
+        version: int | None = None,
+        *,
+        columns: Sequence | None = None,
+        batch_rows: int = 100_000,
+        to: To | None = None,
+    ) -> AsyncIterator[pd.DataFrame | pd.Series | pa.Table]:
+        """Stream a stored version in exact batches of at most ``batch_rows`` rows, of the kind
+        pushed or the kind ``to``; see :meth:`Hub.iter_batches`."""
         await self._ready()
-        batches = self._repo.iter_batches(name, version, columns=columns, batch_rows=batch_rows)
+        batches = self._repo.iter_batches(name, version, columns=columns, batch_rows=batch_rows, to=to)
         try:
             while (batch := await self._guard(anext(batches, None))) is not None:
                 yield batch

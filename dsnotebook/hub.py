@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import pandas as pd
+import pyarrow as pa
 from sqlalchemy.engine import URL
 
 from ._keywords import suggest_keywords
@@ -22,6 +23,7 @@ from .aiohub import AsyncHub
 from .models import DatasetInfo, HubStatus
 from .retry import RetryPolicy
 from .store.engine import mask_url
+from .store.kinds import To
 from .tasks import BackgroundTaskService
 from .upload import DEFAULT_KEEP_INTERRUPTED_S, IfExists, UploadTask
 from .upload.leases import DEFAULT_LEASE_S
@@ -126,7 +128,7 @@ class Hub:
 
     def push(
         self,
-        df: pd.DataFrame | pd.Series,
+        df: pd.DataFrame | pd.Series | pa.Table,
         name: str,
         *,
         description: str | None = None,
@@ -153,32 +155,55 @@ class Hub:
             )
         )
 
-    def pull(self, name: str, version: int | None = None, *, columns: Sequence | None = None, limit: int | None = None) -> pd.DataFrame:
-        """Rebuild a stored version (latest by default) as the identical DataFrame.
+    def pull(
+        self,
+        name: str,
+        version: int | None = None,
+        *,
+        columns: Sequence | None = None,
+        limit: int | None = None,
+        to: To | None = None,
+    ) -> pd.DataFrame | pd.Series | pa.Table:
+        """Rebuild a stored version (latest by default) as the identical object that was pushed.
 
         Args:
             columns: only these column labels (the index always comes along).
             limit: only the first ``limit`` rows.
+            to: None (default) gives back the kind pushed: a DataFrame, the Series (name and
+                index included) or the pyarrow Table. ``"pandas"`` gives the pandas kind (the
+                Series for a Series, else a DataFrame); ``"arrow"`` a ``pyarrow.Table``, made by
+                ``pa.Table.from_pandas`` (a non-default index becomes columns, a Series the
+                one-column table named ``str(name)``), or the pushed Table itself. Versions
+                stored before kinds were recorded are DataFrames.
 
         Raises:
             DatasetNotFound: unknown name or version (close names are suggested).
+            ValidationError: unknown column labels, a bad ``limit`` or ``to`` (naming the
+                accepted values).
         """
-        return self._run(self._async.pull(name, version, columns=columns, limit=limit))
+        return self._run(self._async.pull(name, version, columns=columns, limit=limit, to=to))
 
     def iter_batches(
-        self, name: str, version: int | None = None, *, columns: Sequence | None = None, batch_rows: int = 100_000
-    ) -> Iterator[pd.DataFrame]:
-        """Stream a stored version (latest by default) in order, as exact DataFrames of at most
+        self,
+        name: str,
+        version: int | None = None,
+        *,
+        columns: Sequence | None = None,
+        batch_rows: int = 100_000,
+        to: To | None = None,
+    ) -> Iterator[pd.DataFrame | pd.Series | pa.Table]:
+        """Stream a stored version (latest by default) in order, in exact batches of at most
         ``batch_rows`` rows, for datasets larger than memory.
 
-        Memory stays bounded by one batch. Concatenated, the batches equal
-        ``pull(name, version, columns=columns)``; a RangeIndex continues from batch to batch.
+        Each batch is of the kind pushed, or of the kind ``to`` (see :meth:`pull`). Memory
+        stays bounded by one batch. Concatenated, the batches equal
+        ``pull(name, version, columns=columns, to=to)``; a RangeIndex continues from batch to batch.
 
         Raises:
             DatasetNotFound: unknown name or version.
-            ValidationError: unknown column labels, or ``batch_rows`` not a positive int.
+            ValidationError: unknown column labels, ``batch_rows`` not a positive int, or a bad ``to``.
         """
-        batches = self._async.iter_batches(name, version, columns=columns, batch_rows=batch_rows)
+        batches = self._async.iter_batches(name, version, columns=columns, batch_rows=batch_rows, to=to)
         try:
             while True:
                 try:
@@ -444,7 +469,7 @@ def default_hub() -> Hub:
 
 @suggest_keywords
 def push(
-    df: pd.DataFrame | pd.Series,
+    df: pd.DataFrame | pd.Series | pa.Table,
     name: str,
     *,
     description: str | None = None,
@@ -469,10 +494,17 @@ def push(
 
 
 @suggest_keywords
-def pull(name: str, version: int | None = None, *, columns: Sequence | None = None, limit: int | None = None) -> pd.DataFrame:
+def pull(
+    name: str,
+    version: int | None = None,
+    *,
+    columns: Sequence | None = None,
+    limit: int | None = None,
+    to: To | None = None,
+) -> pd.DataFrame | pd.Series | pa.Table:
     """``default_hub().pull(name, version, ...)``: a stored version (latest by default) as the
-    identical DataFrame; see :meth:`Hub.pull`."""
-    return default_hub().pull(name, version, columns=columns, limit=limit)
+    identical object pushed, or as the kind ``to``; see :meth:`Hub.pull`."""
+    return default_hub().pull(name, version, columns=columns, limit=limit, to=to)
 
 
 def datasets() -> pd.DataFrame:

@@ -64,10 +64,11 @@ def test_push_then_pull_returns_the_identical_frame(hub):
     assert info.schema == [("id", "int64"), ("x", "float64"), ("n", "Int64"), ("s", "str")]
 
 
-def test_a_series_is_pushed_as_a_one_column_frame(hub):
+def test_a_series_is_stored_as_a_one_column_frame_and_pulled_as_the_series(hub):
     s = pd.Series([1.5, 2.5], name="price")
     hub.push(s, "prices").wait(timeout=30)
-    assert_same(hub.pull("prices"), s.to_frame())
+    assert hub.info("prices").schema == [("price", "float64")]
+    pd.testing.assert_series_equal(hub.pull("prices"), s, check_exact=True)
 
 
 def test_await_the_handle_on_another_loop(hub):

@@ -29,6 +29,11 @@ _WRITERS = {
 ERROR_WIDTH = 60
 
 
+def as_frame(pulled: pd.DataFrame | pd.Series) -> pd.DataFrame:
+    """A pulled pandas object as a DataFrame: a Series as its one-column frame."""
+    return pulled.to_frame() if isinstance(pulled, pd.Series) else pulled
+
+
 def _default_index(df: pd.DataFrame) -> bool:
     return isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1 and df.index.name is None
 
@@ -54,7 +59,7 @@ def cmd_versions(hub: Hub, args: argparse.Namespace) -> int:
 
 def cmd_show(hub: Hub, args: argparse.Namespace) -> int:
     info = hub.info(args.name)
-    rows = hub.pull(args.name, limit=args.rows)
+    rows = as_frame(hub.pull(args.name, limit=args.rows, to="pandas"))
     latest = info.latest
     print(f"{info.name!r} version {latest.version} of {info.versions}: {latest.rows:,} rows × {latest.columns} columns")
     if info.description:
@@ -92,7 +97,7 @@ def _prepare_pull(args: argparse.Namespace) -> None:
 
 def cmd_pull(hub: Hub, args: argparse.Namespace) -> int:
     path = args.output
-    df = hub.pull(args.name, args.version)
+    df = as_frame(hub.pull(args.name, args.version, to="pandas"))
     kind, write = _WRITERS[path.suffix.lower()]
     existed = path.exists()
     try:

@@ -10,6 +10,7 @@ from ..errors import DatasetNotFound, SchemaMismatch, UploadError
 from ..hub import Hub
 from ..upload import IF_EXISTS
 from . import files
+from .datasets import as_frame
 from .progress import follow
 
 __all__ = ["add_commands"]
@@ -26,7 +27,7 @@ def _stored_dtypes(hub: Hub, name: str) -> tuple[dict, str] | None:
         return None
     version = info.latest.version
     # An empty read gives the exact dtypes, with a category's categories (the schema names only "category").
-    empty = hub.pull(name, version=version, limit=0)
+    empty = as_frame(hub.pull(name, version=version, limit=0, to="pandas"))
     return dict(zip(empty.columns, empty.dtypes)), f"{name!r} version {version}"
 
 

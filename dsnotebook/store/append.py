@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from . import kinds
 from .codec import _MARK_CODES, HIDDEN_PREFIX, _label_key, merged_object_kind, schema
 
 if TYPE_CHECKING:
@@ -145,6 +146,7 @@ def plan_append(old: dict, new: dict, quote: Callable[[str], str], backend: Back
     by_label = {_label_key(label): spec for (label, _), spec in zip(schema(manifest), manifest["data"], strict=True)}
     manifest["data"] = [by_label[_label_key(label)] for label, _ in schema(old)]
     manifest["columns"] = copy.deepcopy(old["columns"])
+    kinds.inherit(old, manifest)  # the version keeps the kind of its first push
     if old["index"]["kind"] == "range":
         # The appended rows continue the previous version's range, as pd.concat numbers them.
         manifest["index"] = copy.deepcopy(old["index"])

@@ -12,12 +12,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from ..errors import DatasetNotFound, ValidationError
 from ..models import DatasetInfo, DatasetVersion
-from . import codec
+from . import codec, kinds
 from .backends.base import ROW_ID, Backend, Rows, Sizes
 from .catalog import datasets, tasks, versions
 from .engine import WriteGate, write_transaction
@@ -212,16 +213,19 @@ class Repository:
         *,
         columns: Sequence | None = None,
         limit: int | None = None,
-    ) -> pd.DataFrame:
-        """Rebuild a stored version as the identical DataFrame (or part of it).
+        to: kinds.To | None = None,
+    ) -> pd.DataFrame | pd.Series | pa.Table:
+        """Rebuild a stored version as the identical object pushed (or part of it), or as the
+        kind ``to`` (see :mod:`dsnotebook.store.kinds`).
 
         Only the SQL columns of the requested labels (and the index) are read.
 
         Raises:
             DatasetNotFound: unknown dataset or version.
-            ValidationError: unknown column labels, or a bad ``limit``.
+            ValidationError: unknown column labels, a bad ``limit`` or ``to``.
         """
         _check_version_arg(version)
+        kinds.check_to(to)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
             raise ValidationError(f"limit: expected a non-negative int or None for all rows, got {limit!r}")
         async with self._read() as session:
@@ -229,10 +233,12 @@ class Repository:
             # (unless the backend reads on a connection of its own; see Backend.read).
             row, sql_names, manifest = await self._plan(session, name, version, columns)
             if not sql_names:  # only columns of a RangeIndex: nothing to read but the count
-                return codec.decode({**manifest, "nrows": row.rows if limit is None else min(row.rows, limit)}, [])
-            # A limit past the version's rows reads them all (and stays within SQL's integers).
-            rows = Rows(limit=None if limit is None or limit >= row.rows else limit)
-            return await self._backend.read(session, row.table_name, manifest, rows, io=self._io)
+                frame = codec.decode({**manifest, "nrows": row.rows if limit is None else min(row.rows, limit)}, [])
+            else:
+                # A limit past the version's rows reads them all (and stays within SQL's integers).
+                rows = Rows(limit=None if limit is None or limit >= row.rows else limit)
+                frame = await self._backend.read(session, row.table_name, manifest, rows, io=self._io)
+        return kinds.convert(frame, row.manifest, to)
 
     async def iter_batches(
         self,
@@ -241,19 +247,22 @@ class Repository:
         *,
         columns: Sequence | None = None,
         batch_rows: int = 100_000,
-    ) -> AsyncIterator[pd.DataFrame]:
-        """Yield a stored version in order, as exact DataFrames of at most ``batch_rows`` rows.
+        to: kinds.To | None = None,
+    ) -> AsyncIterator[pd.DataFrame | pd.Series | pa.Table]:
+        """Yield a stored version in order, in exact batches of at most ``batch_rows`` rows, each
+        of the kind pushed or the kind ``to`` (see :mod:`dsnotebook.store.kinds`).
 
         Each batch is read by its own query (keyset pagination on the row id, which the table's
         key makes a range scan), so memory stays bounded by one batch however large the dataset.
-        Concatenated, the batches equal ``pull(name, version, columns=columns)``: a RangeIndex
-        continues from batch to batch.
+        Concatenated, the batches equal ``pull(name, version, columns=columns, to=to)``: a
+        RangeIndex continues from batch to batch.
 
         Raises:
             DatasetNotFound: unknown dataset or version.
-            ValidationError: unknown column labels, or a bad ``batch_rows``.
+            ValidationError: unknown column labels, a bad ``batch_rows`` or ``to``.
         """
         _check_version_arg(version)
+        kinds.check_to(to)
         if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
             raise ValidationError(f"batch_rows: expected a positive int, got {batch_rows!r}")
         async with self._read() as session:
@@ -281,7 +290,7 @@ class Repository:
                     frame = codec.decode(batch, [])
             done += len(frame)
             last = int(upper)
-            yield frame
+            yield kinds.convert(frame, row.manifest, to)
 
     async def _plan(self, session: AsyncSession, name: str, version: int | None, columns: Sequence | None):
         """The version's catalog row, and the SQL columns and reduced manifest of a read."""

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from ..errors import SchemaMismatch, UsageError, ValidationError
 from ..monitor import format_bytes
-from ..store import codec
+from ..store import codec, kinds
 from ..store.backends import Backend
 from ..store.repository import is_blank_edge, strip_blank_edges
 
@@ -144,15 +144,19 @@ def check_append(name: str, old_manifest: dict, new_manifest: dict) -> None:
 
 
 def encode_for(obj: Any, backend: Backend, *, native_types: bool | None = None) -> codec.EncodedFrame:
-    """Validate and encode a frame for ``backend``'s storage (with ``native_types`` if given,
+    """Validate and encode a frame (a DataFrame, a Series or a pyarrow Table; see
+    :mod:`dsnotebook.store.kinds`) for ``backend``'s storage (with ``native_types`` if given,
     else the backend's), within the backend's limits.
 
     Raises:
-        ValidationError: the frame cannot be stored (see :func:`dsnotebook.store.codec.encode`),
+        ValidationError: the frame cannot be stored (see :func:`dsnotebook.store.codec.encode`
+            and :func:`dsnotebook.store.kinds.to_encodable`),
             or needs more columns or wider rows than the database allows.
     """
     native = backend.capabilities.native_types if native_types is None else native_types
-    encoded = codec.encode(obj, native_types=native)
+    encodable, pushed = kinds.to_encodable(obj)
+    encoded = codec.encode(encodable, native_types=native)
+    kinds.record(encoded.manifest, pushed)
     limits = backend.capabilities
     if len(encoded.columns) + 1 > limits.max_columns:
         raise ValidationError(

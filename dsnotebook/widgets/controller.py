@@ -463,7 +463,9 @@ class PanelController:
         if version not in set(versions["version"]):
             latest = versions.loc[versions["latest"].astype(bool), "version"]
             version = int(latest.iloc[0] if len(latest) else versions["version"].max())
-        preview = await ahub.pull(name, version, limit=self.preview_rows)
+        preview = await ahub.pull(name, version, limit=self.preview_rows, to="pandas")
+        if isinstance(preview, pd.Series):  # the table shows it as its one-column frame
+            preview = preview.to_frame()
         return name, versions, version, preview
 
     def _apply_selection(self, loaded: tuple[str | None, pd.DataFrame, int | None, pd.DataFrame]) -> None:

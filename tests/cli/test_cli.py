@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 import dsnotebook as dsn
@@ -209,3 +210,18 @@ def test_help_texts_have_every_option_the_readme_shows(cli):
             assert option in help_text, f"'dsnotebook {command or ''} --help' does not show {option}, which the README does"
     # Every command has a line in the README.
     assert {a[0] for a in commands if not a[0].startswith("-")} == set(re.findall(r"^    (\w+) ", top_help, re.MULTILINE))
+
+
+def test_show_and_pull_a_series_and_a_table(cli, url, tmp_path):
+    with dsn.connect(url) as hub:
+        hub.push(pd.Series([1.5, 2.5], name="price"), "prices").wait()
+        hub.push(pa.table({"n": [1, None]}), "counts").wait()
+    code, out, _ = cli("--url", url, "show", "prices")
+    assert code == 0 and "price" in out and "2.5" in out
+    assert cli("--url", url, "pull", "prices", "-o", str(tmp_path / "p.parquet"))[0] == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "p.parquet"), pd.DataFrame({"price": [1.5, 2.5]}))
+    code, out, _ = cli("--url", url, "pull", "counts", "-o", str(tmp_path / "c.csv"))
+    assert code == 0 and "wrote 2 rows × 1 columns" in out
+    assert cli("--url", url, "push", str(tmp_path / "c.csv"), "--name", "counts", "--if-exists", "append")[0] == 0
+    with dsn.connect(url) as hub:
+        assert hub.pull("counts").equals(pa.table({"n": [1, None, 1, None]}))

@@ -30,6 +30,30 @@ object: datetime.date          TEXT                     ISO text, ``2024-03-31``
 object: datetime.time          TEXT                     ISO text, ``10:00:00`` or ``10:00:00.250000``
 =============================  =======================  ==========================================
 
+Arrow-backed columns (``pd.ArrowDtype``) are stored as the pandas array that holds the same values
+(see :mod:`.arrow_dtypes`), and so take that array's storage above, native types included:
+
+=============================  ===============================================================
+Arrow type                     stored as
+=============================  ===============================================================
+int8..int64, uint8..uint64     Int8..UInt64 (uint64 only up to 2**63-1)
+float32, float64, bool         Float32, Float64, boolean: a null is NA, a NaN value stays NaN
+string, large_string           string (pyarrow storage)
+binary, large_binary           object: bytes
+timestamp[unit, tz]            datetime64[unit] (with the time zone); each unit s, ms, us, ns
+duration[unit], time64[ns]     timedelta64[unit] (time64[ns]: nanoseconds since midnight)
+date32, date64                 object: datetime.date (date64 only whole days)
+time32[s|ms], time64[us]       object: datetime.time
+decimal128, decimal256         object: decimal.Decimal, scale kept
+dictionary<values=T>           category, its categories the Arrow-backed T
+list, large_list, struct       object: JSON lists and dicts (of numbers, bools, strings, null)
+=============================  ===============================================================
+
+The array spec of such a column gets an ``"arrow"`` entry: the pandas dtype (``int64[pyarrow]``,
+which :func:`schema` shows), the Arrow type as text, and the Arrow type serialised as a one-field
+Arrow IPC schema (base64), from which decoding rebuilds it exactly. Other Arrow types are refused,
+naming the column and the type.
+
 Dates and times are stored as ISO text (``date.isoformat()``, ``time.isoformat()``), which sorts
 and compares in SQL as the values do. ``datetime.datetime`` values (a subclass of date) are not
 dates here: an object column of them is refused, as are times with a time zone (``tzinfo``) and
@@ -134,6 +158,7 @@ The package
 :mod:`.values` holds the shared vocabulary (storage types, mark codes, limits, the JSON forms
 of labels and time zones); :mod:`.dates` the checks and ISO text of date and time objects;
 :mod:`.encoded` the encoded form (:class:`SqlColumn`, ``_Part``, :class:`EncodedFrame`);
+:mod:`.arrow_dtypes` converts Arrow-backed arrays to and from the arrays the codec stores;
 :mod:`.objects`, :mod:`.arrays` and :mod:`.native` prepare one array (object columns, every
 other dtype, PostgreSQL's native types); :mod:`.encoding` has
 :func:`encode`, :mod:`.decoding` :func:`decode`, :mod:`.arrow_decoding` :func:`decode_arrow`,

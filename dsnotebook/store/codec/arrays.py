@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from dsnotebook.errors import ValidationError
 
+from .arrow_dtypes import to_codec_form
 from .encoded import (
     _arrow_of,
     _chunked_slice,
@@ -39,7 +40,8 @@ from .values import (
 
 _SUPPORTED_DTYPES = (
     "NumPy bool/int/uint/float, datetime64 (naive or with a time zone), timedelta64, the "
-    "nullable Int*/UInt*/Float*/boolean dtypes, str/string, category, and object"
+    "nullable Int*/UInt*/Float*/boolean dtypes, str/string, category, object, and Arrow-backed "
+    "dtypes (pd.ArrowDtype) of the types listed for them in the codec's docstring"
 )
 _MASKED_ARRAYS = (pd.arrays.IntegerArray, pd.arrays.FloatingArray, pd.arrays.BooleanArray)
 
@@ -51,6 +53,12 @@ def _first_value(obj: pd.Series | pd.Index) -> Any:
 def _encode_array(obj: pd.Series | pd.Index, where: str) -> _Part:
     """Validate one pandas array and prepare it for storage; see the package docstring."""
     dtype = obj.dtype
+    if isinstance(dtype, pd.ArrowDtype):
+        # Stored as the pandas array that holds the same values; the spec names the Arrow type.
+        stored, arrow_spec = to_codec_form(obj, where)
+        part = _encode_array(stored, where)
+        part.spec["arrow"] = arrow_spec
+        return part
     if isinstance(dtype, pd.CategoricalDtype):
         return _encode_category(obj, where)
     if isinstance(dtype, pd.DatetimeTZDtype) or (isinstance(dtype, np.dtype) and dtype.kind == "M"):

@@ -16,6 +16,7 @@ import pandas as pd
 
 from dsnotebook.errors import DatasetError, ValidationError
 
+from .arrow_dtypes import from_codec_form
 from .dates import from_stored
 from .values import (
     _MARK_CODES,
@@ -184,7 +185,8 @@ def _decode_masked(spec: dict, values: Sequence, marks: Sequence | None, n: int,
 
 def _decode_embedded(spec: dict, where: str) -> Any:
     values = _values_from_json(spec["values"])
-    return _decode_array(spec, values, spec.get("marks"), len(values), where)
+    array = _decode_array(spec, values, spec.get("marks"), len(values), where)
+    return from_codec_form(spec, array) if "arrow" in spec else array
 
 
 def _decode_category(spec: dict, values: Sequence, n: int, where: str, sql_type: str | None) -> pd.Categorical:
@@ -332,13 +334,17 @@ def _build_frame(manifest: dict, n: int, array_of: Callable[[dict, str], Any]) -
     names; ``where`` names it for error messages.
     """
 
+    def decoded(spec: dict, where: str) -> Any:
+        array = array_of(spec, where)
+        return from_codec_form(spec, array) if "arrow" in spec else array
+
     def arrays(k: int, level: dict) -> Any:
-        return array_of(level, f"index level {k}")
+        return decoded(level, f"index level {k}")
 
     index = _decode_index(manifest["index"], n, arrays)
     data = {}
     for i, spec in enumerate(manifest["data"]):
-        array = array_of(spec, f"column {spec['sql']!r}")
+        array = decoded(spec, f"column {spec['sql']!r}")
         # An explicit dtype: the DataFrame constructor would turn object strings into str.
         data[i] = pd.Series(array, index=index, dtype=array.dtype, copy=False)
     frame = pd.DataFrame(data, copy=False) if data else pd.DataFrame(index=index)

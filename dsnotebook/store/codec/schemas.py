@@ -84,7 +84,12 @@ def schema(manifest: dict) -> list[tuple[object, str]]:
     """
     _check_format(manifest)
     labels = _decode_columns(manifest).tolist()
-    return [(label, spec["dtype"]) for label, spec in zip(labels, manifest["data"])]
+    return [(label, _dtype(spec)) for label, spec in zip(labels, manifest["data"])]
+
+
+def _dtype(spec: dict) -> str:
+    """The pandas dtype's name: an Arrow-backed one's (``int64[pyarrow]``), not its storage's."""
+    return spec["arrow"]["dtype"] if "arrow" in spec else spec["dtype"]
 
 
 _STORAGE_KEYS = {"sql", "marks_sql", "null", "storage", "freq", "text_as"}
@@ -104,6 +109,8 @@ def _identity(spec: dict) -> str:
 
 
 def _describe_type(spec: dict) -> str:
+    if "arrow" in spec:
+        return spec["arrow"]["dtype"]
     if spec["kind"] == "object":
         return f"object ({spec['object']} values)"
     if spec["kind"] == "category":
