@@ -21,12 +21,10 @@ An append keeps the kind of the version it extends (:func:`inherit`).
   other index as columns (``__index_level_0__`` for an unnamed one); a Series is the one-column
   frame ``series.to_frame()``, whose column is named ``str(name)``, or ``"0"`` with no name.
 
-Arrow types a pushed Table may hold (:data:`ARROW_TYPES_ACCEPTED`), each coming back equal:
-integers (held as pandas' nullable Int/UInt dtypes), floats without NaN values (pandas cannot
-keep a NaN apart from a null), bool, string, large_string, string_view, binary, large_binary,
-timestamp (each unit, with or without a time zone), duration, date32, time32 and time64 (held as
-``datetime.time``, so up to microseconds), decimal128, and dictionary of strings (as categorical).
-Anything else, or a value that would not come back equal, is refused before the push is queued,
+A pushed Table is stored as ``table.to_pandas(types_mapper=pd.ArrowDtype)``: every column as
+an Arrow-backed pandas column, which the codec stores exactly (see
+:mod:`dsnotebook.store.codec.arrow_dtypes` for the Arrow types it takes), so the Table comes
+back equal. A column of another Arrow type is refused before the push is queued, by the codec,
 naming the column and its type.
 """
 
@@ -37,28 +35,16 @@ from typing import Any, Literal
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..errors import ValidationError
 from .codec.values import _scalar_from_json, _scalar_to_json
 
-__all__ = ["ARROW_TYPES_ACCEPTED", "KEY", "TO", "To", "check_to", "convert", "inherit", "record", "to_encodable"]
+__all__ = ["KEY", "TO", "To", "check_to", "convert", "inherit", "record", "to_encodable"]
 
 To = Literal["pandas", "arrow"]
 TO: tuple[str, ...] = ("pandas", "arrow")
 #: The manifest's key for the pushed kind.
 KEY = "pushed"
-
-ARROW_TYPES_ACCEPTED = (
-    "int8..int64, uint8..uint64, float16/32/64 (without NaN values), bool, string, large_string, "
-    "string_view, binary, large_binary, timestamp, duration, date32, time32, time64, decimal128, "
-    "dictionary of strings"
-)
-
-_MASKED = {
-    pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
-    pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(), pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(),
-}
 
 
 def check_to(to: object) -> None:
@@ -73,61 +59,17 @@ def check_to(to: object) -> None:
         )
 
 
-def _accepted(t: pa.DataType) -> bool:
-    if pa.types.is_dictionary(t):
-        return pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)
-    checks = (
-        pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_string,
-        pa.types.is_large_string, pa.types.is_string_view, pa.types.is_binary, pa.types.is_large_binary,
-        pa.types.is_timestamp, pa.types.is_duration, pa.types.is_date32, pa.types.is_time32,
-        pa.types.is_time64, pa.types.is_decimal128,
-    )
-    return any(check(t) for check in checks)
-
-
 def _arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
-    """The DataFrame the codec stores for ``table``; refuses what would not come back equal."""
+    """The DataFrame the codec stores for ``table``: each column Arrow-backed, so that it comes
+    back as it was. The codec refuses the Arrow types it cannot store, naming the column."""
     names = table.column_names
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ValidationError(
             f"duplicate column names {', '.join(map(repr, repeated))} in the pyarrow Table; column names must be unique"
         )
-    for field in table.schema:
-        if not _accepted(field.type):
-            raise ValidationError(
-                f"column {field.name!r} has Arrow type {field.type}, which cannot be stored as a pyarrow Table; "
-                f"accepted Arrow types: {ARROW_TYPES_ACCEPTED}"
-            )
-        if pa.types.is_floating(field.type) and pc.any(pc.is_nan(table.column(field.name))).as_py():
-            raise ValidationError(
-                f"column {field.name!r} (Arrow type {field.type}) holds NaN values, which pandas cannot keep apart "
-                "from nulls; replace them with nulls (pyarrow.compute.if_else) or push table.to_pandas()"
-            )
-    # Without the pandas metadata a Table made from a DataFrame keeps its index columns as columns
-    # and its own types, which the stored schema restores on the way back.
-    try:
-        frame = table.to_pandas(ignore_metadata=True, types_mapper=_MASKED.get)
-        back = _pandas_to_arrow(frame, table.schema)
-    except pa.ArrowException as exc:
-        # Find the column it was, and say so; each converts alone as in the whole table.
-        for field in table.schema:
-            try:
-                _pandas_to_arrow(table.select([field.name]).to_pandas(ignore_metadata=True, types_mapper=_MASKED.get), table.schema)
-            except pa.ArrowException as column_exc:
-                raise _would_change(field, f": {column_exc}") from column_exc
-        raise ValidationError(f"the pyarrow Table cannot be converted to pandas: {exc}") from exc
-    for field, pushed, pulled in zip(table.schema, table.columns, back.columns, strict=True):
-        if not pulled.equals(pushed):
-            raise _would_change(field, "")
-    return frame
-
-
-def _would_change(field: pa.Field, detail: str) -> ValidationError:
-    return ValidationError(
-        f"column {field.name!r} (Arrow type {field.type}) would not come back equal through pandas{detail} "
-        f"(times finer than microseconds, for example); accepted Arrow types: {ARROW_TYPES_ACCEPTED}"
-    )
+    # Without the pandas metadata, a Table made from a DataFrame keeps its index columns as columns.
+    return table.to_pandas(ignore_metadata=True, types_mapper=pd.ArrowDtype)
 
 
 def _pandas_to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
