@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from . import kinds
 from .codec import _MARK_CODES, HIDDEN_PREFIX, _label_key, merged_object_kind, schema
+from .codec.schemas import united_categories
 
 if TYPE_CHECKING:
     from .backends.base import Backend
@@ -126,6 +127,9 @@ def plan_append(old: dict, new: dict, quote: Callable[[str], str], backend: Back
                 if target != new_type:
                     plan.retype.append((n["sql"], target, backend.convert(quote(n["sql"]), new_type, target, _unit(n))))
         combined.pop("freq", None)  # a frequency rarely survives an append; pandas infers none
+        categories = united_categories(o, n)
+        if categories is not None:
+            combined["categories"] = categories
         if combined["kind"] == "object":
             combined["object"] = merged_object_kind(o, n)
             if n["object"] == "none" and o["object"] != "none":

@@ -9,10 +9,12 @@ pushing the same content again resumes from them.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
 import os
 import socket
+import threading
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -29,10 +31,18 @@ from ..progress import Listeners
 from ..retry import RetryPolicy, with_retries
 from ..store import codec
 from ..store.backends import Backend
+from ..store.backends.base import await_thread
 from ..store.catalog import datasets, stage_table_name, tasks, utcnow
 from ..store.engine import WriteGate, translate, write_transaction
 from ..store.repository import drop_table, find_dataset, find_version, to_version
-from ..tasks import BackgroundTaskService, finish_through_cancel, release_cancelled_frames, rollback_keeping_a_cancel, run_to_completion
+from ..store.streams import StreamedFrame
+from ..tasks import (
+    BackgroundTaskService,
+    finish_through_cancel,
+    release_cancelled_frames,
+    rollback_keeping_a_cancel,
+    run_to_completion,
+)
 from .handle import UploadTask
 from .publish import dataset_changes, publish, record_success
 from .staging import DEFAULT_KEEP_INTERRUPTED_S, Checkpoints, Staging
@@ -158,6 +168,7 @@ class DatasetUploadService:
             tags=None if tags is None else dict(tags),
             if_exists=if_exists,
             chunk_size=chunk_size or self._chunk_size,
+            check_space=check_space,
         )
         task_id = uuid.uuid4().hex
         host, pid = owner()
@@ -207,7 +218,8 @@ class DatasetUploadService:
         if retry_of is not None:
             handle.retry_of = retry_of.id
             retry_of._set(retried_by=handle)
-        handle._resubmit = functools.partial(
+        # A stream is read once, by this upload: there is nothing to push again.
+        handle._resubmit = None if isinstance(encoded, StreamedFrame) else functools.partial(
             self.submit,
             snapshot,
             name,
@@ -341,8 +353,11 @@ class DatasetUploadService:
         stage = stage_table_name(handle.id)
         staged = False
         version: DatasetVersion | None = None
+        streamed = isinstance(encoded, StreamedFrame)
         try:
             handle._set(status="running", attempts=1)
+            if streamed:
+                await self._read_stream(handle, encoded, req)
             content_hash = encoded.content_hash()
             # The frame's hash is recorded at once: it is what a later push of the same content
             # looks for to resume this one's staged rows, should this one be interrupted.
@@ -350,7 +365,13 @@ class DatasetUploadService:
                 handle,
                 session,
                 lambda: self._update_task(
-                    session, handle, status="running", started_at=handle.started_at, attempts=1, content_hash=content_hash
+                    session,
+                    handle,
+                    status="running",
+                    started_at=handle.started_at,
+                    attempts=1,
+                    content_hash=content_hash,
+                    rows_total=encoded.nrows,
                 ),
             )
             existing = await self._retrying(handle, session, lambda: self._dedupe(session, req, encoded, content_hash))
@@ -404,6 +425,39 @@ class DatasetUploadService:
             failure.__cause__ = exc
             await self._abandon(session, handle, stage if staged else None, status="failed", error=failure)
             raise failure from exc
+        finally:
+            if streamed:
+                encoded.close()
+
+    async def _read_stream(self, handle: UploadTask, encoded: StreamedFrame, req: Request) -> None:
+        """Read a pushed stream to its end into its spool file, in a thread of its own, while the
+        handle's total counts the rows read; then check the disk has room for them.
+
+        A cancel stops the reading at the next slice, and is raised once the thread has ended.
+        """
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+
+        def on_rows(rows: int) -> None:
+            loop.call_soon_threadsafe(lambda: handle._set(rows_total=rows))
+
+        done: concurrent.futures.Future = concurrent.futures.Future()
+
+        def read() -> None:
+            try:
+                encoded.spool(on_rows, stop.is_set)
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+        # A thread of its own, which ends with the reading: a stream can take long, and the
+        # hub's I/O threads stay free for other uploads meanwhile.
+        threading.Thread(target=read, name=f"dsnotebook-stream-{handle.id[:8]}", daemon=True).start()
+        await await_thread(asyncio.wrap_future(done), on_cancel=stop.set)
+        handle._set(rows_total=encoded.nrows, bytes_total=encoded.estimated_nbytes())
+        if req.check_space:
+            check_free_space(req.name, encoded, self._backend)
 
     async def _retrying(
         self, handle: UploadTask, session: AsyncSession, step: Callable[[], Awaitable[T]], *, settle: bool = False

@@ -14,6 +14,7 @@ from ..monitor import format_bytes
 from ..store import codec, kinds
 from ..store.backends import Backend
 from ..store.repository import is_blank_edge, strip_blank_edges
+from ..store.streams import StreamedFrame, is_stream, open_stream
 
 __all__ = [
     "IF_EXISTS",
@@ -84,6 +85,7 @@ class Request:
     tags: dict | None
     if_exists: str
     chunk_size: int
+    check_space: bool = True
 
 
 def validate_options(*, description=None, tags=None, if_exists="replace", priority=0, chunk_size=None, check_space=True) -> None:
@@ -143,10 +145,14 @@ def check_append(name: str, old_manifest: dict, new_manifest: dict) -> None:
 
 
 
-def encode_for(obj: Any, backend: Backend, *, native_types: bool | None = None) -> codec.EncodedFrame:
+def encode_for(obj: Any, backend: Backend, *, native_types: bool | None = None) -> codec.EncodedFrame | StreamedFrame:
     """Validate and encode a frame (a DataFrame, a Series or a pyarrow Table; see
     :mod:`dsnotebook.store.kinds`) for ``backend``'s storage (with ``native_types`` if given,
     else the backend's), within the backend's limits.
+
+    A stream (a RecordBatchReader, an Arrow capsule stream, a polars LazyFrame; see
+    :mod:`dsnotebook.store.streams`) is checked on its schema, and comes back as the
+    :class:`StreamedFrame` its upload reads.
 
     Raises:
         ValidationError: the frame cannot be stored (see :func:`dsnotebook.store.codec.encode`
@@ -154,9 +160,18 @@ def encode_for(obj: Any, backend: Backend, *, native_types: bool | None = None) 
             or needs more columns or wider rows than the database allows.
     """
     native = backend.capabilities.native_types if native_types is None else native_types
+    if is_stream(obj):
+        streamed = StreamedFrame(open_stream(obj), backend, native_types=native)
+        _check_limits(streamed.template, backend)
+        return streamed
     encodable, pushed = kinds.to_encodable(obj)
     encoded = codec.encode(encodable, native_types=native)
     kinds.record(encoded.manifest, pushed)
+    _check_limits(encoded, backend)
+    return encoded
+
+
+def _check_limits(encoded: codec.EncodedFrame, backend: Backend) -> None:
     limits = backend.capabilities
     if len(encoded.columns) + 1 > limits.max_columns:
         raise ValidationError(
@@ -172,7 +187,6 @@ def encode_for(obj: Any, backend: Backend, *, native_types: bool | None = None) 
                 f"date column, 1 per boolean, 18 per text column), but this database stores at most "
                 f"{limits.max_row_bytes:,} per row; split the frame into several datasets"
             )
-    return encoded
 
 
 #: Room an upload needs beyond its rows (the write-ahead log, the catalog, page slack): a tenth

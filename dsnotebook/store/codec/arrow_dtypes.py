@@ -221,9 +221,11 @@ def _categorical(
         )
     categories = pd.Index(pd.arrays.ArrowExtensionArray(dictionary))
     codes = _filled(pa.chunked_array([combined.indices]).cast(pa.int64()), -1)
-    return pd.Categorical.from_codes(
-        codes, dtype=pd.CategoricalDtype(categories, ordered=t.ordered)
-    )
+    try:
+        categorical = pd.CategoricalDtype(categories, ordered=t.ordered)
+    except ValueError as exc:  # 0.0 and -0.0: two values to Arrow, one to pandas
+        raise _refuse(where, dtype, first, f" (pandas cannot make categories of its dictionary: {exc})") from exc
+    return pd.Categorical.from_codes(codes, dtype=categorical)
 
 
 def _dictionary_arrow(array: pd.Categorical) -> pa.Array:

@@ -105,7 +105,30 @@ def _identity(spec: dict) -> str:
             return [strip(v) for v in value]
         return value
 
+    if spec.get("kind") == "category" and "arrow" in spec:
+        # An Arrow dictionary type does not name its values: each batch of a column may bring
+        # its own dictionary, and appended rows add theirs (see :func:`united_categories`).
+        spec = {k: v for k, v in spec.items() if k != "categories"}
     return json.dumps(strip(spec), sort_keys=True)
+
+
+def united_categories(old: dict, new: dict) -> dict | None:
+    """For two Arrow dictionary columns, the categories spec holding ``old``'s values and then
+    those of ``new`` it lacks, in order (as Arrow unifies dictionaries); None for other columns.
+    The rows store values, not codes, so the union only changes the manifest."""
+    if not (old.get("kind") == new.get("kind") == "category" and "arrow" in old and "arrow" in new):
+        return None
+    a, b = old["categories"], new["categories"]
+    united = dict(a)
+    # A value's identity is its stored value and its mark (SQLite stores -0.0 as 0, marked).
+    old_marks = a.get("marks") or [None] * len(a["values"])
+    new_marks = b.get("marks") or [None] * len(b["values"])
+    seen = {json.dumps([v, m], sort_keys=True) for v, m in zip(a["values"], old_marks)}
+    added = [(v, m) for v, m in zip(b["values"], new_marks) if json.dumps([v, m], sort_keys=True) not in seen]
+    united["values"] = [*a["values"], *(v for v, _ in added)]
+    if "marks" in a or "marks" in b:
+        united["marks"] = [*old_marks, *(m for _, m in added)]
+    return united
 
 
 def _describe_type(spec: dict) -> str:
