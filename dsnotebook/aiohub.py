@@ -12,7 +12,7 @@ import concurrent.futures
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -33,6 +33,9 @@ from .store.repository import Repository
 from .tasks import BackgroundTaskService
 from .upload import DEFAULT_KEEP_INTERRUPTED_S, DatasetUploadService, IfExists, UploadTask
 from .upload.leases import DEFAULT_LEASE_S, Leases
+
+if TYPE_CHECKING:
+    import polars as pl
 
 __all__ = ["AsyncHub"]
 
@@ -269,7 +272,7 @@ class AsyncHub:
 
     async def push(
         self,
-        df: pd.DataFrame | pd.Series | pa.Table,
+        df: pd.DataFrame | pd.Series | pa.Table | pl.DataFrame,
         name: str,
         *,
         description: str | None = None,
@@ -285,8 +288,9 @@ class AsyncHub:
         :class:`~dsnotebook.models.DatasetVersion`.
 
         Args:
-            df: a DataFrame, a Series or a ``pyarrow.Table`` (see :mod:`dsnotebook.store.kinds`
-                for the Arrow types accepted); ``pull`` gives back the same kind. What is stored
+            df: a DataFrame, a Series, a ``pyarrow.Table`` or a polars DataFrame (see
+                :mod:`dsnotebook.store.kinds` for the Arrow and polars types accepted); ``pull``
+                gives back the same kind. What is stored
                 is the data as it was when ``push`` returned, whatever happens to it afterwards.
             name: the dataset's name: any printable text up to 255 characters.
             description, tags: stored on the dataset (tags: a JSON-compatible dict).
@@ -326,7 +330,7 @@ class AsyncHub:
         columns: Sequence | None = None,
         limit: int | None = None,
         to: To | None = None,
-    ) -> pd.DataFrame | pd.Series | pa.Table:
+    ) -> pd.DataFrame | pd.Series | pa.Table | pl.DataFrame:
         """The stored version (latest by default) as the identical object pushed, or as the kind
         ``to``; see :meth:`Hub.pull`."""
         await self._ready()
@@ -340,7 +344,7 @@ class AsyncHub:
         columns: Sequence | None = None,
         batch_rows: int = 100_000,
         to: To | None = None,
-    ) -> AsyncIterator[pd.DataFrame | pd.Series | pa.Table]:
+    ) -> AsyncIterator[pd.DataFrame | pd.Series | pa.Table | pl.DataFrame]:
         """Stream a stored version in exact batches of at most ``batch_rows`` rows, of the kind
         pushed or the kind ``to``; see :meth:`Hub.iter_batches`."""
         await self._ready()

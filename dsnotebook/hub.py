@@ -11,7 +11,7 @@ import concurrent.futures
 import logging
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -27,6 +27,9 @@ from .store.kinds import To
 from .tasks import BackgroundTaskService
 from .upload import DEFAULT_KEEP_INTERRUPTED_S, IfExists, UploadTask
 from .upload.leases import DEFAULT_LEASE_S
+
+if TYPE_CHECKING:
+    import polars as pl
 
 __all__ = ["AsyncHub", "Hub", "connect", "datasets", "default_hub", "pull", "push", "tasks_frame"]
 
@@ -128,7 +131,7 @@ class Hub:
 
     def push(
         self,
-        df: pd.DataFrame | pd.Series | pa.Table,
+        df: pd.DataFrame | pd.Series | pa.Table | pl.DataFrame,
         name: str,
         *,
         description: str | None = None,
@@ -163,23 +166,28 @@ class Hub:
         columns: Sequence | None = None,
         limit: int | None = None,
         to: To | None = None,
-    ) -> pd.DataFrame | pd.Series | pa.Table:
+    ) -> pd.DataFrame | pd.Series | pa.Table | pl.DataFrame:
         """Rebuild a stored version (latest by default) as the identical object that was pushed.
 
         Args:
             columns: only these column labels (the index always comes along).
             limit: only the first ``limit`` rows.
             to: None (default) gives back the kind pushed: a DataFrame, the Series (name and
-                index included) or the pyarrow Table. ``"pandas"`` gives the pandas kind (the
-                Series for a Series, else a DataFrame); ``"arrow"`` a ``pyarrow.Table``, made by
-                ``pa.Table.from_pandas`` (a non-default index becomes columns, a Series the
-                one-column table named ``str(name)``), or the pushed Table itself. Versions
-                stored before kinds were recorded are DataFrames.
+                index included), the pyarrow Table or the polars DataFrame. ``"pandas"`` gives
+                the pandas kind (the Series for a Series, else a DataFrame); ``"arrow"`` a
+                ``pyarrow.Table``, made by ``pa.Table.from_pandas`` (a non-default index becomes
+                columns, a Series the one-column table named ``str(name)``), or the pushed Table
+                itself (for a polars frame, its ``to_arrow()``); ``"polars"`` a polars DataFrame,
+                ``polars.from_arrow`` of that Table, or one that ``.equals()`` the pushed polars
+                frame. Versions stored before kinds were recorded are DataFrames. See
+                :mod:`dsnotebook.store.kinds`.
 
         Raises:
             DatasetNotFound: unknown name or version (close names are suggested).
             ValidationError: unknown column labels, a bad ``limit`` or ``to`` (naming the
                 accepted values).
+            UsageError: a polars DataFrame is wanted (``to="polars"``, or pushed) and polars is
+                not installed (``pip install "dsnotebook[polars]"``).
         """
         return self._run(self._async.pull(name, version, columns=columns, limit=limit, to=to))
 
@@ -191,7 +199,7 @@ class Hub:
         columns: Sequence | None = None,
         batch_rows: int = 100_000,
         to: To | None = None,
-    ) -> Iterator[pd.DataFrame | pd.Series | pa.Table]:
+    ) -> Iterator[pd.DataFrame | pd.Series | pa.Table | pl.DataFrame]:
         """Stream a stored version (latest by default) in order, in exact batches of at most
         ``batch_rows`` rows, for datasets larger than memory.
 
@@ -202,6 +210,7 @@ class Hub:
         Raises:
             DatasetNotFound: unknown name or version.
             ValidationError: unknown column labels, ``batch_rows`` not a positive int, or a bad ``to``.
+            UsageError: a polars DataFrame is wanted and polars is not installed.
         """
         batches = self._async.iter_batches(name, version, columns=columns, batch_rows=batch_rows, to=to)
         try:
@@ -469,7 +478,7 @@ def default_hub() -> Hub:
 
 @suggest_keywords
 def push(
-    df: pd.DataFrame | pd.Series | pa.Table,
+    df: pd.DataFrame | pd.Series | pa.Table | pl.DataFrame,
     name: str,
     *,
     description: str | None = None,
@@ -501,7 +510,7 @@ def pull(
     columns: Sequence | None = None,
     limit: int | None = None,
     to: To | None = None,
-) -> pd.DataFrame | pd.Series | pa.Table:
+) -> pd.DataFrame | pd.Series | pa.Table | pl.DataFrame:
     """``default_hub().pull(name, version, ...)``: a stored version (latest by default) as the
     identical object pushed, or as the kind ``to``; see :meth:`Hub.pull`."""
     return default_hub().pull(name, version, columns=columns, limit=limit, to=to)

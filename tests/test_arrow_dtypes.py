@@ -203,15 +203,22 @@ def test_appending_an_arrow_column_to_itself(hub):
     assert_identical(hub.pull("log"), pd.concat([df, df]))
 
 
-def test_appending_numpy_backed_values_to_an_arrow_column_is_a_schema_mismatch(hub):
+def test_appending_numpy_backed_values_of_the_same_arrow_type_keeps_the_arrow_column(hub):
+    pushed(hub, pd.DataFrame({"id": arrow_series([1, None], pa.int64())}), "ids")
+    pushed(hub, pd.DataFrame({"id": pd.array([2, None], dtype="Int64")}), "ids", if_exists="append")
+    pushed(hub, pd.DataFrame({"id": np.array([3], dtype=np.int64)}), "ids", if_exists="append")
+    assert_identical(hub.pull("ids"), pd.DataFrame({"id": arrow_series([1, None, 2, None, 3], pa.int64())}))
+
+
+def test_appending_values_of_another_arrow_type_to_an_arrow_column_is_a_schema_mismatch(hub):
     pushed(hub, pd.DataFrame({"id": arrow_series([1, None], pa.int64())}), "ids")
     with pytest.raises(SchemaMismatch) as err:
         hub.push(
-            pd.DataFrame({"id": pd.array([1, 2], dtype="Int64")}),
+            pd.DataFrame({"id": pd.array([1, 2], dtype="Int32")}),
             "ids",
             if_exists="append",
         )
-    assert "'id'" in str(err.value) and "int64[pyarrow]" in str(err.value)
+    assert "'id'" in str(err.value) and "int64[pyarrow]" in str(err.value) and "Int32" in str(err.value)
 
 
 # ---------------------------------------------------------------------------------------

@@ -22,12 +22,7 @@ import pytest
 from frametools import assert_identical
 from hubtools import wait_until
 
-from dsnotebook.errors import (
-    SchemaMismatch,
-    UploadCancelled,
-    UploadError,
-    ValidationError,
-)
+from dsnotebook.errors import SchemaMismatch, UploadCancelled, UploadError, ValidationError
 from dsnotebook.store import streams
 
 SCHEMA = pa.schema(
@@ -163,8 +158,17 @@ def test_a_polars_lazyframe_is_collected_in_batches(hub):
         (pl.col("k") * 1.5).alias("x")
     )
     hub.push(lazy, "lazy").wait()
+    pulled = hub.pull("lazy")
+    assert isinstance(pulled, pl.DataFrame) and pulled.equals(lazy.collect()) and pulled.schema == lazy.collect_schema()
     assert hub.pull("lazy", to="arrow").equals(lazy.collect().to_arrow())
     assert hub.versions("lazy")["rows"].tolist() == [10]
+
+
+def test_a_polars_lazyframe_with_a_dtype_that_cannot_be_stored_is_refused_up_front(hub):
+    lazy = pl.LazyFrame({"ok": [1, 2], "big": pl.Series([1, 2], dtype=pl.Int128)})
+    with pytest.raises(ValidationError, match="'big'.*Int128"):
+        hub.push(lazy, "refused")
+    assert hub.tasks().empty
 
 
 def test_a_stream_appends_to_a_frame_and_a_frame_to_a_stream(hub):

@@ -20,11 +20,12 @@ from .formatting import local_time, print_frame, print_json
 
 __all__ = ["add_commands"]
 
+#: The formats ``pull`` writes from a pandas frame; Parquet is written from the Arrow table (see :func:`_parquet`).
 _WRITERS = {
     ".csv": ("CSV", lambda df, p: df.to_csv(p, index=not _default_index(df))),
-    ".parquet": ("Parquet", lambda df, p: df.to_parquet(p)),
     ".feather": ("Feather", lambda df, p: df.reset_index(drop=_default_index(df)).to_feather(p)),
 }
+_SUFFIXES = sorted([*_WRITERS, ".parquet"])
 #: The widest an upload's error gets in the ``tasks`` table; ``tasks --json`` has all of it.
 ERROR_WIDTH = 60
 
@@ -75,10 +76,10 @@ def cmd_show(hub: Hub, args: argparse.Namespace) -> int:
 
 def _prepare_pull(args: argparse.Namespace) -> None:
     path = Path(args.output)
-    suffixes = ", ".join(sorted(_WRITERS))
+    suffixes = ", ".join(_SUFFIXES)
     if path.is_dir():
         raise ValidationError(f"-o {path}: is a directory; give a file path ending in {suffixes}")
-    if path.suffix.lower() not in _WRITERS:
+    if path.suffix.lower() not in _SUFFIXES:
         raise ValidationError(f"-o {path}: unknown file type {path.suffix.lower()!r}; use one of {suffixes}")
     if not path.parent.is_dir():
         raise ValidationError(f"-o {path}: the directory {str(path.parent)!r} does not exist")
@@ -95,20 +96,56 @@ def _prepare_pull(args: argparse.Namespace) -> None:
     args.output = path
 
 
+def _arrow_as_stored(table: pa.Table) -> pa.Table:
+    """A pushed Table with the pandas metadata of the frame it is stored as (each column
+    Arrow-backed, a RangeIndex), so that ``pd.read_parquet`` gives that frame, as it did when
+    ``pull`` wrote Parquet from pandas. The metadata comes from the empty frame: no data is
+    converted."""
+    empty = table.slice(0, 0).to_pandas(ignore_metadata=True, types_mapper=pd.ArrowDtype)
+    return table.replace_schema_metadata(pa.Table.from_pandas(empty, preserve_index=False).schema.metadata)
+
+
+def _parquet(hub: Hub, name: str, version: int | None) -> tuple[pa.Table, int]:
+    """The version as the Arrow table to write to Parquet, and its number of columns, the
+    index not counted. ``pd.read_parquet`` gives the pulled pandas frame back, index included."""
+    if version is None:  # pinned, so that both reads see the same version
+        version = hub.info(name).latest.version
+    pushed_a_table = isinstance(hub.pull(name, version, limit=0), pa.Table)
+    table = hub.pull(name, version, to="arrow")
+    if pushed_a_table:
+        table = _arrow_as_stored(table)
+    metadata = table.schema.pandas_metadata or {}
+    index_columns = [c for c in metadata.get("index_columns", []) if isinstance(c, str)]
+    return table, table.num_columns - len(index_columns)
+
+
 def cmd_pull(hub: Hub, args: argparse.Namespace) -> int:
     path = args.output
-    df = as_frame(hub.pull(args.name, args.version, to="pandas"))
-    kind, write = _WRITERS[path.suffix.lower()]
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table, columns = _parquet(hub, args.name, args.version)
+        kind, rows = "Parquet", table.num_rows
+
+        def write() -> None:
+            pq.write_table(table, path)
+    else:
+        df = as_frame(hub.pull(args.name, args.version, to="pandas"))
+        (kind, write_frame), rows, columns = _WRITERS[suffix], len(df), df.shape[1]
+
+        def write() -> None:
+            write_frame(df, path)
     existed = path.exists()
     try:
-        write(df, path)
+        write()
     except (OSError, ValueError, TypeError, NotImplementedError, pa.ArrowException) as exc:
         # A full disk, or a frame the format cannot hold: one line naming the file, and a file
         # this command created is not left half written.
         if not existed:
             path.unlink(missing_ok=True)
         raise ValidationError(f"-o {path}: cannot write {args.name!r} as {kind}: {type(exc).__name__}: {exc}") from exc
-    print(f"wrote {len(df):,} rows × {df.shape[1]} columns to {path}")
+    print(f"wrote {rows:,} rows × {columns} columns to {path}")
     return 0
 
 

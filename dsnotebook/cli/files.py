@@ -6,6 +6,8 @@ CSV, TSV and JSON files may be compressed (``.gz`` or ``.zst``, read through pya
 
 - A CSV file's separator, unless ``--sep`` gives it, is detected with :class:`csv.Sniffer` on the
   first lines, among ``,``, ``;``, tab and ``|``; a separator other than a comma is reported.
+- A UTF-8 CSV or TSV file is read with pyarrow's reader where that is expected to be faster
+  (see :mod:`.arrow_csv`), with the dtypes and values pandas' reader gives, or else with pandas.
 - A file that is not valid text in its encoding (UTF-8 unless ``--encoding`` says otherwise) is
   refused with the line and byte offset of the first bad byte, and the option that reads it.
 - ``--dtype`` and ``--parse-dates`` cast columns without changing any value (see :mod:`.casting`),
@@ -25,6 +27,7 @@ import pandas as pd
 from pandas.api.types import is_bool_dtype, is_float_dtype, is_numeric_dtype
 
 from ..errors import ValidationError
+from . import arrow_csv
 from .casting import DoesNotFit, describe, fit_to_schema, to_datetime, to_dtype
 from .text import decoding_error, open_text, sniff_separator
 
@@ -212,6 +215,14 @@ def _load(
             if sep != ",":
                 shown = "tabs" if sep == "\t" else repr(sep)
                 note(f"{path.name}: the columns are separated by {shown} (detected; --sep sets the separator)")
+        if codecs.lookup(encoding).name == "utf-8" and arrow_csv.faster():
+            # pyarrow's reader gives pandas' result, or None where it cannot.
+            with open_text(path, compression) as f:
+                frame = arrow_csv.read_csv(
+                    f, sep=sep, header=options.header, text_columns=text_columns, reopen=lambda: open_text(path, compression)
+                )
+            if frame is not None:
+                return frame
         with open_text(path, compression) as f:
             return pd.read_csv(
                 f, sep=sep, encoding=encoding, header=0 if options.header else None,

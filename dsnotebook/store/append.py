@@ -5,23 +5,30 @@ marks column only when its values hold more than one kind of missing marker (see
 :mod:`dsnotebook.store.codec`), and column order may differ. :func:`plan_append` works out the
 combined table's manifest, the marks columns the staged rows need, and the SQL expression that
 reads each combined column from the previous version's table.
+
+A column may also be appended in another dtype of the same Arrow type (see
+:func:`dsnotebook.store.codec.schema_diff`: a polars ``Int64`` onto a NumPy ``int64``, say). The
+combined column keeps the previous version's dtype where the staged values fit it exactly, and
+takes the staged dtype where they do not: :func:`fit_checks` gives the SQL conditions that find a
+staged value the previous dtype cannot hold (a NULL for NumPy integers and bools, a NULL that is
+not a NaN for NumPy floats), and :func:`plan_append` takes the columns where one was found.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import kinds
 from .codec import _MARK_CODES, HIDDEN_PREFIX, _label_key, merged_object_kind, schema
-from .codec.schemas import united_categories
+from .codec.schemas import _compatible_objects, _identity, united_categories
 
 if TYPE_CHECKING:
     from .backends.base import Backend
 
-__all__ = ["AppendPlan", "plan_append"]
+__all__ = ["AppendPlan", "fit_checks", "plan_append"]
 
 
 @dataclass
@@ -88,13 +95,67 @@ def _unit(spec: dict) -> str | None:
     return spec.get("unit")
 
 
-def plan_append(old: dict, new: dict, quote: Callable[[str], str], backend: Backend) -> AppendPlan:
+def _retyped(o: dict, n: dict) -> bool:
+    """Whether a column is appended in another dtype (of the same Arrow type, schema_diff saw to it)."""
+    return _identity(o) != _identity(n) and not _compatible_objects(o, n)
+
+
+def _unheld(o: dict, n: dict, quote: Callable[[str], str]) -> str | None:
+    """SQL condition on the staged table, true on a staged value of ``n`` that the dtype of
+    ``o`` cannot hold; None where it holds them all (nullable, Arrow-backed, string and
+    datetime dtypes)."""
+    value = quote(n["sql"])
+    if o["kind"] == "numpy":  # NumPy integers and bools have no missing value
+        return f"{value} IS NULL"
+    if o["kind"] == "float":  # a NumPy float's one missing value is NaN, which a null is not
+        if "marks_sql" in n:
+            return f"{value} IS NULL AND COALESCE({quote(n['marks_sql'])}, 0) <> {_MARK_CODES['nan']}"
+        return None if n.get("null") == "nan" else f"{value} IS NULL"
+    return None
+
+
+def fit_checks(old: dict, new: dict, quote: Callable[[str], str]) -> list[tuple[str, str]]:
+    """``(staged column, SQL condition)`` for each column appended in another dtype that the
+    previous version's dtype may not hold: a staged row where the condition holds has a value
+    it cannot. Pass the columns where one does as :func:`plan_append`'s ``unfit``."""
+    checks = []
+    for o, n, _ in _pairs(old, new):
+        condition = _unheld(o, n, quote) if _retyped(o, n) else None
+        if condition is not None:
+            checks.append((n["sql"], condition))
+    return checks
+
+
+# Where the stored values live: the rest of a spec is its dtype.
+_LOCATION_KEYS = {"sql", "marks_sql", "null", "text_as"}
+
+
+def _take_dtype(combined: dict, o: dict) -> None:
+    """Give the combined column (the staged one's spec) the dtype of the previous version's ``o``."""
+    location = {key: value for key, value in combined.items() if key in _LOCATION_KEYS}
+    combined.clear()
+    combined.update({key: value for key, value in o.items() if key not in _LOCATION_KEYS})
+    combined.update(location)
+    if "null" not in o:
+        combined.pop("null", None)
+    elif o["kind"] == "float":
+        combined["null"] = "nan"  # the staged values fit: their NULLs are NaN
+    else:
+        combined.setdefault("null", o["null"])
+
+
+def plan_append(
+    old: dict, new: dict, quote: Callable[[str], str], backend: Backend, *, unfit: Collection[str] = ()
+) -> AppendPlan:
     """Plan appending a staged frame (manifest ``new``) to a version (manifest ``old``).
 
     The schemas must already match (:func:`dsnotebook.store.codec.schema_diff` empty). The
     combined table keeps the staged frame's layout; the previous version's rows are mapped onto
     it. ``quote`` quotes an identifier for the target database, and ``backend`` gives its
-    conversions (UTF-8 bytes of text, and between native and generic types).
+    conversions (UTF-8 bytes of text, and between native and generic types). A column
+    appended in another dtype of the same Arrow type keeps the previous version's dtype, unless
+    it is in ``unfit`` (staged columns with a value that dtype cannot hold, see
+    :func:`fit_checks`): then it takes the staged dtype.
     """
     manifest = copy.deepcopy(new)
     plan = AppendPlan(manifest=manifest)
@@ -103,6 +164,8 @@ def plan_append(old: dict, new: dict, quote: Callable[[str], str], backend: Back
     old_types = dict((name, sql_type) for name, sql_type in old["sql_columns"])
     new_types = dict((name, sql_type) for name, sql_type in new["sql_columns"])
     for (o, n, marks_name), combined in zip(_pairs(old, new), combined_specs, strict=True):
+        if _retyped(o, n) and n["sql"] not in unfit:
+            _take_dtype(combined, o)
         # A previous column without any value (object kind "none", stored untyped) contributes
         # plain NULLs: typed databases refuse to copy its type into the staged column's.
         old_is_empty = o.get("kind") == "object" and o.get("object") == "none"
@@ -130,22 +193,26 @@ def plan_append(old: dict, new: dict, quote: Callable[[str], str], backend: Back
         categories = united_categories(o, n)
         if categories is not None:
             combined["categories"] = categories
-        if combined["kind"] == "object":
+        if o["kind"] == n["kind"] == "object":
             combined["object"] = merged_object_kind(o, n)
             if n["object"] == "none" and o["object"] != "none":
                 plan.retype.append((n["sql"], _sql_type(old, o["sql"]), "NULL"))
-        same_nulls = o.get("null") == n.get("null")
-        if "marks_sql" not in o and "marks_sql" not in n and same_nulls:
+        # A side without a "null" has no NULL to tell apart (NumPy integers, strings, datetimes).
+        new_null = combined.get("null", o.get("null"))
+        old_null = o.get("null", new_null)
+        if "marks_sql" not in o and "marks_sql" not in n and old_null == new_null:
             continue
         name = n.get("marks_sql", marks_name)
         if "marks_sql" not in n:
-            plan.add_marks.append((name, n["sql"], _MARK_CODES[n["null"]]))
+            plan.add_marks.append((name, n["sql"], _MARK_CODES[new_null]))
             manifest["sql_columns"].append([name, "INTEGER"])
             combined["marks_sql"] = name
         if "marks_sql" in o:
             expressions[name] = quote(o["marks_sql"])
         else:
-            expressions[name] = f"CASE WHEN {old_value} IS NULL THEN {_MARK_CODES[o['null']]} END"
+            # A previous dtype without a "null" (strings) has no NULL to mark.
+            code = _MARK_CODES.get(old_null)
+            expressions[name] = "NULL" if code is None else f"CASE WHEN {old_value} IS NULL THEN {code} END"
     # Columns come back in the previous version's order, as pd.concat would give them.
     by_label = {_label_key(label): spec for (label, _), spec in zip(schema(manifest), manifest["data"], strict=True)}
     manifest["data"] = [by_label[_label_key(label)] for label, _ in schema(old)]

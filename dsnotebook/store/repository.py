@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import unicodedata
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,9 @@ from .backends.base import ROW_ID, Backend, Rows, Sizes
 from .catalog import datasets, tasks, versions
 from .engine import WriteGate, write_transaction
 from .views import view_select
+
+if TYPE_CHECKING:
+    import polars as pl
 
 __all__ = [
     "DATASET_COLUMNS",
@@ -214,7 +217,7 @@ class Repository:
         columns: Sequence | None = None,
         limit: int | None = None,
         to: kinds.To | None = None,
-    ) -> pd.DataFrame | pd.Series | pa.Table:
+    ) -> pd.DataFrame | pd.Series | pa.Table | pl.DataFrame:
         """Rebuild a stored version as the identical object pushed (or part of it), or as the
         kind ``to`` (see :mod:`dsnotebook.store.kinds`).
 
@@ -248,7 +251,7 @@ class Repository:
         columns: Sequence | None = None,
         batch_rows: int = 100_000,
         to: kinds.To | None = None,
-    ) -> AsyncIterator[pd.DataFrame | pd.Series | pa.Table]:
+    ) -> AsyncIterator[pd.DataFrame | pd.Series | pa.Table | pl.DataFrame]:
         """Yield a stored version in order, in exact batches of at most ``batch_rows`` rows, each
         of the kind pushed or the kind ``to`` (see :mod:`dsnotebook.store.kinds`).
 

@@ -18,7 +18,6 @@ frame: once spooled it has the same ``columns``, ``manifest``, ``nrows`` and row
 
 from __future__ import annotations
 
-import base64
 import bisect
 import copy
 import hashlib
@@ -58,10 +57,6 @@ class Stream:
     batches: Callable[[], Iterator[pa.RecordBatch]]
 
 
-def _record(kind: str, schema: pa.Schema) -> dict:
-    return {"kind": kind, "schema": base64.b64encode(schema.serialize().to_pybytes()).decode("ascii")}
-
-
 def _is_polars(obj: Any, name: str) -> bool:
     cls = type(obj)
     return cls.__module__.split(".")[0] == "polars" and cls.__name__ == name
@@ -71,7 +66,7 @@ def is_stream(obj: Any) -> bool:
     """Whether ``obj`` is pushed as a stream (see the module's docstring)."""
     if isinstance(obj, pa.RecordBatchReader) or _is_polars(obj, "LazyFrame"):
         return True
-    if isinstance(obj, pa.Table) or _is_polars(obj, "DataFrame"):
+    if isinstance(obj, (pa.Table, pa.RecordBatch)) or _is_polars(obj, "DataFrame"):
         return False
     # A pandas DataFrame offers the interface too, but is pushed as itself.
     import pandas as pd
@@ -91,21 +86,23 @@ def open_stream(obj: Any) -> Stream:
         reader = obj if isinstance(obj, pa.RecordBatchReader) else pa.RecordBatchReader.from_stream(obj)
     except (TypeError, ValueError, pa.ArrowException) as exc:
         raise ValidationError(f"df: cannot read the Arrow stream of the {type(obj).__name__}: {exc}") from exc
-    return Stream(reader.schema, _record("arrow", reader.schema), lambda: iter(reader))
+    return Stream(reader.schema, kinds.arrow_record("arrow", reader.schema), lambda: iter(reader))
 
 
 def _polars_stream(lazy: Any) -> Stream:
     """A LazyFrame's stream: its batches as polars' streaming engine produces them."""
     try:
-        schema = lazy.head(0).collect().to_arrow().schema
+        empty = lazy.head(0).collect()
     except Exception as exc:  # noqa: BLE001 - polars raises its own errors for a plan that fails
         raise ValidationError(f"df: the polars LazyFrame's plan fails: {exc}") from exc
+    schema = kinds._polars_to_arrow(empty).schema  # refuses the dtypes that cannot be stored
 
     def batches() -> Iterator[pa.RecordBatch]:
+        # polars' streaming engine hands the result over a part at a time.
         for frame in lazy.collect_batches():
-            yield from frame.to_arrow().cast(schema).to_batches()
+            yield from kinds._polars_to_arrow(frame).cast(schema).to_batches()
 
-    return Stream(schema, _record("polars", schema), batches)
+    return Stream(schema, kinds.arrow_record("polars", schema), batches)
 
 
 def _is_marks(name: str, manifest: dict) -> dict | None:

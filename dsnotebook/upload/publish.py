@@ -16,7 +16,7 @@ from .. import _faults
 from ..errors import VersionConflict
 from ..models import DatasetVersion
 from ..store import codec
-from ..store.append import plan_append
+from ..store.append import fit_checks, plan_append
 from ..store.backends import ROW_ID, Backend
 from ..store.catalog import datasets, tasks, utcnow, version_table_name, view_name
 from ..store.catalog import versions as versions_table
@@ -106,8 +106,13 @@ async def publish(
             # Checked again here: another push may have published since this one was queued.
             latest = await find_version(session, dataset)
             check_append(req.name, latest.manifest, manifest)
-            plan = plan_append(latest.manifest, manifest, lambda ident: quote(conn, ident), backend)
             target = quote(conn, stage)
+            # A column appended in another dtype keeps the previous one where its values fit.
+            unfit = set()
+            for column, condition in fit_checks(latest.manifest, manifest, lambda ident: quote(conn, ident)):
+                if (await conn.exec_driver_sql(f"SELECT 1 FROM {target} WHERE {condition} LIMIT 1")).first() is not None:
+                    unfit.add(column)
+            plan = plan_append(latest.manifest, manifest, lambda ident: quote(conn, ident), backend, unfit=unfit)
             # The all-NULL column takes the type of the values it receives, and a native type a
             # general one (a database without column types has nothing to do).
             for column, sql_type, using in plan.retype:

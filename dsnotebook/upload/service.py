@@ -36,26 +36,11 @@ from ..store.catalog import datasets, stage_table_name, tasks, utcnow
 from ..store.engine import WriteGate, translate, write_transaction
 from ..store.repository import drop_table, find_dataset, find_version, to_version
 from ..store.streams import StreamedFrame
-from ..tasks import (
-    BackgroundTaskService,
-    finish_through_cancel,
-    release_cancelled_frames,
-    rollback_keeping_a_cancel,
-    run_to_completion,
-)
+from ..tasks import BackgroundTaskService, finish_through_cancel, release_cancelled_frames, rollback_keeping_a_cancel, run_to_completion
 from .handle import UploadTask
 from .publish import dataset_changes, publish, record_success
 from .staging import DEFAULT_KEEP_INTERRUPTED_S, Checkpoints, Staging
-from .validate import (
-    IfExists,
-    Request,
-    check_append,
-    check_free_space,
-    check_writable,
-    encode_for,
-    validate_name,
-    validate_options,
-)
+from .validate import IfExists, Request, check_append, check_free_space, check_writable, encode_for, validate_name, validate_options
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "DatasetUploadService", "owner"]
 

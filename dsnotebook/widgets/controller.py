@@ -32,7 +32,7 @@ from ..progress import Listeners, Progress
 from ..tasks import TERMINAL_STATUSES
 from ..upload import UploadTask, validate_name, validate_options
 
-__all__ = ["FrameChoice", "Message", "PanelController"]
+__all__ = ["FRAME_KINDS", "FrameChoice", "Message", "PanelController"]
 
 log = logging.getLogger("dsnotebook")
 
@@ -45,19 +45,27 @@ HISTORY_COLUMNS = ["id", "dataset", "status", "rows_done", "rows_total", "attemp
 DATASET_COLUMNS = ["name", "latest_version", "rows", "columns", "updated_at", "description"]
 
 
+#: What the panel offers to upload, as its messages name it.
+FRAME_KINDS = "a pandas or polars DataFrame, a pandas Series or a pyarrow Table"
+
+
 @dataclass(frozen=True)
 class FrameChoice:
-    """A DataFrame (or Series) variable that can be uploaded."""
+    """A variable that can be uploaded: a pandas DataFrame or Series, a pyarrow Table or a
+    polars DataFrame."""
 
     variable: str
     rows: int
     columns: int
+    #: ``"DataFrame"``, ``"Series"``, ``"Table"`` (pyarrow) or ``"polars DataFrame"``.
     kind: str
 
     @property
     def label(self) -> str:
-        """``'sales (25,000 × 4)'``, as the dropdown shows it."""
-        return f"{self.variable} ({self.rows:,} × {self.columns:,})"
+        """``'sales (25,000 × 4)'`` for a pandas DataFrame, ``'events (Table, 10 × 3)'`` for
+        the other kinds, as the dropdown shows it."""
+        kind = "" if self.kind == "DataFrame" else f"{self.kind}, "
+        return f"{self.variable} ({kind}{self.rows:,} × {self.columns:,})"
 
 
 Level = Literal["hint", "info", "success", "warning", "error"]
@@ -77,14 +85,30 @@ class Message:
     at: datetime = field(default_factory=lambda: datetime.now().astimezone(), compare=False)
 
 
+def _frame_kind(value: Any) -> tuple[str, int, int] | None:
+    """The kind, rows and columns of something ``hub.push`` takes, or None.
+
+    pyarrow Tables and polars DataFrames are told by their class's module and name, so that
+    neither library is imported to look at a notebook's variables (polars is optional).
+    """
+    if isinstance(value, pd.DataFrame):
+        return "DataFrame", len(value), value.shape[1]
+    if isinstance(value, pd.Series):
+        return "Series", len(value), 1
+    cls = type(value)
+    module, name = getattr(cls, "__module__", "") or "", cls.__name__
+    if name == "Table" and (module == "pyarrow" or module.startswith("pyarrow.")):
+        return "Table", value.num_rows, value.num_columns
+    if name == "DataFrame" and (module == "polars" or module.startswith("polars.")):
+        return "polars DataFrame", value.height, value.width
+    return None
+
+
 def _choice(variable: str, value: Any) -> FrameChoice | None:
     if variable.startswith("_"):
         return None  # IPython's output history (_, __, _1, ...) and private names
-    if isinstance(value, pd.DataFrame):
-        return FrameChoice(variable, len(value), value.shape[1], "DataFrame")
-    if isinstance(value, pd.Series):
-        return FrameChoice(variable, len(value), 1, "Series")
-    return None
+    kind = _frame_kind(value)
+    return None if kind is None else FrameChoice(variable, kind[1], kind[2], kind[0])
 
 
 def _ending(p: Progress) -> Message:
@@ -105,7 +129,8 @@ class PanelController:
 
     Args:
         hub: the sync :class:`~dsnotebook.hub.Hub` to upload to and browse.
-        namespace: where to look for DataFrames, for example IPython's ``user_ns``; a mapping
+        namespace: where to look for frames to upload (pandas DataFrames and Series, pyarrow
+            Tables, polars DataFrames), for example IPython's ``user_ns``; a mapping
             that is read again on every :meth:`refresh_frames`.
         preview_rows: rows shown in a dataset's preview.
 
@@ -224,8 +249,8 @@ class PanelController:
             return self.form_notice
         if self.frame is None:
             if not self.frames:
-                return Message("No DataFrame in the notebook yet: create one, then click Refresh.", "hint")
-            return Message("Choose one of the notebook's DataFrames to upload.", "hint")
+                return Message(f"Nothing to upload in the notebook yet ({FRAME_KINDS}): create one, then click Refresh.", "hint")
+            return Message("Choose one of the notebook's frames to upload.", "hint")
         if self.problem is not None:
             return Message(self.problem, "error")
         choice = next((f for f in self.frames if f.variable == self.frame), None)
@@ -235,7 +260,8 @@ class PanelController:
     # -- the frames on offer -----------------------------------------------------------------
 
     def refresh_frames(self) -> list[FrameChoice]:
-        """Read the namespace again: its DataFrames and Series, sorted by name."""
+        """Read the namespace again: its pandas DataFrames and Series, pyarrow Tables and polars
+        DataFrames, sorted by name."""
         self._frame_verdict = None
         self.form_notice = None
         choices = [c for name, value in list(self.namespace.items()) if (c := _choice(str(name), value)) is not None]
@@ -269,16 +295,17 @@ class PanelController:
         self.form_notice = None
         self.validate()
 
-    def _frame_object(self) -> pd.DataFrame | pd.Series:
+    def _frame_object(self) -> Any:
+        """The chosen variable's value, as it is: ``hub.push`` takes each kind the panel lists."""
         if self.frame is None:
-            raise ValidationError("no DataFrame chosen; choose one of the notebook's DataFrames to upload")
+            raise ValidationError("no frame chosen; choose one of the notebook's frames to upload")
         try:
             value = self.namespace[self.frame]
         except KeyError:
             raise ValidationError(f"the variable {self.frame!r} no longer exists; click Refresh and choose again") from None
-        if not isinstance(value, (pd.DataFrame, pd.Series)):
+        if _frame_kind(value) is None:
             raise ValidationError(
-                f"the variable {self.frame!r} is now a {type(value).__name__}, not a DataFrame; click Refresh"
+                f"the variable {self.frame!r} is now a {type(value).__name__}, not {FRAME_KINDS}; click Refresh"
             )
         return value
 
@@ -294,7 +321,7 @@ class PanelController:
             )
         self._check_frame(frame)
 
-    def _check_frame(self, frame: pd.DataFrame | pd.Series) -> None:
+    def _check_frame(self, frame: Any) -> None:
         # Checking a frame scans its object columns, so the verdict is kept until the variable is
         # rebound or Refresh is clicked; push checks again in any case.
         key = (self.frame, id(frame))

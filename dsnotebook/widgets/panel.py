@@ -1,4 +1,5 @@
-"""``UploadPanel``: upload a notebook's DataFrames, watch the uploads, browse what is stored.
+"""``UploadPanel``: upload a notebook's frames (pandas or polars DataFrames, Series, pyarrow
+Tables), watch the uploads, browse what is stored.
 
 Every decision is the :class:`~dsnotebook.widgets.controller.PanelController`'s; this module only
 lays out standard ipywidgets, forwards clicks and edits to the controller, and renders its state
@@ -66,7 +67,8 @@ def _table_box(css: str) -> w.HTML:
 
 
 class UploadPanel(w.VBox):
-    """Upload a notebook's DataFrames, follow every upload, and browse the stored datasets.
+    """Upload a notebook's frames (pandas or polars DataFrames, Series, pyarrow Tables), follow
+    every upload, and browse the stored datasets.
 
     Above the tabs, a :class:`~dsnotebook.widgets.StatusStrip` shows the hub's queue, rate,
     memory, database size and free disk while the panel is displayed, and a status line tells
@@ -74,7 +76,7 @@ class UploadPanel(w.VBox):
 
     Args:
         hub: the :class:`~dsnotebook.hub.Hub` to use (``hub.panel()`` is the short way).
-        namespace: where to find DataFrames; by default the notebook's variables.
+        namespace: where to find frames to upload; by default the notebook's variables.
         preview_rows: rows shown in a dataset's preview.
 
     The behaviour lives in :attr:`controller` (a
@@ -87,8 +89,8 @@ class UploadPanel(w.VBox):
         c = self.controller
 
         # -- Upload
-        self.frame_dropdown = w.Dropdown(description="DataFrame", options=[], value=None).add_class("dsn-frame").add_class("dsn-form-field")
-        self.refresh_frames_button = w.Button(description="Refresh", icon="refresh", tooltip="Look for DataFrames again").add_class("dsn-refresh-frames")
+        self.frame_dropdown = w.Dropdown(description="Frame", options=[], value=None).add_class("dsn-frame").add_class("dsn-form-field")
+        self.refresh_frames_button = w.Button(description="Refresh", icon="refresh", tooltip="Look for frames again").add_class("dsn-refresh-frames")
         self.name_text = w.Text(description="Name", placeholder="dataset name").add_class("dsn-name").add_class("dsn-form-field")
         self.description_text = w.Text(description="Description", placeholder="optional").add_class("dsn-description").add_class("dsn-form-field")
         self.if_exists_dropdown = w.Dropdown(description="If it exists", options=list(IF_EXISTS), value=c.if_exists).add_class("dsn-if-exists")

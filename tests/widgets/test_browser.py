@@ -642,7 +642,7 @@ def test_the_panel_in_jupyterlab(lab, tmp_path, artifacts):
 
         # -- the form: a neutral hint first, then what Upload would do, then the problem
         message = panel.locator(".dsn-message")
-        expect(message.locator(".dsn-level-hint")).to_have_text("Choose one of the notebook's DataFrames to upload.")
+        expect(message.locator(".dsn-level-hint")).to_have_text("Choose one of the notebook's frames to upload.")
         seen[THEMES[0]] |= check_contrast(page, "the form's hint")
         frame = panel.locator(".dsn-frame select")
         labels = frame.locator("option").all_inner_texts()

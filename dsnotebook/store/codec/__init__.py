@@ -46,7 +46,8 @@ date32, date64                 object: datetime.date (date64 only whole days)
 time32[s|ms], time64[us]       object: datetime.time
 decimal128, decimal256         object: decimal.Decimal, scale kept
 dictionary<values=T>           category, its categories the Arrow-backed T
-list, large_list, struct       object: JSON lists and dicts (of numbers, bools, strings, null)
+list*, struct                  object: JSON lists and dicts (of numbers, bools, strings, null);
+                               list* is list, large_list or fixed_size_list
 =============================  ===============================================================
 
 The array spec of such a column gets an ``"arrow"`` entry: the pandas dtype (``int64[pyarrow]``,

@@ -26,8 +26,8 @@ from .values import _INT64_MAX, _NAT, _short
 ARROW_ACCEPTED = (
     "int8..int64, uint8..uint64 (values up to 2**63-1), float32, float64, bool, string, "
     "large_string, binary, large_binary, timestamp (s/ms/us/ns, naive or with a time zone), "
-    "duration, date32, date64, time32, time64, decimal128, decimal256, and list, large_list or "
-    "struct of integers, floats, bools and strings"
+    "duration, date32, date64, time32, time64, decimal128, decimal256, dictionary of those, and "
+    "list, large_list, fixed_size_list or struct of integers, floats, bools and strings"
 )
 _MS_PER_DAY = 86_400_000
 _T = pa.types
@@ -46,7 +46,7 @@ def _is_json_leaf(t: pa.DataType) -> bool:
 
 def _is_json_type(t: pa.DataType) -> bool:
     """A list or struct whose values JSON text holds and gives back as pyarrow reads them."""
-    if _T.is_list(t) or _T.is_large_list(t):
+    if _T.is_list(t) or _T.is_large_list(t) or _T.is_fixed_size_list(t):
         return _is_json_type(t.value_type) or _is_json_leaf(t.value_type)
     if _T.is_struct(t):
         names = [t.field(i).name for i in range(t.num_fields)]
@@ -93,6 +93,11 @@ def _kind(t: pa.DataType) -> str | None:
     ):
         return "dictionary"
     return None
+
+
+def storable(t: pa.DataType) -> bool:
+    """Whether an Arrow-backed column of type ``t`` can be stored (see :data:`ARROW_ACCEPTED`)."""
+    return _kind(t) is not None
 
 
 def _refuse(where: str, dtype: Any, first: Any, reason: str = "") -> ValidationError:

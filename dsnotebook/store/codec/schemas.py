@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from dsnotebook.errors import ValidationError
 
@@ -194,6 +195,39 @@ def _compatible_objects(a: dict, b: dict) -> bool:
     return a["kind"] == b["kind"] == "object" and "none" in (a["object"], b["object"])
 
 
+#: Storage kinds whose pandas dtype has one Arrow type (``pa.array`` of an empty array of it).
+_ARROW_MAPPED_KINDS = ("numpy", "float", "masked", "datetime", "timedelta")
+
+
+def arrow_type(spec: dict) -> str | None:
+    """The Arrow type a data column's values take, for matching appends across kinds, or None
+    where only the same dtype matches (categories, object values other than strings, ...).
+
+    ``int64``, ``Int64`` and ``int64[pyarrow]`` give ``"int64"``; ``float64``, ``Float64`` and
+    ``double[pyarrow]`` ``"double"``; ``datetime64[ns, UTC]`` ``"timestamp[ns, tz=UTC]"``; all
+    strings (``str``, ``string``, an object column of strings, Arrow ``string`` and
+    ``large_string``) ``"string"``.
+    """
+    if "arrow" in spec:
+        name = spec["arrow"]["type"]
+        return "string" if name in ("string", "large_string") else name
+    kind = spec["kind"]
+    if kind == "string" or (kind == "object" and spec.get("object") == "str"):
+        return "string"
+    if kind not in _ARROW_MAPPED_KINDS:
+        return None
+    try:
+        return str(pa.array(pd.array([], dtype=pd.api.types.pandas_dtype(spec["dtype"]))).type)
+    except (TypeError, ValueError, pa.ArrowException):
+        return None  # a time zone pandas cannot name from text: only the same dtype matches
+
+
+def same_arrow_type(a: dict, b: dict) -> bool:
+    """Whether two columns of different dtypes store values of one Arrow type (:func:`arrow_type`)."""
+    kind = arrow_type(a)
+    return kind is not None and kind == arrow_type(b)
+
+
 def merged_object_kind(a: dict, b: dict) -> str:
     """The value kind of two compatible object columns: the one that holds values, if any."""
     return b["object"] if a["object"] == "none" else a["object"]
@@ -207,8 +241,10 @@ def schema_diff(old_manifest: dict, new_manifest: dict) -> tuple[list, list, lis
         old one, and ``(label, old dtype, new dtype)`` for columns whose stored type
         differs (dtype, object value kind unless one side holds only missing values,
         categories and their order; not the string
-        storage, missing-value kinds or SQL names). A different index (kind, names or
-        level types) is reported as a retyped entry labelled ``"<index>"``.
+        storage, missing-value kinds or SQL names). Columns of different dtypes whose values
+        are of one Arrow type (:func:`arrow_type`: ``int64``, ``Int64`` and ``int64[pyarrow]``,
+        say) match. A different index (kind, names or level types) is reported as a retyped
+        entry labelled ``"<index>"``.
     """
     _check_format(old_manifest)
     _check_format(new_manifest)
@@ -220,7 +256,11 @@ def schema_diff(old_manifest: dict, new_manifest: dict) -> tuple[list, list, lis
     for key, (label, old_spec) in old.items():
         if key in new:
             new_spec = new[key][1]
-            if _identity(old_spec) != _identity(new_spec) and not _compatible_objects(old_spec, new_spec):
+            if (
+                _identity(old_spec) != _identity(new_spec)
+                and not _compatible_objects(old_spec, new_spec)
+                and not same_arrow_type(old_spec, new_spec)
+            ):
                 retyped.append((label, _describe_type(old_spec), _describe_type(new_spec)))
     if _index_identity(old_manifest["index"]) != _index_identity(new_manifest["index"]):
         old_index, new_index = old_manifest["index"], new_manifest["index"]
