@@ -272,7 +272,7 @@ class AsyncHub:
 
     async def push(
         self,
-        df: pd.DataFrame | pd.Series | pa.Table | pl.DataFrame,
+        df: pd.DataFrame | pd.Series | pa.Table | pa.RecordBatchReader | pl.DataFrame | pl.LazyFrame | Any,
         name: str,
         *,
         description: str | None = None,
@@ -292,6 +292,11 @@ class AsyncHub:
                 :mod:`dsnotebook.store.kinds` for the Arrow and polars types accepted); ``pull``
                 gives back the same kind. What is stored
                 is the data as it was when ``push`` returned, whatever happens to it afterwards.
+                Or a stream: a ``pyarrow.RecordBatchReader``, an object with the Arrow stream
+                interface (``__arrow_c_stream__``) or a polars LazyFrame, checked on its schema
+                here and read by the upload in slices, in bounded memory (see
+                :mod:`dsnotebook.store.streams`); ``pull`` gives a Table, or a polars
+                DataFrame for a LazyFrame.
             name: the dataset's name: any printable text up to 255 characters.
             description, tags: stored on the dataset (tags: a JSON-compatible dict).
             if_exists: ``"replace"`` (a new version holding just this frame), ``"append"`` (a
@@ -300,7 +305,8 @@ class AsyncHub:
             chunk_size: rows per staging chunk.
             check_space: refuse the upload up front when the disk that holds the database has
                 less free space than its estimated size plus a margin (SQLite; a server's disk
-                cannot be seen, so no check is made on PostgreSQL).
+                cannot be seen, so no check is made on PostgreSQL). A stream's size is known once
+                it has been read: the upload then fails, before writing a row, if it does not fit.
 
         Raises:
             ValidationError, VersionConflict, SchemaMismatch: before anything is scheduled.

@@ -131,7 +131,7 @@ class Hub:
 
     def push(
         self,
-        df: pd.DataFrame | pd.Series | pa.Table | pl.DataFrame,
+        df: pd.DataFrame | pd.Series | pa.Table | pa.RecordBatchReader | pl.DataFrame | pl.LazyFrame | Any,
         name: str,
         *,
         description: str | None = None,
@@ -478,7 +478,7 @@ def default_hub() -> Hub:
 
 @suggest_keywords
 def push(
-    df: pd.DataFrame | pd.Series | pa.Table | pl.DataFrame,
+    df: pd.DataFrame | pd.Series | pa.Table | pa.RecordBatchReader | pl.DataFrame | pl.LazyFrame | Any,
     name: str,
     *,
     description: str | None = None,
