@@ -33,6 +33,7 @@ from .values import (
     ARROW_TYPES,
     _check_utf8,
     _chunks,
+    _first_value,
     _short,
     _tz_to_json,
     _values_to_json,
@@ -44,10 +45,6 @@ _SUPPORTED_DTYPES = (
     "dtypes (pd.ArrowDtype) of the types listed for them in the codec's docstring"
 )
 _MASKED_ARRAYS = (pd.arrays.IntegerArray, pd.arrays.FloatingArray, pd.arrays.BooleanArray)
-
-
-def _first_value(obj: pd.Series | pd.Index) -> Any:
-    return obj.array[0] if len(obj) else None
 
 
 def _encode_array(obj: pd.Series | pd.Index, where: str) -> _Part:

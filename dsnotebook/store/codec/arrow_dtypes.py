@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from dsnotebook.errors import ValidationError
 
-from .values import _INT64_MAX, _NAT, _short
+from .values import _INT64_MAX, _NAT, _first_value, _short
 
 ARROW_ACCEPTED = (
     "int8..int64, uint8..uint64 (values up to 2**63-1), float32, float64, bool, string, "
@@ -125,9 +125,22 @@ def _null_mask(column: pa.ChunkedArray) -> np.ndarray:
     return np.require(column.is_null().to_numpy(), requirements="W")
 
 
-def _counts(column: pa.ChunkedArray) -> np.ndarray:
-    """Timestamps, durations or times as int64 counts of their unit, NaT's value where null."""
-    return _filled(column.cast(pa.int64()), _NAT)
+def _counts(column: pa.ChunkedArray, where: str, t: pa.DataType) -> np.ndarray:
+    """Timestamps, durations or times as int64 counts of their unit, NaT's value where null.
+
+    Raises:
+        ValidationError: a value (not a null) is int64's smallest, which Arrow holds but pandas
+            reserves for NaT: stored, it would come back as a null.
+    """
+    counts = _filled(column.cast(pa.int64()), _NAT)
+    taken = (counts == _NAT) & ~_null_mask(column)
+    if np.any(taken):
+        i = int(np.argmax(taken))
+        raise ValidationError(
+            f"{where} holds the {t} value {_NAT} at position {i}, which pandas reserves for NaT "
+            f"(a null); accepted: {t} values from {_NAT + 1} to {_INT64_MAX}"
+        )
+    return counts
 
 
 def _objects(values: list) -> pd.Series:
@@ -148,7 +161,7 @@ def to_codec_form(obj: pd.Series | pd.Index, where: str) -> tuple[pd.Series, dic
     dtype = obj.dtype
     t = dtype.pyarrow_dtype
     column = obj.array.__arrow_array__()
-    first = obj.array[0] if len(obj) else None
+    first = _first_value(obj)
     kind = _kind(t)
     if kind is None:
         raise _refuse(where, dtype, first)
@@ -173,7 +186,7 @@ def to_codec_form(obj: pd.Series | pd.Index, where: str) -> tuple[pd.Series, dic
             column.cast(pa.large_string())
         )
     elif kind == "timestamp":
-        array = pd.array(_counts(column).view(f"M8[{t.unit}]"))
+        array = pd.array(_counts(column, where, t).view(f"M8[{t.unit}]"))
         if t.tz is not None:
             try:
                 array = array.tz_localize("UTC").tz_convert(t.tz)
@@ -187,7 +200,7 @@ def to_codec_form(obj: pd.Series | pd.Index, where: str) -> tuple[pd.Series, dic
     elif kind == "dictionary":
         array = _categorical(column, t, where, dtype, first)
     elif kind == "duration":
-        array = pd.array(_counts(column).view(f"m8[{t.unit}]"))
+        array = pd.array(_counts(column, where, t).view(f"m8[{t.unit}]"))
     else:
         if _T.is_date64(t):
             ms = _filled(column.cast(pa.int64()), 0)

@@ -85,6 +85,24 @@ def _repr(value: Any) -> str:
         return f"<a {type(value).__name__} holding an int too long to show>"
 
 
+def _first_value(obj: pd.Series | pd.Index) -> Any:
+    """The first value of ``obj``, for a message, or None when it is empty.
+
+    An Arrow-backed value that Python's types cannot hold (a timestamp before year 1 or after
+    9999, a duration over 999,999,999 days) comes as its Arrow scalar: pandas' own ``[0]``
+    raises OverflowError for it, and naming the value must not fail before the column is
+    even looked at.
+    """
+    if not len(obj):
+        return None
+    try:
+        return obj.array[0]
+    except (OverflowError, ValueError):
+        if not isinstance(obj.dtype, pd.ArrowDtype):
+            raise
+        return obj.array.__arrow_array__()[0]
+
+
 def _short(value: Any, limit: int = 80) -> str:
     text = _repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
