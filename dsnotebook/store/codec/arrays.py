@@ -179,6 +179,8 @@ def _encode_masked(obj: pd.Series | pd.Index, where: str) -> _Part:
         return out
 
     def arrow(start: int, stop: int) -> pa.Array:
+        if not (has_na or has_nan):
+            return pa.array(data[start:stop])  # no validity bitmap to build: the buffer as it is
         if is_float:
             return pa.array(data[start:stop], from_pandas=True)
         return pa.array(data[start:stop], mask=mask[start:stop])
@@ -191,11 +193,15 @@ def _encode_masked(obj: pd.Series | pd.Index, where: str) -> _Part:
         return codes
 
     def feed(h: Any) -> None:
-        # Values under the mask are arbitrary; hash zeros there so equal frames agree.
-        clean = data.copy()
-        clean[mask] = 0
-        if is_float:
-            clean[np.isnan(clean)] = np.nan
+        # Values under the mask are arbitrary; hash zeros there so equal frames agree, and one
+        # canonical NaN (payloads can differ bit for bit). Without either, the data as it is.
+        if has_na or has_nan:
+            clean = data.copy()
+            clean[mask] = 0
+            if is_float:
+                clean[np.isnan(clean)] = np.nan
+        else:
+            clean = data
         h.update(np.ascontiguousarray(clean))
         h.update(np.ascontiguousarray(mask))
 

@@ -118,10 +118,16 @@ def _type_from_json(text: str) -> pa.DataType:
 
 
 def _filled(column: pa.ChunkedArray, fill: Any) -> np.ndarray:
-    return np.require(column.fill_null(fill).to_numpy(), requirements="W")
+    """The values as a NumPy array, ``fill`` where null: without a copy where the column is one
+    chunk without nulls (the array is then read-only; nothing downstream writes to it)."""
+    if column.null_count == 0:
+        return column.to_numpy()
+    return column.fill_null(fill).to_numpy()
 
 
 def _null_mask(column: pa.ChunkedArray) -> np.ndarray:
+    if column.null_count == 0:
+        return np.zeros(len(column), dtype=bool)
     return np.require(column.is_null().to_numpy(), requirements="W")
 
 
