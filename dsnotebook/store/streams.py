@@ -98,8 +98,11 @@ def _polars_stream(lazy: Any) -> Stream:
     schema = kinds._polars_to_arrow(empty).schema  # refuses the dtypes that cannot be stored
 
     def batches() -> Iterator[pa.RecordBatch]:
-        # polars' streaming engine hands the result over a part at a time.
-        for frame in lazy.collect_batches():
+        # polars' streaming engine hands the result over a part at a time; a polars without
+        # LazyFrame.collect_batches (older releases) collects it whole.
+        collect_batches = getattr(lazy, "collect_batches", None)
+        frames = collect_batches() if collect_batches is not None else iter([lazy.collect()])
+        for frame in frames:
             yield from kinds._polars_to_arrow(frame).cast(schema).to_batches()
 
     return Stream(schema, kinds.arrow_record("polars", schema), batches)
