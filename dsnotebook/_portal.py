@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from . import _waiting
 from .errors import UsageError
 
 T = TypeVar("T")
@@ -81,7 +82,7 @@ class Portal:
             )
         future = self.submit(coro)
         try:
-            return future.result(timeout)
+            return _waiting.result(future, timeout)
         except KeyboardInterrupt:
             future.cancel()
             raise

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from .. import _waiting
 from .._listeners import log as listener_log, report_failure
 from ..errors import UploadCancelled, UsageError, ValidationError, WaitTimeout
 from ..models import DatasetVersion
@@ -255,7 +256,7 @@ class UploadTask:
             )
         future = asyncio.run_coroutine_threadsafe(self._settle(), self._loop)
         try:
-            future.result(timeout)
+            _waiting.result(future, timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise WaitTimeout(

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from .. import _waiting
 from ..errors import DatasetNotFound, ValidationError
 from ..progress import Listeners, Progress
 from ..tasks import TERMINAL_STATUSES
@@ -448,7 +449,7 @@ class PanelController:
         return done
 
     def _run_sync(self, coro: Any) -> Any:
-        return self.hub.submit(coro).result()
+        return _waiting.result(self.hub.submit(coro))
 
     def refresh_history(self) -> pd.DataFrame:
         """Reload the uploads of earlier sessions and other processes from ``hub.tasks()``."""
