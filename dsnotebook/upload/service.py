@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import functools
 import logging
 import os
@@ -50,6 +51,8 @@ T = TypeVar("T")
 #: Rows per staging chunk: large enough to amortise a commit, small enough to keep memory flat
 #: and the event loop responsive.
 DEFAULT_CHUNK_SIZE = 50_000
+#: Recording the end of an upload gets this many times the retry policy's attempts.
+END_RECORD_RETRIES = 4
 #: How many of its most recent uploads a hub remembers for ``Hub.uploads()`` and the panel.
 HISTORY_LENGTH = 100
 
@@ -586,8 +589,10 @@ class DatasetUploadService:
                     handle.rows_done = committed
 
         try:
-            # A locked database must not leave the row saying "running" while this process lives.
-            await with_retries(self._retry, record, label=f"recording the end of upload {handle.id}")
+            # A locked database must not leave the row saying "running" while this process lives:
+            # the end is worth more attempts than any one step of the work.
+            policy = dataclasses.replace(self._retry, attempts=self._retry.attempts * END_RECORD_RETRIES)
+            await with_retries(policy, record, label=f"recording the end of upload {handle.id}")
         except Exception:  # noqa: BLE001 - reported through the handle and the log, never hides the cause
             log.exception("could not record the end of upload %s (%s)", handle.id, status)
 
