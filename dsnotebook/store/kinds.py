@@ -9,7 +9,8 @@ its Arrow-backed pandas conversion, see :func:`to_encodable`), and the manifest'
     "pushed": {"kind": "arrow", "schema": <the Table's Arrow schema, IPC bytes in base64>}
     "pushed": {"kind": "polars", "schema": <the frame's Arrow schema, as for "arrow">}
 
-(:func:`arrow_record` builds the last two.) A DataFrame gets no key, and a manifest without one
+(:func:`arrow_record` builds the last two; a stream records ``"arrow"``, or ``"polars"`` for a
+polars LazyFrame, see :mod:`dsnotebook.store.streams`.) A DataFrame gets no key, and a manifest without one
 (every version stored before the key existed) is a DataFrame's, so a DataFrame's manifest and
 content hash are what they always were. An append keeps the kind of the version it extends
 (:func:`inherit`).
