@@ -189,7 +189,6 @@ class StreamedFrame:
         os.close(fd)
         h = hashlib.sha256()
         merged: dict | None = None
-        dictionaries: dict[str, list[pa.Array]] = {}
         rows = 0
         schema = self.stream.schema
         # The file holds dictionary columns as their values: an IPC file takes one dictionary per
@@ -206,11 +205,9 @@ class StreamedFrame:
                     table = pa.Table.from_batches([piece])
                     encoded = self._encode(table)
                     h.update(encoded.content_hash().encode())
+                    # Merged as appends merge: a dictionary column's categories become the union
+                    # of the slices' dictionaries, in order of appearance.
                     merged = encoded.manifest if merged is None else self._merge(merged, encoded.manifest)
-                    for name in table.column_names:
-                        column = table.column(name)
-                        if pa.types.is_dictionary(column.type):
-                            dictionaries.setdefault(name, []).extend(chunk.dictionary for chunk in column.chunks)
                     writer.write_batch(piece.cast(stored) if stored != schema else piece)
                     self._offsets.append(rows)
                     rows += piece.num_rows
@@ -219,8 +216,6 @@ class StreamedFrame:
                         on_rows(rows)
         self.nrows = rows
         manifest = copy.deepcopy(merged if merged is not None else self.template.manifest)
-        for name, parts in dictionaries.items():
-            self._unite_categories(manifest, name, parts)
         manifest["index"] = {"kind": "range", "start": 0, "stop": rows, "step": 1, "name": None}
         kinds.record(manifest, self.stream.pushed)
         self.manifest = manifest
@@ -240,17 +235,6 @@ class StreamedFrame:
         """The manifest of a table holding the rows of ``merged`` and then those of ``new``."""
         quote = lambda name: f'"{name}"'  # noqa: E731 - only the manifest of the plan is used
         return plan_append(merged, new, quote, self._backend).manifest
-
-    def _unite_categories(self, manifest: dict, name: str, dictionaries: list[pa.Array]) -> None:
-        """Give column ``name``'s categories the union of the slices' dictionaries, in order of
-        first appearance (as Arrow unifies a column's dictionaries)."""
-        t = self.stream.schema.field(name).type
-        values = pa.chunked_array(dictionaries, type=t.value_type)
-        union = pc.unique(values.combine_chunks()) if len(values) else pa.array([], type=t.value_type)
-        empty = pa.DictionaryArray.from_arrays(pa.array([], type=t.index_type), union, ordered=t.ordered)
-        spec = self._encode(pa.table({name: empty})).manifest["data"][0]
-        position = self.stream.schema.get_field_index(name)
-        manifest["data"][position]["categories"] = spec["categories"]
 
     # -- what an EncodedFrame offers -------------------------------------------------------------
 
