@@ -187,7 +187,7 @@ class Place:
         return value
 
 
-def _create_place(backend: str, workdir: Path) -> Place:
+def create_place(backend: str, workdir: Path) -> Place:
     if backend == "sqlite":
         return Place(backend, workdir)
     database = f"dsn_bench_{os.getpid()}"
@@ -328,7 +328,7 @@ def run_benchmark(script: str, doc: str, cases: list[str], child: Callable[[str,
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # unwind: drop the scratch database
     runs: dict[str, list[dict]] = {case: [] for case in cases}
     with tempfile.TemporaryDirectory(prefix="dsn-bench-") as tmp:
-        place = _create_place(backend, Path(tmp))
+        place = create_place(backend, Path(tmp))
         try:
             if prepare is not None:
                 t0 = time.perf_counter()

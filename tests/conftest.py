@@ -2,8 +2,9 @@
 
 Tests that take the ``db_url`` or ``hub`` fixture run twice: on a SQLite file under tmp_path, and
 on PostgreSQL, where a server answers at ``DSNOTEBOOK_TEST_POSTGRES`` (default
-``postgresql://postgres@127.0.0.1:5432/test``). Each test run creates a database of its own on
-that server and drops it at the end, and each test starts with an empty schema. Where no server
+``postgresql://postgres@127.0.0.1:5432/test``). Each test process (each pytest-xdist worker)
+creates a database of its own on that server and drops it at the end, and each test starts with
+an empty schema. Where no server
 answers, the PostgreSQL cases skip with the reason; ``DSNOTEBOOK_REQUIRE_POSTGRES=1`` (set by CI)
 turns that into a failure. ``@pytest.mark.sqlite_only`` keeps a test to SQLite, for what only
 SQLite has (its file, pragmas and locks).
@@ -14,17 +15,25 @@ Nothing here ever touches the user's real home or default database.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+import logging
 import os
 import secrets
 import threading
 import time
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.pool import Pool
 from testenv import BACKENDS, PG_SERVER
 
 import dsnotebook as dsn
 from dsnotebook import hub as hub_module
 from dsnotebook._portal import get_portal
+from dsnotebook.store.backends import _arrow_io
+from dsnotebook.upload.handle import UploadTask
+from dsnotebook.upload.service import DatasetUploadService
 
 
 @pytest.fixture(autouse=True)
@@ -39,10 +48,17 @@ def _isolated_home(_no_leaks, tmp_path_factory, monkeypatch):
         hub_module._default = None
 
 
+def _describe(task: asyncio.Task) -> str:
+    # The task's name, and where it waits: an unnamed helper task says nothing by its name alone.
+    frames = task.get_stack(limit=None)
+    where = f" at {frames[-1].f_code.co_qualname}:{frames[-1].f_lineno}" if frames else ""
+    return f"{task.get_name()} ({getattr(task.get_coro(), '__qualname__', '?')}{where})"
+
+
 def _portal_tasks() -> list[str]:
     async def others():
         me = asyncio.current_task()
-        return [t.get_name() for t in asyncio.all_tasks() if t is not me]
+        return [_describe(t) for t in asyncio.all_tasks() if t is not me]
 
     return get_portal().run(others())
 
@@ -52,19 +68,118 @@ def _worker_threads() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if t is not threading.main_thread() and t.name not in ("dsnotebook-portal", "tqdm_monitor")}
 
 
+class _PoolErrors(logging.Handler):
+    """Every ERROR the connection pools log: a connection whose reset (the rollback as it goes
+    back) was cut short, or one left to the garbage collector."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+_pool_errors = _PoolErrors()
+logging.getLogger("sqlalchemy.pool").addHandler(_pool_errors)
+
+
+class _UploadConnections:
+    """Which connections each upload's work holds, so that once its ``wait()`` (or ``await``)
+    returns, every one is known to be back in its pool, however the upload ended.
+
+    The upload's work, its helper tasks included, runs in the context its task starts with:
+    a context variable there names the upload, and the pools' checkout and checkin events
+    keep the count. Its progress listeners run with the variable unset.
+    """
+
+    def __init__(self) -> None:
+        self._upload: contextvars.ContextVar[str | None] = contextvars.ContextVar("upload under test", default=None)
+        self._held: dict[int, str] = {}  # id(connection record) -> the upload that checked it out
+        #: One line per upload whose wait() returned with connections still checked out.
+        self.unreturned: list[str] = []
+        event.listen(Pool, "checkout", self._checked_out)
+        event.listen(Pool, "checkin", self._checked_in)
+        run = DatasetUploadService._run
+
+        @functools.wraps(run)
+        async def named_run(service, session, handle, *args, **kwargs):
+            self._upload.set(handle.id)
+            return await run(service, session, handle, *args, **kwargs)
+
+        outcome = UploadTask._outcome
+
+        @functools.wraps(outcome)
+        def checked_outcome(handle):
+            held = sum(1 for upload in list(self._held.values()) if upload == handle.id)
+            if held and handle.done():
+                self.unreturned.append(
+                    f"upload {handle.id} of {handle.dataset!r} ({handle.status}): {held} connection(s) "
+                    "still checked out when its wait() returned"
+                )
+            return outcome(handle)
+
+        emit = UploadTask._emit
+
+        @functools.wraps(emit)
+        def emit_outside(handle):
+            # Progress listeners run on the upload's task, but what they start (a panel's
+            # refresh, say) is theirs, not the upload's.
+            token = self._upload.set(None)
+            try:
+                emit(handle)
+            finally:
+                self._upload.reset(token)
+
+        DatasetUploadService._run = named_run
+        UploadTask._outcome = checked_outcome
+        UploadTask._emit = emit_outside
+
+    def _checked_out(self, dbapi_connection, record, proxy) -> None:
+        upload = self._upload.get()
+        if upload is not None:
+            self._held[id(record)] = upload
+
+    def _checked_in(self, dbapi_connection, record) -> None:
+        self._held.pop(id(record), None)
+
+
+_upload_connections = _UploadConnections()
+
+
+def _handoff_files() -> set[str]:
+    # This process's hand-off files (Arrow data between the loop and the driver's connection).
+    return set(os.listdir(_arrow_io.handoff_dir()))
+
+
 @pytest.fixture(autouse=True)
 def _no_leaks():
-    """Fail a test that leaves tasks on the portal loop or driver threads behind."""
+    """Fail a test that leaves tasks on the portal loop, driver threads or hand-off files behind,
+    during which a connection pool logged an error, or in which an upload's wait() returned
+    while a connection its work took was still checked out."""
     before = _worker_threads()
+    files_before = _handoff_files()
+    pool_errors_before = len(_pool_errors.records)
+    unreturned_before = len(_upload_connections.unreturned)
     yield
+    pool_errors = _pool_errors.records[pool_errors_before:]
+    if pool_errors:
+        pytest.fail("the connection pool logged errors: " + "; ".join(r.getMessage() for r in pool_errors))
+    unreturned = _upload_connections.unreturned[unreturned_before:]
+    if unreturned:
+        pytest.fail("; ".join(unreturned))
     deadline = time.monotonic() + 5
     while True:
         leaked_tasks = _portal_tasks()
         leaked_threads = {t for t in _worker_threads() - before if t.is_alive()}
-        if not leaked_tasks and not leaked_threads:
+        leaked_files = _handoff_files() - files_before
+        if not leaked_tasks and not leaked_threads and not leaked_files:
             break
         if time.monotonic() > deadline:
-            pytest.fail(f"leaked tasks {leaked_tasks} or threads {sorted(t.name for t in leaked_threads)}")
+            pytest.fail(
+                f"leaked tasks {leaked_tasks}, threads {sorted(t.name for t in leaked_threads)} "
+                f"or hand-off files {sorted(leaked_files)}"
+            )
         time.sleep(0.05)
 
 

@@ -12,7 +12,12 @@ import numpy as np
 import pandas as pd
 from hypothesis import strategies as st
 
+from dsnotebook._compat import default_string_dtype
+
 PARIS = "Europe/Paris"
+
+#: pandas 3's default ``str`` dtype, or its pandas 2.2 equivalent (``string[pyarrow_numpy]``).
+STR = default_string_dtype()
 
 _finite = st.floats(allow_nan=False, allow_infinity=False)
 _text = st.text(max_size=6)
@@ -75,7 +80,7 @@ def columns(draw, n: int):
     if kind == "boolean":
         return pd.array(vec(st.none() | st.booleans()), dtype="boolean")
     if kind in ("str", "string"):
-        return pd.array(vec(st.none() | _text), dtype=kind)
+        return pd.array(vec(st.none() | _text), dtype=STR if kind == "str" else kind)
     if kind == "category":
         categories = draw(st.lists(_text, unique=True, max_size=4))
         values = vec(st.none() | st.sampled_from(categories) if categories else st.none())
@@ -128,13 +133,13 @@ def indexes(draw, n: int):
     if kind == "float":
         return pd.Index(draw(st.lists(st.floats(), min_size=n, max_size=n)), dtype="float64", name=name)
     if kind == "str":
-        return pd.Index(draw(st.lists(st.none() | _text, min_size=n, max_size=n)), dtype="str", name=name)
+        return pd.Index(draw(st.lists(st.none() | _text, min_size=n, max_size=n)), dtype=STR, name=name)
     if kind == "datetime":
         ints = draw(st.lists(st.integers(-(2**62), 2**62), min_size=n, max_size=n))
         return pd.DatetimeIndex(np.array(ints, dtype=np.int64).view("M8[ns]"), name=name).tz_localize("UTC")
     first = draw(st.lists(_text, min_size=n, max_size=n))
     second = draw(st.lists(st.integers(-3, 3), min_size=n, max_size=n))
-    return pd.MultiIndex.from_arrays([pd.Index(first, dtype="str"), second], names=[name, "second"])
+    return pd.MultiIndex.from_arrays([pd.Index(first, dtype=STR), second], names=[name, "second"])
 
 
 @st.composite

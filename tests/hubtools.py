@@ -110,7 +110,7 @@ def refuse_progress_beyond(hub, rows: int, message: str = "simulated storage fai
     return lambda: execute(hub, "DROP TRIGGER refuse_progress ON dsn_tasks", "DROP FUNCTION refuse_progress()")
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 30, what: str = "the condition") -> None:
+def wait_until(predicate: Callable[[], bool], timeout: float = 120, what: str = "the condition") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

@@ -416,7 +416,7 @@ def test_codec_roundtrip_property(ints, floats, texts):
             ["uint64 value 9223372036854775808", "2**63-1"],
         ),
         (
-            arrow_series([1.5, None], pa.float16()),
+            arrow_series([np.float16(1.5), None], pa.float16()),
             ["halffloat[pyarrow]", "accepted Arrow-backed dtypes"],
         ),
         (

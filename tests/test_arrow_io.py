@@ -47,7 +47,9 @@ def test_handoff_dir_is_private_and_stable():
     path = aio.new_handoff_path("x")
     assert os.path.dirname(path) == d
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and os.path.getsize(path) == 0
-    assert aio.new_handoff_path("x") != path
+    other = aio.new_handoff_path("x")
+    assert other != path
+    aio.remove_handoff(other)
     aio.remove_handoff(path)
     aio.remove_handoff(path)  # a missing file is fine
     assert not os.path.exists(path)
@@ -298,6 +300,7 @@ def test_explicitly_typed_handoff_reads_the_same(tmp_path):
     con.execute("DETACH h")
     con.close()
     table = aio.read_handoff_table(path, "SELECT * FROM r", READ_SCHEMA)
+    aio.remove_handoff(path)
     assert table.schema == READ_SCHEMA
     assert [tuple(r.values()) for r in table.to_pylist()] == expected
 
@@ -319,6 +322,7 @@ def test_push_then_pull_round_trip(tmp_path):
     con.close()
     schema = pa.schema([(f.name, pa.float64() if f.name == "absent" else f.type) for f in EDGE.schema])
     got = aio.read_handoff_table(path, "SELECT * FROM r", schema)
+    aio.remove_handoff(path)
     assert got.schema == schema
     for name in ("i", "s", "e", "b", "flag"):
         assert got.column(name).to_pylist() == EDGE.column(name).to_pylist(), name

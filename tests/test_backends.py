@@ -21,7 +21,7 @@ from dsnotebook.store.backends import BACKENDS, ROW_ID, Backend, Rows, backend_f
 from dsnotebook.store.catalog import datasets, ensure_schema, utcnow
 
 from testenv import BACKENDS as TESTED_BACKENDS
-from frametools import assert_identical
+from frametools import STR, assert_identical
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "dsnotebook"
 SEAM = PACKAGE / "store" / "backends"
@@ -138,7 +138,7 @@ def _frame(n: int = 1_000) -> pd.DataFrame:
         {
             "i": np.arange(n) * 3,
             "f": floats,
-            "s": pd.array([f"w{i % 13}" if i % 5 else None for i in range(n)], dtype="str"),
+            "s": pd.array([f"w{i % 13}" if i % 5 else None for i in range(n)], dtype=STR),
             "c": pd.Categorical.from_codes(rng.integers(0, 3, n), categories=["a", "b", "c"]),
             "b": rng.random(n) < 0.5,
             "t": pd.date_range("2024-03-30", periods=n, freq="37min", tz="Europe/Paris"),

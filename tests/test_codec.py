@@ -21,9 +21,11 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from dsnotebook import _compat as compat
+from dsnotebook._compat import string_dtype
 from dsnotebook.errors import ValidationError
 from dsnotebook.store import codec
-from frametools import assert_identical, cells, frames
+from frametools import STR, assert_identical, cells, frames
 
 from dsnotebook.store.codec import SQL_TYPES, EncodedFrame, decode, encode, schema, schema_diff, select
 
@@ -130,13 +132,16 @@ def nat_times(unit: str, tz: str | None = None) -> pd.Series:
         "ms": ["2021-03-28 00:59:59.123", None, "0001-01-01", "9999-12-31"],
         "s": ["2021-03-28 00:59:59", None, "0001-01-01", "9999-12-31 23:59:59"],
     }[unit]
-    values = pd.Series(pd.to_datetime(texts, format="ISO8601")).dt.as_unit(unit)
-    return values.dt.tz_localize(tz) if tz else values
+    # Parsed by NumPy at the unit: pandas 2.2 parses text to nanoseconds only.
+    values = pd.Series(np.array(texts, dtype=f"M8[{unit}]"))
+    # A ZoneInfo on both pandas lines (pandas 2.2 would take a zone name as pytz's, which cannot
+    # localize year 1 and rounds the offsets before 1911 to whole minutes).
+    return values.dt.tz_localize(zoneinfo.ZoneInfo(tz)) if tz else values
 
 
-def arrow_strings(values: list, na_value) -> pd.DataFrame:
+def arrow_strings(values: list, na: str) -> pd.DataFrame:
     needs_pyarrow()
-    return pd.DataFrame({"x": pd.Series(values, dtype=pd.StringDtype("pyarrow", na_value=na_value))})
+    return pd.DataFrame({"x": pd.Series(values, dtype=string_dtype("pyarrow", na))})
 
 
 def nested_lists(depth: int) -> list:
@@ -206,13 +211,13 @@ CASES = {
     "boolean-NA": lambda: pd.DataFrame({"x": pd.array([True, None, False], dtype="boolean")}),
     "all-NA-Int64": lambda: pd.DataFrame({"x": pd.array([None, None], dtype="Int64")}),
     # strings
-    "str-default": lambda: pd.DataFrame({"x": pd.Series(["a", None, "", "é\x00z", "😀"], dtype="str")}),
+    "str-default": lambda: pd.DataFrame({"x": pd.Series(["a", None, "", "é\x00z", "😀"], dtype=STR)}),
     "str-python": lambda: pd.DataFrame(
-        {"x": pd.Series(["a", None, "b"], dtype=pd.StringDtype("python", na_value=np.nan))}
+        {"x": pd.Series(["a", None, "b"], dtype=string_dtype("python", "nan"))}
     ),
     "string-python-NA": lambda: pd.DataFrame({"x": pd.Series(["a", None, "\x00"], dtype="string[python]")}),
-    "string-pyarrow-NA": lambda: arrow_strings(["a", None, "b\x00"], pd.NA),
-    "str-pyarrow-NaN": lambda: arrow_strings(["a", None], np.nan),
+    "string-pyarrow-NA": lambda: arrow_strings(["a", None, "b\x00"], "na"),
+    "str-pyarrow-NaN": lambda: arrow_strings(["a", None], "nan"),
     # categories
     "category-str-unused-missing": lambda: pd.DataFrame(
         {"x": pd.Categorical(["b", None, "a", "b"], categories=["b", "a", "never"])}
@@ -303,7 +308,7 @@ CASES = {
         {
             "i": [1, 2, 3],
             "f": [0.5, np.nan, 2.0],
-            "s": pd.Series(["x", None, "z"], dtype="str"),
+            "s": pd.Series(["x", None, "z"], dtype=STR),
             "c": pd.Categorical(["a", "b", None]),
             "b": [True, False, True],
             "d": pd.to_datetime(["2020-01-01", None, "2020-01-03"]),
@@ -318,7 +323,7 @@ CASES = {
     "index-int": lambda: pd.DataFrame({"x": [1, 2, 3]}, index=pd.Index([5, 3, 5], name="id")),
     "index-int8": lambda: pd.DataFrame({"x": [1, 2]}, index=pd.Index([5, -3], dtype="int8")),
     "index-float-NaN": lambda: pd.DataFrame({"x": [1, 2, 3]}, index=pd.Index([0.5, np.nan, -0.0])),
-    "index-str": lambda: pd.DataFrame({"x": [1, 2]}, index=pd.Index(["a", "b\x00"], dtype="str")),
+    "index-str": lambda: pd.DataFrame({"x": [1, 2]}, index=pd.Index(["a", "b\x00"], dtype=STR)),
     "index-object-str": lambda: pd.DataFrame(
         {"x": [1, 2]}, index=pd.Index(["a", None], dtype=object, name="k")
     ),
@@ -387,7 +392,7 @@ CASES = {
         {
             "i": pd.Series([], dtype="int32"),
             "n": pd.Series([], dtype="Int64"),
-            "s": pd.Series([], dtype="str"),
+            "s": pd.Series([], dtype=STR),
             "c": pd.Series(pd.Categorical([], categories=["a"])),
             "d": pd.Series([], dtype="datetime64[ms, UTC]"),
             "f": pd.Series([], dtype="Float64"),
@@ -401,7 +406,13 @@ CASES = {
 
 @pytest.mark.parametrize("make", list(CASES.values()), ids=list(CASES))
 def test_roundtrip(db, make):
-    check(db, make())
+    try:
+        frame = make()
+    except OverflowError as exc:
+        if compat.PANDAS_3:
+            raise
+        pytest.skip(f"pandas {pd.__version__} cannot build this frame (it localizes no date near year 1): {exc}")
+    check(db, frame)
 
 
 @pytest.mark.parametrize(
@@ -410,7 +421,7 @@ def test_roundtrip(db, make):
         pytest.param(pd.Series([1, 2], name="amount"), "amount", id="named"),
         pytest.param(pd.Series([1.5, None]), 0, id="unnamed"),
         pytest.param(
-            pd.Series(["a", None], dtype="str", index=pd.Index([5, 6], name="k"), name=7),
+            pd.Series(["a", None], dtype=STR, index=pd.Index([5, 6], name="k"), name=7),
             7,
             id="int-name-indexed",
         ),
@@ -429,30 +440,6 @@ def test_signaling_nan_decimal(db):
     df = pd.DataFrame({"x": pd.Series([D("sNaN"), D("-sNaN123"), None], dtype=object)})
     _, result = sqlite_roundtrip(db, df)
     assert cells(result["x"]) == cells(df["x"])
-
-
-def test_pyarrow_storage_falls_back_to_python_when_pyarrow_is_missing(db, monkeypatch):
-    needs_pyarrow()
-    df = pd.DataFrame(
-        {"s": pd.Series(["a", None], dtype="string[pyarrow]"), "t": pd.Series(["b", None], dtype="str")}
-    )
-    enc = encode(df)
-    assert enc.manifest["data"][0]["storage"] == "pyarrow"
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_pyarrow(name, *args, **kwargs):
-        if name == "pyarrow" or name.startswith("pyarrow."):
-            raise ImportError("pyarrow hidden for this test")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
-    result = decode(enc.manifest, [list(c) for c in zip(*enc.rows(0, 2))])
-    monkeypatch.undo()
-    assert result["s"].dtype == pd.StringDtype("python", na_value=pd.NA)
-    assert result["t"].dtype == pd.StringDtype("python", na_value=np.nan)
-    assert result["s"].tolist() == ["a", pd.NA]
 
 
 def test_companion_columns_only_when_needed():
@@ -518,10 +505,12 @@ def test_sql_values_are_readable(db):
     ).fetchone() == ("text", "b")
 
 
-def test_frame_edits_after_encode_do_not_change_rows():
+def test_frame_edits_after_a_snapshot_do_not_change_rows():
+    """What a push encodes: ``compat.snapshot`` of the caller's frame (free under copy-on-write,
+    a deep copy under pandas 2.2 without it)."""
     df = pd.DataFrame({"a": [1, 2, 3], "b": [1.0, 2.0, 3.0], "n": pd.array([1, None, 3], dtype="Int64")})
     snapshot = encode(df.copy(deep=True))
-    enc = encode(df)
+    enc = encode(compat.snapshot(df))
     df.iloc[0, 0] = 100
     df.loc[1, "b"] = -1.0
     df.loc[1, "n"] = 5
@@ -577,7 +566,7 @@ REJECTED = {
     ),
     "numpy-scalar-object": (
         lambda: pd.DataFrame({"o": pd.Series([np.int64(5)], dtype=object)}),
-        ["column 'o'", "np.int64(5)", "NumPy scalars"],
+        ["column 'o'", repr(np.int64(5)), "NumPy scalars"],
     ),
     "datetime-object": (
         lambda: pd.DataFrame({"o": pd.Series([dt.datetime(2020, 1, 2)], dtype=object)}),
@@ -710,7 +699,7 @@ def base_frame() -> pd.DataFrame:
         {
             "i": [1, 2, 3],
             "f": [0.5, np.nan, 2.0],
-            "s": pd.array(["a", None, "c"], dtype="str"),
+            "s": pd.array(["a", None, "c"], dtype=STR),
             "c": pd.Categorical(["x", "y", None], categories=["x", "y"]),
             "d": pd.to_datetime(["2020-01-01", "2020-01-02", None]).as_unit("ns"),
             "n": pd.array([1, None, 3], dtype="Int64"),
@@ -801,7 +790,7 @@ def select_frame() -> pd.DataFrame:
         {
             "a": [1, 2, 3],
             "b": pd.arrays.FloatingArray(np.array([np.nan, 1.0, 0.0]), np.array([False, False, True])),
-            "c": pd.Series(["x", None, "z"], dtype="str"),
+            "c": pd.Series(["x", None, "z"], dtype=STR),
             7: pd.Categorical(["p", "q", "p"]),
         },
         index=pd.MultiIndex.from_arrays([["k1", "k2", "k3"], [1, 2, 3]], names=["key", "n"]),
@@ -888,7 +877,7 @@ def test_schema():
         {
             "amount": pd.array([1, None], dtype="Int64"),
             "when": pd.to_datetime(["2020-01-01", None]).tz_localize(PARIS).as_unit("ns"),
-            "name": pd.Series(["a", None], dtype="str"),
+            "name": pd.Series(["a", None], dtype=STR),
             "tag": pd.Series(["a", None], dtype="string[python]"),
             "c": pd.Categorical(["x", None]),
             "o": pd.Series([D("1"), None], dtype=object),
@@ -900,7 +889,7 @@ def test_schema():
     assert schema(encode(df).manifest) == [
         ("amount", "Int64"),
         ("when", "datetime64[ns, Europe/Paris]"),
-        ("name", "str"),
+        ("name", compat.dtype_label(STR)),  # "str"; "string[pyarrow_numpy]" under pandas 2.2
         ("tag", "string"),
         ("c", "category"),
         ("o", "object"),
@@ -948,8 +937,8 @@ def test_schema_diff():
             id="object-missing-kinds",
         ),
         pytest.param(
-            pd.Series(["a", None], dtype="str"),
-            pd.Series(["b", "c"], dtype=pd.StringDtype("python", na_value=np.nan)),
+            pd.Series(["a", None], dtype=STR),
+            pd.Series(["b", "c"], dtype=string_dtype("python", "nan")),
             id="string-storage",
         ),
         pytest.param(pd.Series([1, 2]), pd.Series([5, 6], index=pd.RangeIndex(2, 4)), id="range-offset"),
@@ -961,14 +950,24 @@ def test_schema_diff_ignores_storage_details(old, new):
 
 def test_schema_diff_reports_index_changes():
     old = encode(pd.DataFrame({"a": [1]}))
-    named = encode(pd.DataFrame({"a": [1]}, index=pd.Index(["k"], name="key")))
+    named = encode(pd.DataFrame({"a": [1]}, index=pd.Index(["k"], name="key", dtype=STR)))
     multi = encode(
-        pd.DataFrame({"a": [1]}, index=pd.MultiIndex.from_arrays([["k"], [1]], names=["key", "n"]))
+        pd.DataFrame({"a": [1]}, index=pd.MultiIndex.from_arrays([pd.Index(["k"], dtype=STR), [1]], names=["key", "n"]))
     )
+    text = compat.dtype_label(STR)
     _, _, retyped = schema_diff(old.manifest, named.manifest)
-    assert retyped == [("<index>", "RangeIndex", "Index('key': str)")]
+    assert retyped == [("<index>", "RangeIndex", f"Index('key': {text})")]
     _, _, retyped = schema_diff(named.manifest, multi.manifest)
-    assert retyped == [("<index>", "Index('key': str)", "MultiIndex('key': str, 'n': int64)")]
+    assert retyped == [("<index>", f"Index('key': {text})", f"MultiIndex('key': {text}, 'n': int64)")]
+
+
+def test_schema_diff_names_the_categories_dtype_where_the_values_look_alike():
+    """pandas 3 infers str categories where pandas 2.2 infers objects: the refusal says which."""
+    text = encode(pd.DataFrame({"c": pd.Categorical(["a"], categories=pd.Index(["a"], dtype=STR))}))
+    objects = encode(pd.DataFrame({"c": pd.Categorical(["a"], categories=pd.Index(["a"], dtype=object))}))
+    _, _, retyped = schema_diff(text.manifest, objects.manifest)
+    label = compat.dtype_label(STR)
+    assert retyped == [("c", f"category (['a'] as {label}, ordered=False)", "category (['a'] as object (str values), ordered=False)")]
 
 
 def test_schema_diff_keeps_label_types_apart():

@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from frametools import assert_identical, frames
+from frametools import STR, assert_identical, frames
 from hypothesis import HealthCheck, given, settings
 from test_codec import CASES, quote, select_frame, stored_manifest
 
+from dsnotebook._compat import string_dtype
 from dsnotebook.errors import DatasetError, ValidationError
 from dsnotebook.store.codec import (
     ARROW_TYPES,
@@ -116,7 +117,7 @@ def test_arrow_types_of_each_storage_type():
         {
             "i": np.array([1, 2], dtype="int8"),
             "f": np.array([0.5, np.nan], dtype="float32"),
-            "s": pd.Series(["a", None], dtype="str"),
+            "s": pd.Series(["a", None], dtype=STR),
             "o": pd.Series([b"\x00", None], dtype=object),
             "b": [True, False],
             "d": pd.to_datetime(["2020-01-01", None]),
@@ -164,7 +165,7 @@ def test_to_arrow_makes_nan_null_and_widens_bools():
 
 
 def test_to_arrow_clips_bounds():
-    enc = encode(pd.DataFrame({"a": [1, 2, 3], "s": pd.Series(["x", None, "z"], dtype="str")}))
+    enc = encode(pd.DataFrame({"a": [1, 2, 3], "s": pd.Series(["x", None, "z"], dtype=STR)}))
     assert enc.to_arrow(2, 9).to_pydict() == {"a": [3], "s": ["z"]}
     assert enc.to_arrow(-5, 1).to_pydict() == {"a": [1], "s": ["x"]}
     empty = enc.to_arrow(3, 5, row_ids=True)
@@ -181,7 +182,7 @@ def test_pyarrow_strings_are_handed_over_without_copying():
 
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_chunked_arrow_strings_across_chunk_boundaries(dialect):
-    parts = [pd.Series(["a\x00", None, "b"], dtype="str"), pd.Series(["c", None], dtype="str")]
+    parts = [pd.Series(["a\x00", None, "b"], dtype=STR), pd.Series(["c", None], dtype=STR)]
     df = pd.DataFrame({"s": pd.concat(parts, ignore_index=True), "c": pd.Categorical(["x", "y", None, "x", "y"])})
     assert df["s"].array.__arrow_array__().num_chunks == 2
     enc = check_arrow(df, dialect)
@@ -216,7 +217,7 @@ READER_TYPES = {
     "uint8-bool": (lambda: pd.DataFrame({"x": [True, False]}), "sqlite", "x", lambda c: c.cast(pa.uint8())),
     "bool-as-int8": (lambda: pd.DataFrame({"x": [True, False]}), "postgresql", "x", lambda c: c.cast(pa.int8())),
     "string": (
-        lambda: pd.DataFrame({"x": pd.Series(["a", None], dtype="str")}),
+        lambda: pd.DataFrame({"x": pd.Series(["a", None], dtype=STR)}),
         "sqlite",
         "x",
         lambda c: c.cast(pa.string()),
@@ -240,13 +241,13 @@ READER_TYPES = {
         lambda c: c.cast(pa.binary()),
     ),
     "text-with-nul-binary": (
-        lambda: pd.DataFrame({"x": pd.Series(["a\x00b", None], dtype="str")}),
+        lambda: pd.DataFrame({"x": pd.Series(["a\x00b", None], dtype=STR)}),
         "postgresql",
         "x",
         lambda c: c.cast(pa.binary()),
     ),
     "null-type": (
-        lambda: pd.DataFrame({"x": pd.Series([None, None], dtype="str")}),
+        lambda: pd.DataFrame({"x": pd.Series([None, None], dtype=STR)}),
         "sqlite",
         "x",
         lambda c: pa.nulls(2),
@@ -509,7 +510,7 @@ def test_adbc_sqlite_leading_nulls_and_several_batches(adbc):
     lead = 2_000  # more than a default batch of NULLs before the first value
     floats = np.full(n, np.nan)
     floats[lead:] = np.arange(n - lead) / 4
-    text = pd.Series([None] * lead + [f"s{i}" for i in range(n - lead)], dtype="str")
+    text = pd.Series([None] * lead + [f"s{i}" for i in range(n - lead)], dtype=STR)
     df = pd.DataFrame(
         {
             "f": floats,
@@ -646,8 +647,8 @@ def common() -> dict:
         "int64": rng.integers(-(10**12), 10**12, ROWS),
         "float64": rng.random(ROWS),
         "float64-nan": with_nan,
-        "str": pd.Series(words[rng.integers(0, 1001, ROWS)], dtype="str"),
-        "str-python": pd.Series(words[rng.integers(0, 1001, ROWS)], dtype=pd.StringDtype("python", na_value=np.nan)),
+        "str": pd.Series(words[rng.integers(0, 1001, ROWS)], dtype=STR),
+        "str-python": pd.Series(words[rng.integers(0, 1001, ROWS)], dtype=string_dtype("python", "nan")),
         "category": pd.Categorical.from_codes(rng.integers(-1, 50, ROWS), categories=[f"c{i}" for i in range(50)]),
         "bool": rng.random(ROWS) < 0.5,
         "datetime64[ns]": pd.Series(rng.integers(0, 2**60, ROWS).view("M8[ns]")),

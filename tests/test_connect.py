@@ -24,7 +24,7 @@ import pytest
 from hubtools import execute
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool
 
 import dsnotebook as dsn
 from dsnotebook import aiohub
@@ -243,6 +243,88 @@ def test_cleanup_right_after_connect_drops_the_rows_a_dead_process_kept(db_url):
 
 
 # -- errors while opening ---------------------------------------------------------------------------
+
+
+@pytest.mark.sqlite_only
+def test_sqlite_connections_are_pooled_and_reused_on_every_sqlalchemy(db_url):
+    """SQLAlchemy 2.0 gives aiosqlite files a NullPool (a new connection and thread per use);
+    the backend asks for the pool that 2.1 gives by default."""
+    with dsn.connect(db_url) as hub:
+        hub.datasets()
+        hub.datasets()
+        pool = hub._async.engine.pool
+        assert isinstance(pool, AsyncAdaptedQueuePool)
+        # The hub's own background work may hold a connection at this moment; together, the
+        # connections kept are at least the one the reads used.
+        assert pool.checkedin() + pool.checkedout() >= 1
+
+
+class _OpenedConnections:
+    """Every sqlite3 connection the driver opens, and whether it was closed; ``opening`` is set
+    while the driver's thread is inside ``sqlite3.connect``, which waits for ``proceed``."""
+
+    def __init__(self) -> None:
+        self.opening = threading.Event()
+        self.proceed = threading.Event()
+        self.open: set[int] = set()
+        self.opened = 0
+        tracker = self
+
+        class Tracked(sqlite3.Connection):
+            def close(self) -> None:
+                tracker.open.discard(id(self))
+                super().close()
+
+        self.factory = Tracked
+
+    def connect(self, *args, **kwargs):
+        self.opening.set()
+        assert self.proceed.wait(30), "the test never let the connection open"
+        con = _real_sqlite3_connect(*args, factory=self.factory, **kwargs)
+        self.open.add(id(con))
+        self.opened += 1
+        return con
+
+
+_real_sqlite3_connect = sqlite3.connect
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.asyncio
+async def test_a_connection_being_opened_for_a_cancelled_task_is_closed_not_left_to_the_collector(db_url, monkeypatch):
+    """aiosqlite, cancelled while its thread opens the file, forgets the connection that thread
+    then opens; the backend finishes the opening and closes it, and the pool holds nothing."""
+    from dsnotebook.store.backends import backend_for
+
+    engine = await backend_for(db_url).open_engine()
+    try:
+        await engine.dispose()  # an empty pool: the next checkout opens a connection
+        opened = _OpenedConnections()
+        monkeypatch.setattr(sqlite3, "connect", opened.connect)
+
+        async def query() -> None:
+            async with engine.connect() as conn:
+                await conn.exec_driver_sql("SELECT 1")
+
+        for _ in range(3):
+            opened.opening.clear()
+            opened.proceed.clear()
+            task = asyncio.ensure_future(query())
+            await asyncio.to_thread(opened.opening.wait, 30)
+            task.cancel()  # while the driver's thread is inside sqlite3.connect
+            opened.proceed.set()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert opened.open == set(), "a connection opened for a cancelled task was left open"
+            assert engine.pool.checkedout() == 0
+        assert opened.opened == 3
+        # Uncancelled, a connection opens, serves and goes back to the pool, open.
+        opened.proceed.set()
+        await query()
+        assert opened.opened == 4 and len(opened.open) == 1 and engine.pool.checkedin() == 1
+    finally:
+        monkeypatch.undo()
+        await engine.dispose()
 
 
 @pytest.mark.sqlite_only

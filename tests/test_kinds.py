@@ -7,6 +7,7 @@ import datetime as dt
 import decimal
 import json
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -125,7 +126,7 @@ def test_table_columns_that_pandas_alone_would_change_come_back_equal(hub, colum
     ("column", "words"),
     [
         (pa.nulls(2), "null"),
-        (pa.array([1.0, 2.0], pa.float16()), "halffloat"),
+        (pa.array(np.array([1.0, 2.0], dtype=np.float16)), "halffloat"),
         (pa.array([[("k", 1)], None], pa.map_(pa.string(), pa.int64())), "map<string, int64>"),
     ],
     ids=["null", "float16", "map"],

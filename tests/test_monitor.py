@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from frametools import assert_identical
+from frametools import STR, assert_identical
 from hubtools import execute, occupy_the_slot, refuse_progress_beyond, staging_tables, wait_until
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
@@ -33,7 +33,7 @@ PREVIOUS = pd.DataFrame({"a": [1, 2, 3]})
 
 
 def frame(rows: int) -> pd.DataFrame:
-    return pd.DataFrame({"a": np.arange(rows), "s": pd.array([f"v{i}" for i in range(rows)], dtype="str")})
+    return pd.DataFrame({"a": np.arange(rows), "s": pd.array([f"v{i}" for i in range(rows)], dtype=STR)})
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from hubtools import execute
 
 from dsnotebook.errors import DatasetNotFound, ValidationError
-from frametools import assert_identical
+from frametools import STR, assert_identical
 
 
 def _frame(n: int, start: int = 0) -> pd.DataFrame:
@@ -23,7 +23,7 @@ def _frame(n: int, start: int = 0) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "a": np.arange(start, start + n),
-            "b": pd.array([f"s{i}" for i in range(start, start + n)], dtype="str"),
+            "b": pd.array([f"s{i}" for i in range(start, start + n)], dtype=STR),
             "c": pd.Categorical.from_codes(rng.integers(0, 2, n), categories=["x", "y"]),
             "t": pd.date_range("2021-01-01", periods=n, freq="s", tz="UTC"),
             "n": ints,
@@ -135,7 +135,7 @@ def test_iter_batches_memory_is_bounded_by_the_batch_not_the_dataset(hub, db_url
         {
             "a": np.arange(n),
             "x": np.random.default_rng(0).normal(size=n),
-            "s": pd.array([f"row {i:08d} of the big one" for i in range(n)], dtype="str"),
+            "s": pd.array([f"row {i:08d} of the big one" for i in range(n)], dtype=STR),
         }
     )
     hub.push(df, "big", chunk_size=100_000).wait(timeout=300)

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from dsnotebook.errors import HubClosed, UsageError, ValidationError
 from dsnotebook.store.engine import WriteGate, write_transaction
@@ -93,6 +94,8 @@ async def make_db(guard: Guard, tmp_path: Path) -> Callable[..., Awaitable[Db]]:
 
     async def make(name: str = "tasks.db", **engine_kwargs: Any) -> Db:
         path = tmp_path / name
+        # A counting pool on every SQLAlchemy: 2.0 gives aiosqlite files a NullPool by default.
+        engine_kwargs.setdefault("poolclass", AsyncAdaptedQueuePool)
         engine = create_async_engine(f"sqlite+aiosqlite:///{path}", **engine_kwargs)
         guard.engines.append(engine)
         async with engine.begin() as conn:

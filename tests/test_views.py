@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import zoneinfo
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,8 @@ UTC = dt.UTC
 
 
 def _iso(values: list, unit: str = "us") -> pd.DatetimeIndex:
-    return pd.to_datetime(values, format="ISO8601").as_unit(unit)
+    # Parsed by NumPy at the unit: pandas 2.2 parses text to nanoseconds only.
+    return pd.DatetimeIndex(np.array(values, dtype=f"M8[{unit}]"))
 
 
 def query(hub, db_url: str, sql: str) -> tuple[list[str], list[tuple]]:
@@ -136,7 +138,9 @@ def _times() -> pd.DataFrame:
     return pd.DataFrame(
         {
             "naive": _iso(when),
-            "aware": _iso(when).tz_localize("Europe/Paris"),
+            # A ZoneInfo on both pandas lines: pandas 2.2 takes a name as pytz's, whose offsets
+            # before 1911 are rounded to whole minutes.
+            "aware": _iso(when).tz_localize(zoneinfo.ZoneInfo("Europe/Paris")),
             "nanos": _iso(when, "ns") + pd.to_timedelta([0, 0, 1, 0], unit="ns"),
             "seconds": _iso(["1969-12-31 23:59:59", None, "2024-03-31 10:00", "0001-01-01"], "s"),
             "ms": _iso(["1969-12-31 23:59:59.999", None, "2024-03-31 10:00", "1970-01-01 00:00:00.001"], "ms"),

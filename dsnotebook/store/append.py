@@ -96,7 +96,13 @@ def _unit(spec: dict) -> str | None:
 
 
 def _retyped(o: dict, n: dict) -> bool:
-    """Whether a column is appended in another dtype (of the same Arrow type, schema_diff saw to it)."""
+    """Whether a column is appended in another dtype (of the same Arrow type, schema_diff saw to it).
+
+    A string column's storage counts: text pushed as ``string[python]`` and appended as
+    ``string[pyarrow]`` keeps its first storage. (Under pandas 2.2 every NaN string column is
+    Arrow-backed, so this also keeps a pandas 3 Python-backed ``str`` column as it was.)"""
+    if o.get("kind") == n.get("kind") == "string" and o.get("storage") != n.get("storage"):
+        return True
     return _identity(o) != _identity(n) and not _compatible_objects(o, n)
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from .. import _compat as compat
 from .. import _faults
 from ..errors import DsnotebookError, UploadError, VersionConflict
 from ..models import DatasetVersion
@@ -138,8 +139,8 @@ class DatasetUploadService:
             VersionConflict: ``if_exists="fail"`` and the dataset exists.
             SchemaMismatch: ``if_exists="append"`` with a schema other than the latest version's.
         """
-        # pandas' copy-on-write makes this snapshot free until the caller mutates the frame.
-        snapshot = obj.copy(deep=False) if isinstance(obj, (pd.DataFrame, pd.Series)) else obj
+        # Copy-on-write makes this snapshot free until the caller mutates the frame.
+        snapshot = compat.snapshot(obj) if isinstance(obj, (pd.DataFrame, pd.Series)) else obj
         encoded = self.validate(
             snapshot,
             name,
@@ -388,8 +389,13 @@ class DatasetUploadService:
                     checkpoints.start()
                     await _faults.reached("between_chunks")
             finally:
-                await run_to_completion(writer.aclose())
-                await checkpoints.close()
+                # Both, whatever happens: a second cancel arriving while the writer closes is
+                # raised after its close, and must not leave the checkpoint in flight (with its
+                # connection checked out) once the upload has ended.
+                try:
+                    await run_to_completion(writer.aclose())
+                finally:
+                    await checkpoints.close()
             version = await self._retrying(
                 handle, session, lambda: publish(session, self._backend, handle, req, encoded, content_hash, stage), settle=True
             )
@@ -550,11 +556,18 @@ class DatasetUploadService:
         """
         handle.error = error
         handle._set(status=status)
+        # Another cancel may arrive meanwhile (a second click, the hub closing): the rollback and
+        # the cleanup still run to their end, and the upload ends as decided. Raised here, that
+        # cancel would skip the cleanup, leaving the staging rows and a task row saying "running".
+        me = asyncio.current_task()
+        cancels = me.cancelling()
         try:
-            await run_to_completion(session.rollback())
-        except Exception:  # noqa: BLE001 - the connection may be gone; the cleanup below still runs
+            await finish_through_cancel(session.rollback())
+        except (Exception, asyncio.CancelledError):  # noqa: BLE001 - the connection may be gone; the cleanup below still runs
             log.debug("rollback after upload %s ended failed", handle.id, exc_info=True)
-        await run_to_completion(self._cleanup(handle, stage, status, error))
+        await finish_through_cancel(self._cleanup(handle, stage, status, error))
+        for _ in range(me.cancelling() - cancels):
+            me.uncancel()
 
     async def _cleanup(self, handle: UploadTask, stage: str | None, status: str, error: BaseException | None) -> None:
         async def record() -> None:

@@ -13,13 +13,15 @@ import pytest
 import dsnotebook as dsn
 from dsnotebook.cli.datasets import as_frame
 
+from frametools import STR
+
 FRAMES = [
     pytest.param(
         pd.DataFrame(
             {
                 "n": [1, 2, 3],
                 "x": [1.5, np.nan, 3.0],
-                "s": pd.Series(["a", None, "c"], dtype="str"),
+                "s": pd.Series(["a", None, "c"], dtype=STR),
                 "t": pd.to_datetime(["2026-01-01", None, "2026-01-03"]).tz_localize("UTC"),
                 "c": pd.Categorical(["lo", "hi", "lo"], categories=["lo", "hi"], ordered=True),
                 "i": pd.array([1, None, 3], dtype="Int64"),

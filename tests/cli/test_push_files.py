@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from frametools import STR
 from hubtools import occupy_the_slot
 
 import dsnotebook as dsn
@@ -41,7 +42,7 @@ def one_error_line(code: int, err: str) -> str:
 
 
 def text(values) -> pd.Series:
-    return pd.Series(values, dtype="str")
+    return pd.Series(values, dtype=STR)
 
 
 SALES = pd.DataFrame({"name": text(["Café", "bar"]), "price": [1.5, 2.0], "qty": [2, 3]})

@@ -13,18 +13,18 @@ import pandas as pd
 import pytest
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
-from frametools import assert_identical
+from frametools import STR, assert_identical
 from hubtools import occupy_the_slot, staging_tables, wait_until
 
 from dsnotebook import _faults
 from dsnotebook.errors import UploadCancelled
 
-PREVIOUS = pd.DataFrame({"id": [1, 2, 3], "note": pd.array(["a", "b", "c"], dtype="str")})
+PREVIOUS = pd.DataFrame({"id": [1, 2, 3], "note": pd.array(["a", "b", "c"], dtype=STR)})
 
 
 def _frame(rows: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({"id": np.arange(rows), "x": rng.random(rows), "s": pd.array([f"s{i % 97}" for i in range(rows)], dtype="str")})
+    return pd.DataFrame({"id": np.arange(rows), "x": rng.random(rows), "s": pd.array([f"s{i % 97}" for i in range(rows)], dtype=STR)})
 
 
 @pytest.fixture

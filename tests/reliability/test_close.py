@@ -147,9 +147,10 @@ def test_interpreter_exit_interrupts_running_uploads_quickly_and_they_resume(db_
     env = {**os.environ, "PYTHONWARNINGS": "error"}
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "started" and done.stderr == "", done.stderr
-    print(f"the script ran {time.monotonic() - started:.1f} s, its exit included")
+    ran = f"the script ran {time.monotonic() - started:.1f} s, its exit included"
+    assert done.returncode == 0, (ran, done.stderr)
+    assert done.stdout.strip() == "started" and done.stderr == "", (ran, done.stderr)
+    print(ran)
     _previous_intact(db_url)
     with dsn.connect(db_url) as hub:
         tasks = hub.tasks(dataset="d")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from frametools import assert_identical
+from frametools import STR, assert_identical
 
 import dsnotebook as dsn
 from dsnotebook.store.backends import _arrow_io
@@ -27,8 +27,8 @@ pytestmark = pytest.mark.sqlite_only
 
 # Runs until the stop file appears. "reader": pulls every dataset it finds and checks each pull
 # has the rows the catalog says; "writer": pushes and appends frames of its own; "checker": runs
-# PRAGMA integrity_check through plain sqlite3. Prints one line: its name and how often it went
-# round, or the first problem.
+# PRAGMA integrity_check through plain sqlite3. Creates "<stop>.<role>" after its first round.
+# Prints one line: its name and how often it went round, or the first problem.
 _OTHER = textwrap.dedent(
     """
     import os, sqlite3, sys, time
@@ -46,6 +46,8 @@ _OTHER = textwrap.dedent(
                 print(f"checker: integrity_check said {result}", flush=True)
                 sys.exit(1)
             rounds += 1
+            if rounds == 1:
+                open(f"{stop}.{role}", "w").close()
             time.sleep(0.02)
     else:
         hub = dsn.connect(url)
@@ -61,6 +63,8 @@ _OTHER = textwrap.dedent(
                 frame = pd.DataFrame({"x": np.arange(20_000) + rounds, "s": [f"w{rounds}-{i}" for i in range(20_000)]})
                 hub.push(frame, f"other-{rounds % 2}", if_exists="append", chunk_size=4_000).wait(timeout=300)
             rounds += 1
+            if rounds == 1:
+                open(f"{stop}.{role}", "w").close()
         hub.close()
     print(f"{role}: {rounds}", flush=True)
     """
@@ -75,7 +79,7 @@ def _frame(i: int, n: int = 120_000) -> pd.DataFrame:
         {
             "i": np.arange(n) + i,
             "f": rng.normal(size=n),
-            "s": pd.array([f"v{i}-{k % 997}" for k in range(n)], dtype="str"),
+            "s": pd.array([f"v{i}-{k % 997}" for k in range(n)], dtype=STR),
             "t": pd.date_range("2020-01-01", periods=n, freq="s"),
             "n": ints,
         }
@@ -117,6 +121,13 @@ def test_pushes_and_pulls_beside_other_processes_keep_the_file_intact(db_url, tm
                 done.set()
                 puller.join()
             assert pulled and set(pulled) == {1_000}
+            # On a loaded machine the uploads may end before a process has started: each goes
+            # round at least once before it is stopped.
+            started = [Path(f"{stop}.{role}") for role in ("reader", "writer", "checker")]
+            deadline = time.monotonic() + 300
+            while not all(p.exists() for p in started) and all(o.poll() is None for o in others):
+                assert time.monotonic() < deadline, f"not every process went round in 300 s: {[p.name for p in started if not p.exists()]}"
+                time.sleep(0.05)
             stop.touch()
             reports = []
             for other in others:
@@ -129,7 +140,7 @@ def test_pushes_and_pulls_beside_other_processes_keep_the_file_intact(db_url, tm
                 if other.poll() is None:
                     other.kill()
                     other.wait()
-        # Each process went round at least once while the uploads ran.
+        # Each process went round at least once beside the uploads.
         assert [r.split(":")[0] for r in reports] == ["reader", "writer", "checker"]
         assert all(int(r.split(": ")[1]) >= 1 for r in reports), reports
         for name, df in frames.items():

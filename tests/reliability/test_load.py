@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from frametools import STR
 from hubtools import occupy_the_slot
 
 import dsnotebook as dsn
@@ -20,7 +21,7 @@ def _peak_rss_mb() -> float:
 
 
 def _small(i: int) -> pd.DataFrame:
-    return pd.DataFrame({"i": np.full(1_000, i, dtype="int64"), "x": np.arange(1_000) * 0.5, "s": pd.array([f"v{i}"] * 1_000, dtype="str")})
+    return pd.DataFrame({"i": np.full(1_000, i, dtype="int64"), "x": np.arange(1_000) * 0.5, "s": pd.array([f"v{i}"] * 1_000, dtype=STR)})
 
 
 @pytest.mark.slow

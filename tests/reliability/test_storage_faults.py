@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-from frametools import assert_identical
+from frametools import STR, assert_identical
 from hubtools import staging_tables
 from sqlalchemy import event
 
@@ -17,11 +17,11 @@ from dsnotebook.errors import ConfigError, DsnotebookError, UploadError
 
 pytestmark = pytest.mark.sqlite_only
 
-PREVIOUS = pd.DataFrame({"x": np.arange(1_000, dtype="int64"), "s": pd.array([f"r{i}" for i in range(1_000)], dtype="str")})
+PREVIOUS = pd.DataFrame({"x": np.arange(1_000, dtype="int64"), "s": pd.array([f"r{i}" for i in range(1_000)], dtype=STR)})
 
 
 def big(rows: int = 200_000) -> pd.DataFrame:
-    return pd.DataFrame({"x": np.arange(rows, dtype="int64"), "s": pd.array([f"row number {i}" for i in range(rows)], dtype="str")})
+    return pd.DataFrame({"x": np.arange(rows, dtype="int64"), "s": pd.array([f"row number {i}" for i in range(rows)], dtype=STR)})
 
 
 def _limit_growth(hub, extra_pages: int | None):

@@ -153,7 +153,8 @@ def test_the_panel_refreshes_its_strip_only_while_displayed_and_leaves_no_timer(
 
         # The last view goes (the output was cleared): the loop stops, and its task is gone.
         frontend_views(strip, 0)
-        assert not strip.running and portal_tasks() == before
+        # (A task of the hub's that ran before may have ended meanwhile: nothing new is left.)
+        assert not strip.running and portal_tasks() <= before
         count = strip.refreshes
 
         # Displayed again, then the panel is closed while the loop sleeps.
@@ -163,7 +164,7 @@ def test_the_panel_refreshes_its_strip_only_while_displayed_and_leaves_no_timer(
         panel.close()
     # No task, and so no timer, is left: the loop's sleep went with its task.
     assert not strip.running
-    assert portal_tasks() == before
+    assert portal_tasks() <= before
     assert strip.comm is None and panel.comm is None
 
 
@@ -177,7 +178,7 @@ def test_displaying_the_strip_alone_starts_it_and_closing_stops_it(hub):
         wait_until(lambda: strip.refreshes >= 1, what="the first refresh")
     finally:
         strip.close()
-    assert not strip.running and portal_tasks() == before
+    assert not strip.running and portal_tasks() <= before
     frontend_views(strip, 1)  # a late message from the frontend starts nothing
     assert not strip.running
 

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote as url_quote
 
+import aiosqlite
 import pandas as pd
 import pyarrow as pa
 from sqlalchemy import BigInteger, Column, Float, Insert, Integer, LargeBinary, MetaData, Table, Text, event
@@ -54,6 +55,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.types import TypeEngine
 
 from ... import monitor
@@ -176,11 +178,16 @@ class SQLiteBackend(Backend):
                     + ("a read-only URL never creates it" if self.read_only else "pushing a dataset there creates it")
                 )
             _create_file(path, busy_timeout)
-        connect_url = self.url.set(
-            database=f"file:{url_quote(str(path))}", query={"mode": "ro" if self.read_only else "rw", "uri": "true"}
-        )
+        mode = "ro" if self.read_only else "rw"
+        file_uri = f"file:{url_quote(str(path))}"
+        connect_url = self.url.set(database=file_uri, query={"mode": mode, "uri": "true"})
+        # A pool of reused connections, as SQLAlchemy 2.1 gives aiosqlite file databases by
+        # default; 2.0 defaults to NullPool, which opens a connection (and its thread) per checkout.
         engine = create_engine_for(
-            self.url, connect_url, connect_args={"timeout": busy_timeout, "check_same_thread": False}
+            self.url,
+            connect_url,
+            poolclass=AsyncAdaptedQueuePool,
+            async_creator=functools.partial(_open_connection, f"{file_uri}?mode={mode}", busy_timeout),
         )
         _install_hooks(engine, busy_timeout, path)
         return await check_engine(engine, self.url)
@@ -465,6 +472,48 @@ def _create_file(path: Path, busy_timeout: float = 5.0) -> None:
         raise ConfigError(f"cannot create the SQLite database at {str(path)!r}: {exc}") from exc
 
 
+class _Connection(aiosqlite.Connection):
+    """aiosqlite's connection, which can be stopped more than once.
+
+    SQLAlchemy ends an invalidated connection (a statement cut short by a cancel) with a graceful
+    ``close()``; a second cancel arriving meanwhile makes it ``stop()`` the connection as well.
+    aiosqlite's thread ends at the first stop, and its ``close()`` then stops again and waits,
+    for ever, for the thread to answer. A stopped connection is closed by its own thread: a
+    later stop or close has nothing left to wait for.
+    """
+
+    def stop(self) -> asyncio.Future | None:
+        if not self._running:
+            return None
+        return super().stop()
+
+    async def close(self) -> None:
+        if not self._running:
+            return
+        await super().close()
+
+
+async def _open_connection(database: str, busy_timeout: float) -> _Connection:
+    """Open an aiosqlite connection to its end, even if the task that asked is cancelled meanwhile.
+
+    aiosqlite opens the file on its own thread; cancelled while it does, it forgets the sqlite3
+    connection the thread goes on to open, which stays open until the garbage collector finds it.
+    Here the opening finishes, and a connection opened for a cancelled task is closed at once.
+    """
+
+    def connector() -> sqlite3.Connection:
+        return sqlite3.connect(database, uri=True, timeout=busy_timeout, check_same_thread=False)
+
+    opening = _Connection(connector, 64)
+    # As SQLAlchemy's own connect does: the driver's thread must not keep the interpreter alive.
+    opening._thread.daemon = True
+    connection, cancelled = await finish_through_cancel(opening)
+    if cancelled:
+        await finish_through_cancel(connection.close())
+        raise asyncio.CancelledError()
+    return connection
+
+
 def _install_hooks(engine: AsyncEngine, busy_timeout: float, path: Path) -> None:
     """Pragmas per connection, and explicit transaction control.
 
@@ -475,12 +524,18 @@ def _install_hooks(engine: AsyncEngine, busy_timeout: float, path: Path) -> None
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.close()
+        try:
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.close()
+        except BaseException:
+            # A file that is not a database fails here. SQLAlchemy 2.0 does not close a connection
+            # whose connect event failed, and aiosqlite's thread would outlive the error.
+            dbapi_connection.close()
+            raise
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn) -> None:

@@ -5,7 +5,6 @@ on its dtype, and the NumPy, float, masked, string, datetime, timedelta and cate
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from dsnotebook._compat import string_dtype_name, string_kind
 from dsnotebook.errors import ValidationError
 
 from .arrow_dtypes import to_codec_form
@@ -217,15 +217,10 @@ def _encode_masked(obj: pd.Series | pd.Index, where: str) -> _Part:
     )
 
 
-def _string_na(dtype: pd.StringDtype) -> str:
-    na_value = getattr(dtype, "na_value", pd.NA)
-    return "nan" if isinstance(na_value, float) and math.isnan(na_value) else "na"
-
-
 def _encode_string(obj: pd.Series | pd.Index, where: str) -> _Part:
     arr = obj.array
     dtype = obj.dtype
-    storage = "pyarrow" if dtype.storage.startswith("pyarrow") else dtype.storage
+    storage, na = string_kind(dtype)
     n = len(arr)
     if storage == "python":
         # Arrow storage is valid UTF-8 by construction; Python strings may hold surrogates.
@@ -250,7 +245,7 @@ def _encode_string(obj: pd.Series | pd.Index, where: str) -> _Part:
             return pa.array(objects, type=pa.large_string(), from_pandas=True)
 
     return _Part(
-        spec={"kind": "string", "dtype": str(dtype), "storage": storage, "na": _string_na(dtype)},
+        spec={"kind": "string", "dtype": string_dtype_name(na), "storage": storage, "na": na},
         sql_type="TEXT",
         n=n,
         values=values,

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from dsnotebook._compat import string_dtype
 from dsnotebook.errors import ValidationError
 
 from .values import _INT64_MAX, _NAT, _first_value, _short
@@ -188,7 +189,7 @@ def to_codec_form(obj: pd.Series | pd.Index, where: str) -> tuple[pd.Series, dic
                 )
             array = pd.arrays.IntegerArray(values, mask)
     elif kind == "string":
-        array = pd.StringDtype("pyarrow", na_value=pd.NA).__from_arrow__(
+        array = string_dtype("pyarrow", "na").__from_arrow__(
             column.cast(pa.large_string())
         )
     elif kind == "timestamp":

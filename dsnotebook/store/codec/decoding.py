@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dsnotebook._compat import string_dtype
 from dsnotebook.errors import DatasetError, ValidationError
 
 from .arrow_dtypes import from_codec_form
@@ -60,14 +61,7 @@ def _none_among(values: Sequence, positions: np.ndarray) -> np.ndarray:
 
 
 def _string_dtype(spec: dict) -> pd.StringDtype:
-    na_value = np.nan if spec["na"] == "nan" else pd.NA
-    if spec["storage"] == "pyarrow":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            # Same na_value, Python storage: the values are identical, only the backing differs.
-            return pd.StringDtype("python", na_value=na_value)
-    return pd.StringDtype(spec["storage"], na_value=na_value)
+    return string_dtype(spec["storage"], spec["na"])
 
 
 _US = _dt.timedelta(microseconds=1)
@@ -275,7 +269,12 @@ def _decode_columns(manifest: dict) -> pd.Index:
     def arrays(k: int, level: dict) -> Any:
         return _decode_embedded(level, f"column labels level {k}")
 
-    return _decode_index(manifest["columns"], len(manifest["data"]), arrays)
+    taken = manifest.get("columns_taken")
+    if taken is None:
+        return _decode_index(manifest["columns"], len(manifest["data"]), arrays)
+    # Some columns of a version (see select()): the full labels, indexed as df[labels] does, so
+    # that a MultiIndex keeps its levels and every level its dtype.
+    return _decode_index(manifest["columns"], taken["of"], arrays)[taken["at"]]
 
 
 def _check_format(manifest: dict) -> None:

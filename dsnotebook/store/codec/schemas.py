@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from dsnotebook._compat import dtype_label, string_dtype
 from dsnotebook.errors import ValidationError
 
 from .decoding import _check_format, _decode_columns, _decode_embedded
-from .encoding import _encode_index
 from .values import _repr, _scalar_from_json, _short
 
 
@@ -66,13 +66,15 @@ def select(manifest: dict, labels: Sequence | None) -> tuple[list[str], dict]:
             raise ValidationError(f"column {_short(label)} is requested twice; list each column once")
         positions.append(int(loc))
     data = [manifest["data"][p] for p in positions]
-    columns_spec, _ = _encode_index(available[positions], "the column labels", embed=True)
     level_specs = [] if manifest["index"]["kind"] == "range" else manifest["index"]["levels"]
     specs = level_specs + data
     wanted = [spec["sql"] for spec in specs] + [spec["marks_sql"] for spec in specs if "marks_sql" in spec]
     types = dict((name, sql_type) for name, sql_type in manifest["sql_columns"])
     reduced = dict(manifest)
-    reduced["columns"] = columns_spec
+    # Labels are decoded whole and then indexed (see _decode_columns); a second selection
+    # indexes the first one's positions.
+    taken = manifest.get("columns_taken") or {"of": len(manifest["data"]), "at": list(range(len(manifest["data"])))}
+    reduced["columns_taken"] = {"of": taken["of"], "at": [taken["at"][p] for p in positions]}
     reduced["data"] = data
     reduced["sql_columns"] = [[name, types[name]] for name in wanted]
     return wanted, reduced
@@ -89,8 +91,13 @@ def schema(manifest: dict) -> list[tuple[object, str]]:
 
 
 def _dtype(spec: dict) -> str:
-    """The pandas dtype's name: an Arrow-backed one's (``int64[pyarrow]``), not its storage's."""
-    return spec["arrow"]["dtype"] if "arrow" in spec else spec["dtype"]
+    """The pandas dtype's name: an Arrow-backed one's (``int64[pyarrow]``), not its storage's,
+    and a string column's as this pandas names what :func:`decode` gives."""
+    if "arrow" in spec:
+        return spec["arrow"]["dtype"]
+    if spec["kind"] == "string":
+        return dtype_label(string_dtype(spec["storage"], spec["na"]))
+    return spec["dtype"]
 
 
 _STORAGE_KEYS = {"sql", "marks_sql", "null", "storage", "freq", "text_as"}
@@ -140,8 +147,9 @@ def _describe_type(spec: dict) -> str:
     if spec["kind"] == "category":
         categories = _decode_embedded(spec["categories"], "categories").tolist()
         shown = _describe_labels(categories, limit=10)
-        return f"category ([{shown}], ordered={spec['ordered']})"
-    return spec["dtype"]
+        # The categories' own dtype tells apart what the values alone do not (str and object text).
+        return f"category ([{shown}] as {_describe_type(spec['categories'])}, ordered={spec['ordered']})"
+    return _dtype(spec)
 
 
 def _describe_index(spec: dict) -> str:
