@@ -87,8 +87,10 @@ class AsyncHub:
         lease: float = DEFAULT_LEASE_S,
         keep_interrupted: float | timedelta = DEFAULT_KEEP_INTERRUPTED_S,
         create: bool = True,
+        schema: str | None = None,
+        file_mode: int | None = None,
     ) -> None:
-        self.backend: Backend = backend_for(url)
+        self.backend: Backend = backend_for(url, schema=schema, file_mode=file_mode)
         self.url: URL = self.backend.url
         if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
             raise ValidationError(f"lease: expected a positive number of seconds, got {lease!r}")

@@ -82,6 +82,8 @@ class Hub:
         lease: float = DEFAULT_LEASE_S,
         keep_interrupted: float | timedelta = DEFAULT_KEEP_INTERRUPTED_S,
         create: bool = True,
+        schema: str | None = None,
+        file_mode: int | None = None,
     ) -> None:
         self._portal = get_portal()
         self._async = AsyncHub(
@@ -92,6 +94,8 @@ class Hub:
             lease=lease,
             keep_interrupted=keep_interrupted,
             create=create,
+            schema=schema,
+            file_mode=file_mode,
         )
         self._run(self._async.open())
         _OPEN_HUBS.add(self)
@@ -420,6 +424,8 @@ def connect(
     lease: float = DEFAULT_LEASE_S,
     keep_interrupted: float | timedelta = DEFAULT_KEEP_INTERRUPTED_S,
     create: bool = True,
+    schema: str | None = None,
+    file_mode: int | None = None,
 ) -> Hub:
     """Open a :class:`Hub` on ``url``.
 
@@ -462,6 +468,8 @@ def connect(
         lease=lease,
         keep_interrupted=keep_interrupted,
         create=create,
+        schema=schema,
+        file_mode=file_mode,
     )
 
 

@@ -30,7 +30,7 @@ def supported_url_forms() -> str:
     return ", ".join(repr(form) for b in BACKENDS.values() for form in b.url_forms)
 
 
-def backend_for(url: str | URL | None) -> Backend:
+def backend_for(url: str | URL | None, *, schema: str | None = None, file_mode: int | None = None) -> Backend:
     """The backend for ``url`` (None: ``DSNOTEBOOK_URL`` or the per-user SQLite file).
 
     A URL without a driver, or with a sync driver people type by habit (``sqlite://``,
@@ -69,4 +69,4 @@ def backend_for(url: str | URL | None) -> Backend:
         )
     elif name != parsed.get_backend_name():
         parsed = parsed.set(drivername=f"{cls.name}+{driver}")
-    return cls(cls.check_url(parsed))
+    return cls(cls.check_url(parsed), schema=schema, file_mode=file_mode)

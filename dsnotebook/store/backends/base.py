@@ -102,8 +102,14 @@ class Backend(abc.ABC):
     url_forms: ClassVar[tuple[str, ...]]
     capabilities: ClassVar[Capabilities]
 
-    def __init__(self, url: URL) -> None:
+    def __init__(self, url: URL, *, schema: str | None = None, file_mode: int | None = None) -> None:
         self.url = url
+        #: ``connect(schema=…)``: the database schema that holds the catalog and the data
+        #: (PostgreSQL); None: the URL's ``?schema=``, else the database's default.
+        self.schema = schema
+        #: ``connect(file_mode=…)``: the permission bits of a database file this hub creates
+        #: (SQLite); None: private (``0o600``) unless ``DSNOTEBOOK_UMASK`` says otherwise.
+        self.file_mode = file_mode
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url.render_as_string(hide_password=True)}>"

@@ -84,8 +84,8 @@ class PostgreSQLBackend(Backend):
         native_types=True,
     )
 
-    def __init__(self, url) -> None:
-        super().__init__(url)
+    def __init__(self, url, **options) -> None:
+        super().__init__(url, **options)
         self._uri = _arrow_io.pg_uri(url)
 
     async def open_engine(self, *, create: bool = True) -> AsyncEngine:
