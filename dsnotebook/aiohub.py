@@ -33,6 +33,7 @@ from .store.repository import Repository
 from .tasks import BackgroundTaskService
 from .upload import DEFAULT_KEEP_INTERRUPTED_S, DatasetUploadService, IfExists, UploadTask
 from .upload.leases import DEFAULT_LEASE_S, Leases
+from .upload.validate import check_writable
 
 if TYPE_CHECKING:
     import polars as pl
@@ -69,6 +70,19 @@ class AsyncHub:
             of creating a new, empty database) and a database without a dsnotebook catalog
             (instead of creating the catalog's tables), as on a PostgreSQL database nothing was
             pushed to yet. An older catalog is still migrated.
+        schema: the PostgreSQL schema that holds this hub's catalog and data tables, such as
+            ``"analytics_bi"`` (or ``?schema=analytics_bi`` in the URL; both given must agree):
+            hubs on other schemas of the database never see its datasets. Opening creates it
+            when ``create`` is True and the role may (CREATE on the database); a role that may
+            only read there (USAGE and SELECT) can list and pull, and :attr:`writable` is then
+            False. Default: the role's search path (usually ``public``). Refused for SQLite.
+        file_mode: the permission bits of a SQLite database file this hub creates, such as
+            ``0o640`` for a team directory whose group may read it (default: ``0o600``, its owner
+            alone, unless ``DSNOTEBOOK_UMASK`` such as ``027`` says otherwise); a directory
+            created on the way gets the same read bits plus search (``0o750``). SQLite's ``-wal``
+            and ``-shm`` files follow the database file. An existing file keeps its bits, except
+            in the default store ``~/.dsnotebook``, whose directory and files lose at connect any
+            bits for other users beyond these (logged at INFO). Refused for PostgreSQL.
 
     Raises:
         ConfigError: the URL names an unsupported database or driver.
@@ -140,6 +154,14 @@ class AsyncHub:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def writable(self) -> bool:
+        """Whether this hub may push, delete and clean up, as found when it opened: False for a
+        read-only URL (those calls then raise ``UsageError``) and for a database role that may
+        only read the schema (``ConfigError``, naming the rights it lacks and the GRANTs to ask
+        for). A GRANT given later counts once the hub connects again."""
+        return self.backend.writable
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> AsyncHub:
@@ -204,7 +226,7 @@ class AsyncHub:
             self._io = io
             self._loop = asyncio.get_running_loop()
             self._leases = Leases(
-                self._uploads, read_sessions, write_sessions, gate, lease=self._lease, retry=retry, writable=not backend.read_only
+                self._uploads, read_sessions, write_sessions, gate, lease=self._lease, retry=retry, writable=backend.writable
             )
             self._heartbeat = self._loop.create_task(self._leases.keep_alive(), name=f"dsnotebook heartbeat {id(self):x}")
             self._lag_task = self._loop.create_task(self._lag.run(), name=f"dsnotebook loop lag {id(self):x}")
@@ -313,6 +335,8 @@ class AsyncHub:
         Raises:
             ValidationError, VersionConflict, SchemaMismatch: before anything is scheduled.
             UsageError: the database is opened read-only.
+            ConfigError: the database role may not write there (see :attr:`writable`); nothing
+                is queued.
         """
         await self._ready()
         # Right after opening, the uploads of ended processes are marked first, so that this
@@ -468,15 +492,18 @@ class AsyncHub:
 
     async def delete(self, name: str, version: int | None = None) -> list[int]:
         await self._ready()
+        check_writable(self.backend, refused="deletes")
         return await self._guard(self._repo.delete(name, version))
 
     async def prune(self, name: str, *, keep: int) -> list[int]:
         await self._ready()
+        check_writable(self.backend, refused="deletes")
         return await self._guard(self._repo.prune(name, keep=keep))
 
     async def cleanup(self) -> int:
         """Drop the staged rows kept for resuming interrupted uploads, now; see :meth:`Hub.cleanup`."""
         await self._ready()
+        check_writable(self.backend, refused="cleanups")
         # The uploads of ended processes are marked first: their rows are kept rows too.
         await self._leases.first_pass()
         return await self._guard(self._uploads.expire_staging(everything=True))

@@ -62,6 +62,21 @@ class Hub:
         create: False refuses, with a ``ConfigError``, a SQLite file that does not exist (instead
             of creating a new, empty database) and a database without a dsnotebook catalog
             (instead of creating the catalog's tables). An older catalog is still migrated.
+        schema: the PostgreSQL schema that holds the catalog and the data tables, such as
+            ``"analytics_bi"`` (or ``?schema=analytics_bi`` in the URL; both given must agree):
+            hubs on other schemas of the database never see these datasets. Connecting creates
+            it when ``create`` is True and the role may (CREATE on the database). A role that
+            may only read there (USAGE on the schema, SELECT on its tables) can list, pull and
+            show; its pushes and deletes raise ``ConfigError`` naming the rights it lacks, and
+            ``hub.writable`` is False. Default: the role's search path (usually ``public``).
+            Refused for SQLite.
+        file_mode: the permission bits of a SQLite database file this hub creates, such as
+            ``0o640`` for a team directory whose group may read it (default: ``0o600``, its owner
+            alone, unless ``DSNOTEBOOK_UMASK`` such as ``027`` says otherwise); a directory
+            created on the way gets the same read bits plus search (``0o750``). SQLite's ``-wal``
+            and ``-shm`` files follow the database file. An existing file keeps its bits, except
+            in the default store ``~/.dsnotebook``, whose directory and files lose at connect any
+            bits for other users beyond these (logged at INFO). Refused for PostgreSQL.
 
     Raises:
         ConfigError: the database cannot be reached or used, or does not exist and ``create``
@@ -114,6 +129,11 @@ class Hub:
     @property
     def closed(self) -> bool:
         return self._async.closed
+
+    @property
+    def writable(self) -> bool:
+        """Whether this hub may push, delete and clean up; see :attr:`AsyncHub.writable`."""
+        return self._async.writable
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -452,6 +472,21 @@ def connect(
             of creating a new, empty database) and a database without a dsnotebook catalog
             (instead of creating the catalog's tables), as read-only tools want. An older
             catalog is still migrated.
+        schema: the PostgreSQL schema that holds the catalog and the data tables, such as
+            ``"analytics_bi"`` (or ``?schema=analytics_bi`` in the URL; both given must agree):
+            hubs on other schemas of the database never see these datasets. Connecting creates
+            it when ``create`` is True and the role may (CREATE on the database). A role that
+            may only read there (USAGE on the schema, SELECT on its tables) can list, pull and
+            show; its pushes and deletes raise ``ConfigError`` naming the rights it lacks, and
+            ``hub.writable`` is False. Default: the role's search path (usually ``public``).
+            Refused for SQLite.
+        file_mode: the permission bits of a SQLite database file this hub creates, such as
+            ``0o640`` for a team directory whose group may read it (default: ``0o600``, its owner
+            alone, unless ``DSNOTEBOOK_UMASK`` such as ``027`` says otherwise); a directory
+            created on the way gets the same read bits plus search (``0o750``). SQLite's ``-wal``
+            and ``-shm`` files follow the database file. An existing file keeps its bits, except
+            in the default store ``~/.dsnotebook``, whose directory and files lose at connect any
+            bits for other users beyond these (logged at INFO). Refused for PostgreSQL.
 
     Raises:
         ConfigError: the database cannot be reached or used, or does not exist and ``create``

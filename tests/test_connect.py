@@ -32,7 +32,7 @@ from dsnotebook.errors import ConfigError, UploadError, ValidationError
 from dsnotebook.store.backends.postgresql import _CATALOG_LOCK_KEY
 
 FRAME = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
-OPTIONS = ("url", "concurrency", "retry", "chunk_size", "lease", "keep_interrupted", "create")
+OPTIONS = ("url", "concurrency", "retry", "chunk_size", "lease", "keep_interrupted", "create", "schema", "file_mode")
 
 
 @contextlib.contextmanager

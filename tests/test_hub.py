@@ -164,10 +164,10 @@ def test_an_async_hub_belongs_to_the_loop_that_opened_it(db_url):
 
 def test_a_read_that_fails_is_a_dataset_error_naming_the_cause(hub):
     """A read that fails past the driver (here a manifest damaged behind the catalog's back) is a
-    DatasetError that names the database and the cause, not an upload's error."""
+    DatasetError that names the dataset, the version and the cause, not an upload's error."""
     hub.push(frame(), "d").wait(timeout=30)
     execute(hub, "UPDATE dsn_versions SET manifest = '{\"format\": 1}'")
-    with pytest.raises(DatasetError, match=r"the database at .* failed: KeyError: 'sql_columns'") as err:
+    with pytest.raises(DatasetError, match=r"dataset 'd' version 1 cannot be read: .* at sql_columns: missing") as err:
         hub.pull("d")
     assert not isinstance(err.value, dsn.UploadError)
 

@@ -6,19 +6,31 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from .. import __version__
 from ..errors import DsnotebookError
 from ..hub import Hub
-from ..store.engine import DEFAULT_PATH
+from ..store.engine import DEFAULT_PATH, mask_text
 from . import datasets, demo, push, status
 
 __all__ = ["build_parser", "main"]
 
 #: The commands that may create a new database; every other one refuses a SQLite file that is not there.
 CREATING_COMMANDS = frozenset({"push", "demo"})
-_URL_HELP = f"database URL (default: $DSNOTEBOOK_URL, else {DEFAULT_PATH})"
+_URL_HELP = (
+    f"database URL (default: $DSNOTEBOOK_URL, else {DEFAULT_PATH}). Leave the password out: other users "
+    "of this machine can read a command line. Put the URL in DSNOTEBOOK_URL instead, or the password in "
+    "~/.pgpass (or PGPASSFILE, PGPASSWORD), where PostgreSQL's tools find it too."
+)
+#: Printed once when a ``--url`` on the command line holds a password.
+PASSWORD_WARNING = (
+    "dsnotebook: warning: the password in --url can be read by other users of this machine (ps); "
+    "put the URL in DSNOTEBOOK_URL or the password in ~/.pgpass (or PGPASSFILE / PGPASSWORD) instead"
+)
 
 
 class _CommandLineError(Exception):
@@ -27,6 +39,30 @@ class _CommandLineError(Exception):
     def __init__(self, message: str, prog: str) -> None:
         super().__init__(message)
         self.prog = prog
+
+
+def _has_password(url: str) -> bool:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return mask_text(url) != url
+    return bool(parsed.password) or bool(parsed.query.get("password"))
+
+
+class _UrlOption(argparse.Action):
+    """``--url``, before or after the command's name. A command line can be read by every user of
+    the machine (``ps``), so a URL with a password in it is warned about on stderr, once however
+    many ``--url`` hold one: ``warned`` is shared by the ``--url`` of every command."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, warned: set[str], **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self._warned = warned
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        if PASSWORD_WARNING not in self._warned and _has_password(values):
+            self._warned.add(PASSWORD_WARNING)
+            print(PASSWORD_WARNING, file=sys.stderr)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Errors print one 'dsnotebook: error: ...' line and exit with status 2; Ctrl-C exits with 130.",
     )
     parser.add_argument("--version", action="version", version=f"dsnotebook {__version__}")
-    parser.add_argument("--url", help=_URL_HELP)
+    warned: set[str] = set()
+    parser.add_argument("--url", action=_UrlOption, warned=warned, help=_URL_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     push.add_commands(sub)
     datasets.add_commands(sub)
@@ -53,13 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_commands(sub)
     # Every command takes --url after its name too; given there, it wins over one given before.
     for command in sub.choices.values():
-        command.add_argument("--url", default=argparse.SUPPRESS, help=_URL_HELP)
+        command.add_argument("--url", action=_UrlOption, warned=warned, default=argparse.SUPPRESS, help=_URL_HELP)
     return parser
 
 
 def _error(message: str) -> int:
-    # One line, whatever the message holds.
-    print("dsnotebook: error: " + " ".join(line.strip() for line in message.splitlines() if line.strip()), file=sys.stderr)
+    # One line, whatever the message holds; a URL in it (an argument argparse refuses) shows no password.
+    print("dsnotebook: error: " + mask_text(" ".join(line.strip() for line in message.splitlines() if line.strip())), file=sys.stderr)
     return 2
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ..errors import ValidationError
 from ..hub import Hub
 from ..monitor import format_bytes
+from ..store.engine import mask_url
 from .formatting import local_time
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_status(hub: Hub, args: argparse.Namespace) -> int:
-    url = hub.url.render_as_string(hide_password=True)
+    url = mask_url(hub.url)
 
     def render(status: HubStatus) -> str:
         # One object per line, so that a --watch stream is JSON Lines.

@@ -21,6 +21,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..errors import SchemaMismatch
 from . import kinds
 from .codec import _MARK_CODES, HIDDEN_PREFIX, _label_key, merged_object_kind, schema
 from .codec.schemas import _compatible_objects, _identity, united_categories
@@ -85,8 +86,18 @@ _COMBINED_TYPES = {
 
 
 def combined_type(a: str, b: str) -> str:
-    """The storage type that holds exactly the values of both of these (equal dtypes)."""
-    return a if a == b else _COMBINED_TYPES[frozenset({a, b})]
+    """The storage type that holds exactly the values of both of these (equal dtypes).
+
+    Raises:
+        SchemaMismatch: no storage type holds both (only a manifest changed in the catalog
+            stores one dtype so).
+    """
+    if a == b:
+        return a
+    combined = _COMBINED_TYPES.get(frozenset({a, b}))
+    if combined is None:
+        raise SchemaMismatch(f"values stored as {a} and as {b} have no storage type in common")
+    return combined
 
 
 def _unit(spec: dict) -> str | None:
@@ -190,7 +201,10 @@ def plan_append(
         elif not old_is_empty and not old_bytes and n.get("object") != "none":
             old_type, new_type = old_types[o["sql"]], new_types[n["sql"]]
             if old_type != new_type:
-                target = combined_type(old_type, new_type)
+                try:
+                    target = combined_type(old_type, new_type)
+                except SchemaMismatch as exc:
+                    raise SchemaMismatch(f"cannot append to column {n['sql']!r}: {exc}", retyped=[(n["sql"], old_type, new_type)]) from None
                 if target != old_type:
                     expressions[n["sql"]] = backend.convert(quote(o["sql"]), old_type, target, _unit(o))
                 if target != new_type:

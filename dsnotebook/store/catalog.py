@@ -197,7 +197,9 @@ async def open_catalog(engine: AsyncEngine, backend: Backend, *, create: bool = 
             catalog is still migrated, since this dsnotebook could not use it otherwise.
 
     Raises:
-        ConfigError: ``create`` is False and the database holds no dsnotebook catalog.
+        ConfigError: ``create`` is False and the database holds no dsnotebook catalog, or the
+            catalog must be created or migrated and the database role may not write (see
+            :attr:`~dsnotebook.store.backends.Backend.write_refusal`).
         VersionConflict: the catalog was written by a newer dsnotebook.
     """
     async with engine.connect() as conn:
@@ -211,6 +213,14 @@ async def open_catalog(engine: AsyncEngine, backend: Backend, *, create: bool = 
         _refuse_newer(found)
         if found == SCHEMA_VERSION and complete:
             return
+    if backend.write_refusal is not None:
+        if found is None:
+            needs = "no dsnotebook catalog"
+        elif found < SCHEMA_VERSION:
+            needs = f"a catalog of schema version {found}, which this dsnotebook must migrate to {SCHEMA_VERSION}"
+        else:
+            needs = "an incomplete dsnotebook catalog"
+        raise ConfigError(f"{mask_url(backend.url)} holds {needs}, and {backend.write_refusal}")
     with doing(f"{'migrating' if found is not None else 'creating'} the catalog of {mask_url(backend.url)}"):
         async with engine.execution_options(dsn_write=True).begin() as conn:
             await ensure_schema(conn, backend)

@@ -48,18 +48,42 @@ def default_url() -> str:
     return f"sqlite+aiosqlite:///{DEFAULT_PATH.expanduser()}"
 
 
+# A password given as a query parameter, which asyncpg and libpq both take.
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&\s'\"]*", re.IGNORECASE)
+
+
 def mask_url(url: str | URL) -> str:
-    """The URL as text with any password replaced by ``***``."""
+    """The URL as text with any password replaced by ``***``: the one after the user name, and
+    one given as ``?password=``."""
     try:
         parsed = url if isinstance(url, URL) else make_url(url)
     except ArgumentError:
         return "<unparseable URL>"
-    return parsed.render_as_string(hide_password=True)
+    if parsed.password is not None and parsed.host is not None and "@" in parsed.host:
+        # An "@" typed unencoded in the password (instead of %40): SQLAlchemy ends the password at
+        # the first "@" and takes the rest for part of the host.
+        parsed = parsed.set(host=parsed.host.rpartition("@")[2])
+    return _QUERY_PASSWORD.sub(r"\1***", parsed.render_as_string(hide_password=True))
 
 
 def mask_text(text: str) -> str:
-    """Mask ``user:password@`` in text that SQLAlchemy cannot parse."""
-    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", text)
+    """Mask the passwords of URLs in text that SQLAlchemy cannot parse (a malformed URL, a
+    command line): in each word with an ``@``, whatever lies between the ``:`` after the user
+    name and the last ``@`` (a password typed unencoded may hold ``/`` or ``@``), and the value
+    of ``password=``."""
+    return _QUERY_PASSWORD.sub(r"\1***", re.sub(r"\S*@\S*", _mask_userinfo, text))
+
+
+def _mask_userinfo(match: re.Match[str]) -> str:
+    word = match.group(0)
+    # The user name starts after the scheme's "://" (or ":/", a slash short), else at the start.
+    scheme = re.match(r"[^:/@\s]*:/{1,3}", word)
+    start = scheme.end() if scheme is not None else 0
+    at = word.rfind("@")
+    colon = word.find(":", start, at)
+    if at < start or colon < 0:
+        return word
+    return word[: colon + 1] + "***" + word[at:]
 
 
 def driver_message(exc: BaseException) -> str:
@@ -76,12 +100,17 @@ def translate(exc: BaseException, *, what: str = "the database", error: type[Dsn
     """Map a driver error to the dsnotebook error a user should see.
 
     Use as ``raise translate(exc) from exc``. Errors that are already dsnotebook errors are
-    returned unchanged. A database that cannot be used at all gives a ``ConfigError``; any other
-    failure an ``error``: an ``UploadError`` for uploads, a ``DatasetError`` for reads and deletes.
+    returned unchanged. A database that cannot be used at all gives a ``ConfigError``, and so does
+    one that refuses the database role a right (PostgreSQL's "permission denied for table …",
+    "must be owner of view …"): the message says which right on which object. Any other failure
+    gives an ``error``: an ``UploadError`` for uploads, a ``DatasetError`` for reads and deletes.
     """
     if isinstance(exc, DsnotebookError):
         return exc
     message = driver_message(exc)
+    denied = _denied(exc, message)
+    if denied is not None:
+        return ConfigError(f"permission denied for {what}: {denied}")
     low = message.lower()
     # A missing catalog table means another file than the one created; a missing data table is a
     # damaged dataset, reported as the error of whatever read it.
@@ -93,6 +122,58 @@ def translate(exc: BaseException, *, what: str = "the database", error: type[Dsn
     if "database or disk is full" in low or "disk i/o error" in low:
         return error(f"{what} failed: the disk or the database is full; free some space and try again")
     return error(f"{what} failed: {message}")
+
+
+# PostgreSQL's words for a right the role lacks (SQLSTATE 42501), and for an object only its owner
+# may alter, replace or drop.
+_DENIED = re.compile(r"permission denied for (schema|table|view|sequence|relation|database) (\S+)")
+_NOT_OWNER = re.compile(r"must be owner of (table|view|relation|sequence|schema) (\S+)")
+
+
+def _right(kind: str, name: str, statement: str) -> str:
+    """The right on ``kind`` ``name`` that ``statement`` needs."""
+    low = " ".join(statement.lower().replace("(", " ").split())
+    if kind in ("schema", "database"):
+        return f"{'CREATE' if low.startswith('create') else 'USAGE'} on {kind} {name}"
+    if kind == "sequence":
+        return f"USAGE on sequence {name}"
+    if low.startswith("copy"):
+        verb = "SELECT" if " to stdout" in low else "INSERT"
+    elif low.startswith(("select", "with")):
+        verb = "UPDATE" if " for update" in low else "SELECT"
+    elif low.startswith(("insert", "update", "delete")):
+        verb = low.split(None, 1)[0].upper()
+    else:
+        return f"a right on {kind} {name}"
+    return f"{verb} on {kind} {name}"
+
+
+def _denied(exc: BaseException, message: str) -> str | None:
+    """What the database role may not do, in words, if ``exc`` is PostgreSQL refusing it."""
+    found = _DENIED.search(message)
+    if found is not None:
+        # SQLAlchemy keeps the statement; ADBC's message ends with it.
+        statement = getattr(exc, "statement", None) or message.partition("Query was:")[2]
+        kind, name = found.groups()
+        owner = "database's" if kind == "database" else "schema's"
+        if kind in ("schema", "database"):
+            hint = ""
+        elif kind == "sequence":
+            hint = " (GRANT USAGE ON ALL SEQUENCES IN SCHEMA …)"
+        else:
+            hint = (
+                " (GRANT … ON ALL TABLES IN SCHEMA covers the tables there now, ALTER DEFAULT PRIVILEGES "
+                "FOR ROLE <the role that pushes> those of versions pushed later)"
+            )
+        return f"the database role lacks {_right(kind, name, statement)}; ask the {owner} owner to grant it{hint}"
+    found = _NOT_OWNER.search(message)
+    if found is not None:
+        kind, name = found.groups()
+        return (
+            f"the database role does not own {kind} {name}: PostgreSQL lets only the role "
+            "that created it, or a member of that role, replace or drop it; push and delete as that role"
+        )
+    return None
 
 
 #: A wait for a database lock longer than this many seconds is logged at INFO.

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from sqlalchemy import func, select, text
+from sqlalchemy import func, inspect, select, text
+from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from ..errors import DatasetNotFound, ValidationError
+from ..errors import DatasetError, DatasetNotFound, ValidationError
 from ..models import DatasetInfo, DatasetVersion
 from . import codec, kinds
 from .backends.base import ROW_ID, Backend, Rows, Sizes
@@ -132,11 +133,19 @@ async def require_dataset(conn: AsyncConnection | AsyncSession, name: str):
     raise DatasetNotFound(f"no dataset named {name!r}{note}{hint}")
 
 
-async def find_version(conn: AsyncConnection | AsyncSession, dataset, version: int | None = None):
+async def find_version(conn: AsyncConnection | AsyncSession, dataset, version: int | None = None, *, reader: Backend | None):
     """The catalog row of ``version`` (default: latest) of ``dataset``.
+
+    Args:
+        reader: the backend that is to read the version's rows or its manifest: the manifest
+            and the row count are checked for it first (see
+            :func:`dsnotebook.store.codec.check_manifest`). None takes the row as it is, for
+            what needs neither, such as deleting the version.
 
     Raises:
         DatasetNotFound: the version does not exist; the message lists those that do.
+        DatasetError: (with ``reader``) the catalog holds a manifest or row count that cannot be
+            read, naming the dataset and the version.
     """
     wanted = dataset.latest_version if version is None else version
     row = None
@@ -154,7 +163,43 @@ async def find_version(conn: AsyncConnection | AsyncSession, dataset, version: i
         ).scalars().all()
         listing = ", ".join(map(str, have)) if have else "none"
         raise DatasetNotFound(f"dataset {dataset.name!r} has no version {wanted}; its versions are: {listing}")
+    if reader is not None:
+        codec.check_manifest(
+            row.manifest,
+            dataset=dataset.name,
+            version=row.version,
+            rows=row.rows,
+            columns=row.columns,
+            native_types=reader.capabilities.native_types,
+        )
     return row
+
+
+async def _check_columns(session: AsyncSession, dataset: str, row, names: Sequence[str]) -> None:
+    """Refuse a read of columns the version's table lacks, naming them (the manifest lists them,
+    but the table may have been changed behind the catalog's back)."""
+    conn = await session.connection()
+    # Reflected, not read with SELECT *: a driver that caches the statement would keep the
+    # table's columns as they were when it was first prepared.
+    try:
+        columns = await conn.run_sync(lambda sync: inspect(sync).get_columns(row.table_name))
+    except NoSuchTableError:
+        raise DatasetError(
+            f"dataset {dataset!r} version {row.version} cannot be read: its table is gone (no such table: {row.table_name})"
+        ) from None
+    present = {column["name"] for column in columns}
+    missing = [name for name in names if name not in present]
+    if missing:
+        raise DatasetError(
+            f"dataset {dataset!r} version {row.version} cannot be read: its table {row.table_name!r} has no "
+            f"column {', '.join(map(repr, missing))}, which its manifest lists"
+        )
+
+
+def _tags(value: Any) -> dict:
+    """A dataset's tags as stored: a JSON object, or, where the catalog holds something else
+    (an unreadable value, see :func:`dsnotebook.store.codec.load_json`), none."""
+    return dict(value) if isinstance(value, dict) else {}
 
 
 async def drop_table(conn: AsyncConnection | AsyncSession, name: str) -> None:
@@ -300,8 +345,9 @@ class Repository:
         if columns is not None and not isinstance(columns, (list, pd.Index, np.ndarray)):
             columns = [columns]  # one label; a tuple is a label too, as in df[("a", 1)]
         dataset = await require_dataset(session, name)
-        row = await find_version(session, dataset, version)
+        row = await find_version(session, dataset, version, reader=self._backend)
         sql_names, manifest = codec.select(row.manifest, None if columns is None else list(columns))
+        await _check_columns(session, dataset.name, row, sql_names)
         return row, sql_names, manifest
 
     async def versions(self, name: str) -> pd.DataFrame:
@@ -323,14 +369,14 @@ class Repository:
         """The dataset's description, tags, latest version and schema."""
         async with self._read() as session:
             dataset = await require_dataset(session, name)
-            row = await find_version(session, dataset)
+            row = await find_version(session, dataset, reader=self._backend)
             count = (
                 await session.execute(select(func.count()).where(versions.c.dataset_id == dataset.id))
             ).scalar_one()
         return DatasetInfo(
             name=dataset.name,
             description=dataset.description,
-            tags=dict(dataset.tags or {}),
+            tags=_tags(dataset.tags),
             latest=to_version(row, dataset.name),
             schema=codec.schema(row.manifest),
             view_name=dataset.view_name,
@@ -363,7 +409,7 @@ class Repository:
                 "updated_at": r.updated_at,
                 "description": r.description,
                 "versions": r.n,
-                "tags": dict(r.tags or {}),
+                "tags": _tags(r.tags),
                 "created_at": r.created_at,
             }
             for r in rows
@@ -432,7 +478,7 @@ class Repository:
                     await session.execute(select(versions).where(versions.c.dataset_id == dataset.id))
                 ).all()
             else:
-                doomed = [await find_version(session, dataset, version)]
+                doomed = [await find_version(session, dataset, version, reader=None)]
             return await self._remove(session, dataset, doomed)
 
     async def prune(self, name: str, *, keep: int) -> list[int]:
@@ -461,7 +507,8 @@ class Repository:
         ).all()
         left = [r for r in remaining if r.version not in gone]
         if left:
-            latest = await find_version(session, dataset, left[0].version)
+            # The version that becomes the latest gets the view: its manifest is checked first.
+            latest = await find_version(session, dataset, left[0].version, reader=self._backend)
             await point_latest(session, dataset, latest.table_name, latest.manifest, self._backend)
         else:
             await point_latest(session, dataset, None, None, self._backend)

@@ -69,7 +69,8 @@ class Leases:
         gate: the hub's write gate.
         lease: see :data:`DEFAULT_LEASE_S`.
         retry: the policy for transient errors (a lock held past the busy timeout).
-        writable: False for a database opened read-only: nothing is ever written then.
+        writable: False for a database opened read-only, or whose role may only read: nothing
+            is ever written then (other processes' ended uploads stay as they are listed).
     """
 
     def __init__(

@@ -104,7 +104,7 @@ async def publish(
             raise VersionConflict(f"dataset {req.name!r} was created by another upload meanwhile and if_exists='fail'")
         if req.if_exists == "append":
             # Checked again here: another push may have published since this one was queued.
-            latest = await find_version(session, dataset)
+            latest = await find_version(session, dataset, reader=backend)
             check_append(req.name, latest.manifest, manifest)
             target = quote(conn, stage)
             # A column appended in another dtype keeps the previous one where its values fit.
@@ -136,6 +136,10 @@ async def publish(
             manifest = plan.manifest
             rows = latest.rows + encoded.nrows
             content_hash = hashlib.sha256(f"{latest.content_hash}+{content_hash}".encode()).hexdigest()
+    if manifest is not encoded.manifest or not isinstance(encoded, codec.EncodedFrame):
+        # An append's combined manifest, or a stream's (known once it was read), is checked
+        # here: what could not be read back is never published.
+        codec.check_new_manifest(manifest, rows=rows, native_types=backend.capabilities.native_types)
     number = dataset.next_version
     table_name = version_table_name(dataset.id, number)
     await backend.seal(conn, stage, table_name)

@@ -164,7 +164,7 @@ class DatasetUploadService:
 
         async def record_queued() -> None:
             async with write_transaction(self._write, self._gate) as session:
-                await _check_target(session, name, if_exists, encoded)
+                await _check_target(session, name, if_exists, encoded, self._backend)
                 await session.execute(
                     tasks.insert().values(
                         id=task_id,
@@ -269,7 +269,7 @@ class DatasetUploadService:
         """
         if if_exists != "replace":
             async with self._read() as session:
-                await _check_target(session, name, if_exists, encoded)
+                await _check_target(session, name, if_exists, encoded, self._backend)
 
     def counts(self) -> dict[str, int]:
         """This service's uploads by status: the live ones, and those that ended since it started."""
@@ -521,7 +521,8 @@ class DatasetUploadService:
             raise VersionConflict(
                 f"dataset {req.name!r} already exists (latest version {dataset.latest_version}) and if_exists='fail'"
             )
-        latest = await find_version(session, dataset)
+        # An append reads the latest version's manifest: it is checked; a replace only compares hashes.
+        latest = await find_version(session, dataset, reader=self._backend if req.if_exists == "append" else None)
         if req.if_exists == "append":
             check_append(req.name, latest.manifest, encoded.manifest)
             if encoded.nrows > 0:
@@ -623,7 +624,7 @@ def _failure_message(name: str, exc: BaseException) -> str:
 
 
 
-async def _check_target(session: AsyncSession, name: str, if_exists: str, encoded: codec.EncodedFrame) -> None:
+async def _check_target(session: AsyncSession, name: str, if_exists: str, encoded: codec.EncodedFrame, backend: Backend) -> None:
     """Refuse a push the dataset as it stands would refuse: ``"fail"`` on an existing one, or an
     append whose schema differs from the latest version's."""
     if if_exists == "replace":
@@ -636,5 +637,5 @@ async def _check_target(session: AsyncSession, name: str, if_exists: str, encode
             f"dataset {name!r} already exists (latest version {dataset.latest_version}) and "
             "if_exists='fail'; use if_exists='replace' or 'append'"
         )
-    latest = await find_version(session, dataset)
+    latest = await find_version(session, dataset, reader=backend)
     check_append(name, latest.manifest, encoded.manifest)

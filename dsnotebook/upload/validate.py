@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..errors import SchemaMismatch, UsageError, ValidationError
+from ..errors import ConfigError, SchemaMismatch, UsageError, ValidationError
 from ..monitor import format_bytes
 from ..store import codec, kinds
 from ..store.backends import Backend
@@ -157,7 +157,8 @@ def encode_for(obj: Any, backend: Backend, *, native_types: bool | None = None) 
     Raises:
         ValidationError: the frame cannot be stored (see :func:`dsnotebook.store.codec.encode`
             and :func:`dsnotebook.store.kinds.to_encodable`),
-            or needs more columns or wider rows than the database allows.
+            or needs more columns or wider rows than the database allows, or its manifest would
+            exceed the limits of :func:`dsnotebook.store.codec.check_new_manifest`.
     """
     native = backend.capabilities.native_types if native_types is None else native_types
     if is_stream(obj):
@@ -168,6 +169,8 @@ def encode_for(obj: Any, backend: Backend, *, native_types: bool | None = None) 
     encoded = codec.encode(encodable, native_types=native)
     kinds.record(encoded.manifest, pushed)
     _check_limits(encoded, backend)
+    # The manifest must read back within the limits a read of the catalog holds it to.
+    codec.check_new_manifest(encoded.manifest, rows=encoded.nrows, native_types=native)
     return encoded
 
 
@@ -194,14 +197,19 @@ def _check_limits(encoded: codec.EncodedFrame, backend: Backend) -> None:
 SPACE_MARGIN_MIN = 1 << 20
 
 
-def check_writable(backend: Backend) -> None:
-    """Refuse pushes to a database opened read-only, before anything is queued.
+def check_writable(backend: Backend, *, refused: str = "pushes") -> None:
+    """Refuse pushes (or the writes named by ``refused``) where this hub may not write, before
+    anything is queued or written.
 
     Raises:
         UsageError: the URL opens the database read-only.
+        ConfigError: the database role may not write there; the message names the role, the
+            schema, the rights it lacks and the GRANTs to ask for.
     """
     if backend.read_only:
-        raise UsageError("this database is opened read-only (mode=ro); pushes are refused")
+        raise UsageError(f"this database is opened read-only (mode=ro); {refused} are refused")
+    if backend.write_refusal is not None:
+        raise ConfigError(backend.write_refusal)
 
 
 def check_free_space(name: str, encoded: codec.EncodedFrame, backend: Backend) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from ...errors import ConfigError
+from ...errors import ConfigError, ValidationError
 from ..engine import default_url, mask_text, mask_url
+from ._file_modes import check_file_mode
 from .base import ROW_ID, Backend, Capabilities, ChunkWriter, Rows
 from .postgresql import PostgreSQLBackend
 from .sqlite import SQLiteBackend
@@ -39,7 +40,12 @@ def backend_for(url: str | URL | None, *, schema: str | None = None, file_mode: 
     Raises:
         ConfigError: the URL is malformed or empty, or names a database or an async driver that
             dsnotebook does not support (the message lists the supported forms), or is otherwise
-            unusable for its backend (an in-memory SQLite database).
+            unusable for its backend (an in-memory SQLite database), or ``DSNOTEBOOK_UMASK`` is
+            malformed, or has ``?schema=`` where the database has no schemas (SQLite) or names
+            another schema than ``schema``.
+        ValidationError: ``file_mode`` is not permission bits for a new database file, or is
+            given for a database that is not a file (PostgreSQL); ``schema`` is not a schema
+            name, or is given for a database without schemas (SQLite).
     """
     text = default_url() if url is None else url
     if isinstance(text, str) and not text.strip():
@@ -52,6 +58,7 @@ def backend_for(url: str | URL | None, *, schema: str | None = None, file_mode: 
         raise ConfigError(
             f"url: {mask_text(str(text))!r} is not a database URL; expected one of {supported_url_forms()}"
         ) from exc
+    parsed = _password_in_place(parsed)
     name = _ALIASES.get(parsed.get_backend_name(), parsed.get_backend_name())
     cls = BACKENDS.get(name)
     if cls is None:
@@ -69,4 +76,42 @@ def backend_for(url: str | URL | None, *, schema: str | None = None, file_mode: 
         )
     elif name != parsed.get_backend_name():
         parsed = parsed.set(drivername=f"{cls.name}+{driver}")
+    if check_file_mode(file_mode) is not None and not cls.capabilities.file_modes:
+        with_files = ", ".join(b.name for b in BACKENDS.values() if b.capabilities.file_modes)
+        raise ValidationError(
+            f"file_mode: applies to {with_files} database files only; {mask_url(parsed)!r} is a {cls.name} "
+            "database, whose server decides who can read it: leave file_mode out"
+        )
+    if not cls.capabilities.schemas and (schema is not None or "schema" in parsed.query):
+        with_schemas = ", ".join(b.name for b in BACKENDS.values() if b.capabilities.schemas)
+        given, error = ("schema", ValidationError) if schema is not None else ("url", ConfigError)
+        raise error(
+            f"{given}: schemas are {with_schemas}'s; {mask_url(parsed)!r} is a {cls.name} database, which "
+            f"keeps its datasets in its file: leave {'schema' if schema is not None else '?schema='} out"
+        )
     return cls(cls.check_url(parsed), schema=schema, file_mode=file_mode)
+
+
+def _password_in_place(url: URL) -> URL:
+    """``url`` with its password where SQLAlchemy hides it, after the user name.
+
+    A ``?password=`` moves there, so that no repr of the URL shows it. A password typed with an
+    unencoded ``@`` (instead of ``%40``) is made whole again: SQLAlchemy ends it at the first
+    ``@`` and takes the rest for part of the host, where reprs would show it and no connection
+    could use it.
+
+    Raises:
+        ConfigError: the URL gives ``?password=`` more than once, with different values.
+    """
+    if url.password is not None and url.host is not None and "@" in url.host:
+        rest, _, host = url.host.rpartition("@")
+        url = url.set(password=f"{url.password}@{rest}", host=host)
+    given = url.query.get("password")
+    if given is None:
+        return url
+    if isinstance(given, tuple) and len(set(given)) == 1:
+        given = given[0]
+    if isinstance(given, tuple):
+        raise ConfigError(f"url: {mask_url(url)!r} gives ?password= more than once; give the password once")
+    # As libpq and asyncpg do, ?password= wins over a password after the user name.
+    return url.difference_update_query(["password"]).set(password=given)

@@ -25,7 +25,7 @@ from sqlalchemy.types import TypeEngine
 
 from ...errors import ConfigError
 from ...tasks import finish_through_cancel
-from ..codec import ROW_ID, EncodedFrame, SqlColumn
+from ..codec import ROW_ID, EncodedFrame, SqlColumn, load_json
 from ..engine import driver_message, mask_url
 
 __all__ = ["ROW_ID", "Backend", "Capabilities", "ChunkWriter", "Rows", "Sizes", "await_thread", "check_engine", "create_engine_for", "off_loop", "settled"]
@@ -52,6 +52,10 @@ class Capabilities:
             through a fair :class:`~dsnotebook.store.engine.WriteGate` instead of racing for it.
         native_types: the codec stores native types where they hold the values exactly, not only
             the four generic ones (see :func:`dsnotebook.store.codec.encode`).
+        file_modes: the database is a file that a hub may create, whose permission bits
+            ``connect(file_mode=…)`` sets; where False, ``file_mode`` is refused.
+        schemas: the database has schemas, and ``connect(schema=…)`` (or ``?schema=`` in the
+            URL) picks the one that holds the catalog and the data; where False, it is refused.
     """
 
     max_columns: int
@@ -59,6 +63,8 @@ class Capabilities:
     default_concurrency: int
     single_writer: bool
     native_types: bool
+    file_modes: bool = False
+    schemas: bool = False
 
 
 class ChunkWriter(abc.ABC):
@@ -110,9 +116,12 @@ class Backend(abc.ABC):
         #: ``connect(file_mode=…)``: the permission bits of a database file this hub creates
         #: (SQLite); None: private (``0o600``) unless ``DSNOTEBOOK_UMASK`` says otherwise.
         self.file_mode = file_mode
+        #: Why this hub's database role may not write here, found by :meth:`open_engine` (None:
+        #: it may); see :attr:`writable`.
+        self.write_refusal: str | None = None
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.url.render_as_string(hide_password=True)}>"
+        return f"<{type(self).__name__} {mask_url(self.url)}>"
 
     # -- connecting --------------------------------------------------------------------------
 
@@ -126,10 +135,19 @@ class Backend(abc.ABC):
         """Whether the URL asks for a read-only database."""
         return False
 
+    @property
+    def writable(self) -> bool:
+        """Whether pushes, deletes and cleanups may write here: the URL does not ask for a
+        read-only database, and the database role may write (as far as :meth:`open_engine`
+        found out)."""
+        return not self.read_only and self.write_refusal is None
+
     @abc.abstractmethod
     async def open_engine(self, *, create: bool = True) -> AsyncEngine:
         """An engine for the URL on the running loop, with the backend's connection settings,
-        checked by a first query.
+        checked by a first query. A database with roles also finds out here whether the
+        connecting role may write the catalog and create tables, and sets
+        :attr:`write_refusal` when it may not.
 
         Raises:
             ConfigError: the database cannot be reached or opened.
@@ -273,11 +291,15 @@ class Rows:
 def create_engine_for(url: URL, connect_url: URL, **kwargs: Any) -> AsyncEngine:
     """``create_async_engine(connect_url, **kwargs)``; errors name ``url``, its password masked.
 
+    JSON values are read by :func:`~dsnotebook.store.codec.load_json`, which never raises: text
+    it does not read (too long, nested too deep, not JSON) comes as a marker that the catalog's
+    readers refuse by name.
+
     Raises:
         ConfigError: the driver is not installed or the URL cannot be used.
     """
     try:
-        return create_async_engine(connect_url, **kwargs)
+        return create_async_engine(connect_url, json_deserializer=load_json, **kwargs)
     except (NoSuchModuleError, ImportError, ArgumentError) as exc:
         raise ConfigError(
             f"url: the driver {url.drivername!r} of {mask_url(url)!r} is not available ({exc}); "

@@ -11,6 +11,11 @@ What is special here:
 - A kept staging table is locked (``ACCESS EXCLUSIVE``) before a resume counts its rows, so that
   an upload only presumed dead cannot add a chunk between the count and the take-over.
 - Rows are limited to one 8 kB page, long values moved out of line.
+- ``connect(schema=…)`` (or ``?schema=`` in the URL) keeps the catalog and the data in that
+  schema: every connection, asyncpg's and ADBC's, has it as its whole search path, so the
+  unqualified names dsnotebook uses mean its tables and nothing else. Connecting creates the
+  schema where ``create`` allows and the role may, and finds out whether the role may write
+  there: one that may only read can list and pull, and its pushes are refused up front.
 
 Bulk rows move through Arrow and ADBC (``adbc-driver-postgresql``), off the event loop, on a
 connection of each upload's or read's own: a chunk is one binary COPY, committed before the
@@ -31,14 +36,19 @@ from typing import Any, ClassVar
 
 import pandas as pd
 import pyarrow as pa
-from sqlalchemy import BigInteger, Boolean, Column, Date, DateTime, Float, Insert, LargeBinary, MetaData, Numeric, Table, Text, Time
+from sqlalchemy import BigInteger, Boolean, Column, Date, DateTime, Float, Insert, LargeBinary, MetaData, Numeric, Table, Text, Time, text
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.types import TypeEngine
 
+from ...errors import ConfigError, ValidationError
 from .. import codec
+from ..catalog import datasets, tasks, versions
 from ..codec import EncodedFrame, SqlColumn
+from ..engine import mask_url
 from . import _arrow_io, _rows
+from ._arrow_io.pg import quote_ident
 from .base import ROW_ID, Backend, Capabilities, ChunkWriter, Rows, Sizes, check_engine, create_engine_for, off_loop
 
 __all__ = ["PostgreSQLBackend", "time_codecs"]
@@ -68,8 +78,30 @@ _ARROW_WRITES = frozenset(
     {"INTEGER", "REAL", "TEXT", "BLOB", "BOOLEAN", "JSON", "JSONB", "TIMESTAMP", "TIMESTAMPTZ", "INTERVAL", "DATE", "TIME"}
 )
 _ARROW_READS = frozenset({"INTEGER", "REAL", "TEXT", "BLOB", "BOOLEAN", "TIMESTAMP", "TIMESTAMPTZ", "INTERVAL", "DATE", "TIME"})
-# Any key: only dsnotebook takes it, around creating or migrating the catalog.
+# Any key: only dsnotebook takes it, around creating or migrating the catalog (or its schema).
 _CATALOG_LOCK_KEY = 7369737
+# PostgreSQL's longest name in bytes (NAMEDATALEN - 1): it cuts longer ones without a word.
+_MAX_NAME_BYTES = 63
+# What a push writes in the catalog (the schema's CREATE aside, for the staging and version
+# tables and the views), by table.
+_WRITES = ((tasks.name, "INSERT"), (tasks.name, "UPDATE"), (datasets.name, "INSERT"), (datasets.name, "UPDATE"), (versions.name, "INSERT"))
+# The rights among _WRITES that the role lacks on the catalog's tables that exist, and USAGE on
+# the sequences of their serial ids (an INSERT by a role that does not own them needs it): rows
+# of (kind, privilege, table or sequence).
+_LACKING_SQL = (
+    "SELECT 'table', w.privilege, w.relname FROM (VALUES "
+    + ", ".join(f"('{table}', '{privilege}')" for table, privilege in _WRITES)
+    + ") AS w(relname, privilege) "
+    "JOIN pg_namespace n ON n.nspname = :schema "
+    "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = w.relname AND c.relkind = 'r' "
+    "WHERE NOT has_table_privilege(c.oid, w.privilege) "
+    "UNION ALL "
+    "SELECT 'sequence', 'USAGE', q.relname FROM ("
+    "SELECT pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), 'id')::regclass AS seq "
+    "FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid "
+    f"WHERE n.nspname = :schema AND c.relname IN ('{datasets.name}', '{versions.name}') AND c.relkind = 'r'"
+    ") AS s JOIN pg_class q ON q.oid = s.seq WHERE NOT has_sequence_privilege(s.seq, 'USAGE')"
+)
 
 
 class PostgreSQLBackend(Backend):
@@ -82,14 +114,120 @@ class PostgreSQLBackend(Backend):
         default_concurrency=4,
         single_writer=False,
         native_types=True,
+        schemas=True,
     )
 
-    def __init__(self, url, **options) -> None:
+    def __init__(self, url: URL, **options: Any) -> None:
         super().__init__(url, **options)
-        self._uri = _arrow_io.pg_uri(url)
+        self.schema = _pick_schema(url, self.schema)
+        if self.schema is not None:
+            # The schema then shows wherever the URL does (the hub's repr, messages), and a hub
+            # opened on hub.url finds the same datasets.
+            self.url = url.update_query_dict({"schema": self.schema})
+        self._uri = _arrow_io.pg_uri(self.url)
 
     async def open_engine(self, *, create: bool = True) -> AsyncEngine:
-        return await check_engine(create_engine_for(self.url, self.url), self.url)
+        """The engine, once the schema is there (created where ``create`` allows and the role
+        may) and usable; sets :attr:`write_refusal` when the role may not write there.
+
+        Raises:
+            ConfigError: the server cannot be reached; the schema does not exist and cannot be
+                created; the role lacks USAGE on it; or no schema is given and none on the
+                role's search path can be used.
+        """
+        engine = await check_engine(self._new_engine(), self.url)
+        try:
+            created = await self._check_schema(engine, create=create)
+        except BaseException:
+            await engine.dispose()
+            raise
+        if created:
+            # The dialect asked for the current schema on its first connection, before the
+            # schema existed: a new engine asks again.
+            await engine.dispose()
+            engine = await check_engine(self._new_engine(), self.url)
+        return engine
+
+    def _new_engine(self) -> AsyncEngine:
+        kwargs: dict[str, Any] = {}
+        if self.schema is not None:
+            # The schema alone: a table missing there must never be found in public instead.
+            kwargs["connect_args"] = {"server_settings": {"search_path": quote_ident(self.schema)}}
+        return create_engine_for(self.url, self.url.difference_update_query(["schema"]), **kwargs)
+
+    async def _check_schema(self, engine: AsyncEngine, *, create: bool) -> bool:
+        """Make sure the schema exists and may be used, and find out whether this role may write
+        there; True if the schema was created here."""
+        async with engine.connect() as conn:
+            role, database, current, search_path = (
+                await conn.exec_driver_sql("SELECT current_user, current_database(), current_schema(), current_setting('search_path')")
+            ).one()
+            schema = self.schema if self.schema is not None else current
+            if schema is None:
+                raise ConfigError(
+                    f"role {role!r} has no schema to use in database {database!r}: none on its search path "
+                    f"({search_path}) exists and grants it USAGE; connect with schema='…' (or ?schema= in "
+                    f"the URL), or ask the owner of public for: GRANT USAGE ON SCHEMA public TO {quote_ident(role)}"
+                )
+            rights = await _schema_rights(conn, schema)
+        created = False
+        if rights is None:
+            created = await self._create_schema(engine, schema, role, database, create=create)
+        qs, qr = quote_ident(schema), quote_ident(role)
+        async with engine.connect() as conn:
+            usage, may_create = rights or await _schema_rights(conn, schema)
+            if not usage:
+                raise ConfigError(
+                    f"role {role!r} may not use schema {schema!r} of database {database!r} (it lacks USAGE on "
+                    f"it); ask the schema's owner for: GRANT USAGE ON SCHEMA {qs} TO {qr}; "
+                    f"GRANT SELECT ON ALL TABLES IN SCHEMA {qs} TO {qr}"
+                )
+            rows = (await conn.execute(text(_LACKING_SQL), {"schema": schema})).all()
+        # The privileges each object lacks, in the order a push needs them.
+        lacking: dict[str, list[str]] = {} if may_create else {"the schema": ["CREATE"]}
+        for _, privilege, name in sorted(rows, key=lambda r: (r[0] == "sequence", _WRITES.index((r[2], r[1])) if r[0] == "table" else 0, r[2])):
+            lacking.setdefault(name, []).append(privilege)
+        kinds = {kind for kind, _, _ in rows}
+        grants = [] if may_create else [f"GRANT USAGE, CREATE ON SCHEMA {qs} TO {qr}"]
+        if "table" in kinds:
+            grants.append(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {qs} TO {qr}")
+        if "sequence" in kinds:
+            grants.append(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA {qs} TO {qr}")
+        wanted = ", ".join(f"{' and '.join(privileges)} on {name}" for name, privileges in lacking.items())
+        self.write_refusal = (
+            f"role {role!r} may not write to schema {schema!r} of database {database!r} (it lacks {wanted}); "
+            f"ask the schema's owner for: {'; '.join(grants)}"
+            if lacking
+            else None
+        )
+        return created
+
+    async def _create_schema(self, engine: AsyncEngine, schema: str, role: str, database: str, *, create: bool) -> bool:
+        """Create the missing schema; False if another connection created it meanwhile.
+
+        Raises:
+            ConfigError: ``create`` is False, or the role may not create schemas.
+        """
+        qs, qr = quote_ident(schema), quote_ident(role)
+        admin = f"CREATE SCHEMA {qs} AUTHORIZATION {qr} (which makes this role its owner)"
+        if not create:
+            raise ConfigError(
+                f"schema {schema!r} does not exist in database {database!r}, and this connection does not "
+                f"create it (create=False); a push creates it, or an administrator can: {admin}"
+            )
+        async with engine.begin() as conn:
+            # Hubs opening at once must not race to create it.
+            await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_CATALOG_LOCK_KEY})")
+            if await _schema_rights(conn, schema) is not None:
+                return False
+            if not (await conn.exec_driver_sql("SELECT has_database_privilege(current_database(), 'CREATE')")).scalar_one():
+                raise ConfigError(
+                    f"schema {schema!r} does not exist in database {database!r}, and role {role!r} may not "
+                    f"create it (it lacks CREATE on the database); ask an administrator for: {admin}, "
+                    f"or for: GRANT CREATE ON DATABASE {quote_ident(database)} TO {qr}"
+                )
+            await conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {qs}")
+        return True
 
     async def sizes(self, conn: AsyncConnection, staging_tables: Sequence[str]) -> Sizes:
         """``pg_database_size``, and each table's ``pg_total_relation_size`` (its indexes and
@@ -128,7 +266,7 @@ class PostgreSQLBackend(Backend):
 
     def open_writer(self, stage: str, encoded: EncodedFrame, *, io: Any) -> ChunkWriter:
         if all(c.sql_type in _ARROW_WRITES for c in encoded.columns):
-            return _ArrowWriter(stage, encoded, io, self._uri)
+            return _ArrowWriter(stage, encoded, io, self._uri, self.schema)
         return _CopyWriter(stage, encoded)
 
     async def lock_staging(self, conn: AsyncConnection, table: str) -> None:
@@ -199,6 +337,53 @@ class PostgreSQLBackend(Backend):
         return codec.decode(manifest, _rows.columns_of(records, len(manifest["sql_columns"])))
 
 
+def _pick_schema(url: URL, schema: str | None) -> str | None:
+    """The schema of ``connect(schema=…)`` or of the URL's ``?schema=``, checked; None if neither.
+
+    Raises:
+        ConfigError: both are given and differ, or the URL gives it more than once.
+        ValidationError: not a name PostgreSQL keeps as it is.
+    """
+    in_url = url.query.get("schema")
+    if isinstance(in_url, tuple) and len(in_url) == 1:
+        in_url = in_url[0]
+    if isinstance(in_url, tuple):
+        raise ConfigError(f"url: {mask_url(url)!r} gives ?schema= {len(in_url)} times; give it once")
+    if schema is not None and in_url is not None and schema != in_url:
+        raise ConfigError(
+            f"schema: {schema!r} differs from the URL's ?schema={in_url}; give the schema once, as schema= or in the URL"
+        )
+    name = schema if schema is not None else in_url
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise ValidationError(f"schema: expected a str, the name of a PostgreSQL schema, got {type(name).__name__} {name!r}")
+    if not name.strip():
+        raise ValidationError(
+            f"schema: {name!r} is empty; give a schema name such as 'analytics_bi', or leave it out for the database's default"
+        )
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValidationError(f"schema: {name!r} is not valid Unicode text (it holds a lone surrogate)") from None
+    if size > _MAX_NAME_BYTES:
+        raise ValidationError(
+            f"schema: {name!r} is {size} bytes long, and PostgreSQL cuts names to {_MAX_NAME_BYTES} bytes; give a shorter name"
+        )
+    if "\x00" in name:
+        raise ValidationError(f"schema: {name!r} contains a NUL character, which PostgreSQL names cannot hold")
+    if name.startswith("pg_"):
+        raise ValidationError(f"schema: {name!r} starts with 'pg_', which PostgreSQL keeps for its own schemas")
+    return name
+
+
+async def _schema_rights(conn: AsyncConnection, schema: str) -> tuple[bool, bool] | None:
+    """Whether the role has USAGE and CREATE on ``schema``; None if it does not exist."""
+    sql = "SELECT has_schema_privilege(oid, 'USAGE'), has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = :schema"
+    row = (await conn.execute(text(sql), {"schema": schema})).first()
+    return None if row is None else (bool(row[0]), bool(row[1]))
+
+
 def _fetch(uri: str, sql: str) -> pa.Table:
     conn = _arrow_io.pg_connect(uri)
     try:
@@ -213,11 +398,12 @@ class _ArrowWriter(ChunkWriter):
     """Each chunk: one binary COPY of its Arrow batch, with the row ids, on the upload's own ADBC
     connection, committed there before the upload commits the chunk's progress."""
 
-    def __init__(self, stage: str, encoded: EncodedFrame, io: Any, uri: str) -> None:
+    def __init__(self, stage: str, encoded: EncodedFrame, io: Any, uri: str, schema: str | None) -> None:
         self._stage = stage
         self._encoded = encoded
         self._io = io
         self._uri = uri
+        self._schema = schema
         self._conn: Any = None
         self._cancel = threading.Event()
         # Chunks whose rows are committed: a retry of the progress commit must not send them again.
@@ -232,7 +418,9 @@ class _ArrowWriter(ChunkWriter):
     def _ingest(self, start: int, stop: int) -> None:
         if self._conn is None:
             self._conn = _arrow_io.pg_connect(self._uri)
-        _arrow_io.pg_ingest(self._conn, self._stage, self._encoded.to_arrow(start, stop, row_ids=True), cancel=self._cancel)
+        _arrow_io.pg_ingest(
+            self._conn, self._stage, self._encoded.to_arrow(start, stop, row_ids=True), schema=self._schema, cancel=self._cancel
+        )
 
     def _stop(self) -> None:
         if self._conn is not None:

@@ -9,6 +9,10 @@ What is special here:
 - After the file is first created, connections open it with ``mode=rw`` (or ``mode=ro`` when the
   URL asks), so a database deleted or moved underneath raises an error instead of being silently
   recreated empty.
+- A file it creates is its owner's alone (``0o600``, in a ``0o700`` directory where it makes
+  one) unless ``connect(file_mode=…)`` or ``DSNOTEBOOK_UMASK`` asks for sharing; SQLite gives the
+  ``-wal`` and ``-shm`` files the same bits. The default store is tightened at connect; other
+  existing files keep their bits (see :mod:`._file_modes`).
 - Columns have no fixed types: storage types map to INTEGER, REAL, TEXT and BLOB affinities, a
   BLOB column holds any value, and the row id is the rowid itself.
 - After each staged chunk, a passive WAL checkpoint runs on another connection, beside the next
@@ -65,6 +69,7 @@ from .. import codec
 from ..codec import EncodedFrame, SqlColumn
 from ..engine import lock_wait_logged, mask_url
 from . import _arrow_io, _rows
+from ._file_modes import PRIVATE, FileModes, create_directories, create_file, file_modes, tighten_default_store
 from .base import (
     ROW_ID,
     Backend,
@@ -112,7 +117,13 @@ class SQLiteBackend(Backend):
         default_concurrency=1,
         single_writer=True,
         native_types=False,
+        file_modes=True,
     )
+
+    def __init__(self, url: URL, **options: Any) -> None:
+        super().__init__(url, **options)
+        #: The bits of the database file and the directories this hub creates.
+        self.modes: FileModes = file_modes(self.file_mode)
 
     @classmethod
     def check_url(cls, url: URL) -> URL:
@@ -171,13 +182,14 @@ class SQLiteBackend(Backend):
     async def open_engine(self, *, create: bool = True) -> AsyncEngine:
         busy_timeout = _busy_timeout(self.url)
         path = self.path
+        tighten_default_store(path, self.modes)
         if not path.exists():
             if not create or self.read_only:
                 raise ConfigError(
                     f"the SQLite database {str(path)!r} does not exist (check the path); "
                     + ("a read-only URL never creates it" if self.read_only else "pushing a dataset there creates it")
                 )
-            _create_file(path, busy_timeout)
+            _create_file(path, busy_timeout, self.modes)
         mode = "ro" if self.read_only else "rw"
         file_uri = f"file:{url_quote(str(path))}"
         connect_url = self.url.set(database=file_uri, query={"mode": mode, "uri": "true"})
@@ -444,8 +456,12 @@ def _busy_timeout(url: URL) -> float:
     return value
 
 
-def _create_file(path: Path, busy_timeout: float = 5.0) -> None:
+def _create_file(path: Path, busy_timeout: float = 5.0, modes: FileModes = PRIVATE) -> None:
     """Create the database file with WAL journaling; WAL is persistent, so this runs once.
+
+    The file, and any missing directory on its way, start with the bits of ``modes``: SQLite
+    would create it as the process umask says (world-readable, most often), and gives its
+    ``-wal`` and ``-shm`` files the database file's bits.
 
     Processes that connect to a new file at once all get here. Switching to WAL takes an
     exclusive lock, and SQLite answers "database is locked" at once, without waiting, to all but
@@ -455,7 +471,8 @@ def _create_file(path: Path, busy_timeout: float = 5.0) -> None:
     deadline = time.monotonic() + busy_timeout
     delay = 0.005
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        create_directories(path.parent, modes.directory)
+        create_file(path, modes.file)
         while True:
             con = sqlite3.connect(path, timeout=busy_timeout)
             try:

@@ -157,14 +157,19 @@ never collide with data columns. PostgreSQL's system column names (``ctid``, ``x
 The package
 -----------
 :mod:`.values` holds the shared vocabulary (storage types, mark codes, limits, the JSON forms
-of labels and time zones); :mod:`.dates` the checks and ISO text of date and time objects;
+of labels and time zones); :mod:`.jsontext` reads the catalog's JSON text within limits
+(:func:`load_json`); :mod:`.dates` the checks and ISO text of date and time objects;
 :mod:`.encoded` the encoded form (:class:`SqlColumn`, ``_Part``, :class:`EncodedFrame`);
 :mod:`.arrow_dtypes` converts Arrow-backed arrays to and from the arrays the codec stores;
 :mod:`.objects`, :mod:`.arrays` and :mod:`.native` prepare one array (object columns, every
 other dtype, PostgreSQL's native types); :mod:`.encoding` has
 :func:`encode`, :mod:`.decoding` :func:`decode`, :mod:`.arrow_decoding` :func:`decode_arrow`,
-and :mod:`.schemas` :func:`select`, :func:`schema` and :func:`schema_diff`. Each module imports
-only from those named before it.
+:mod:`.schemas` :func:`select`, :func:`schema` and :func:`schema_diff`, and :mod:`.manifest`
+checks a manifest read from the catalog (:func:`check_manifest`) or about to be written
+(:func:`check_new_manifest`). Each module imports only from those named before it.
+
+A manifest read from the catalog is checked before any of these functions sees it: they trust
+the manifests they are given.
 """
 
 from __future__ import annotations
@@ -175,6 +180,13 @@ from .encoded import EncodedFrame, SqlColumn
 from .encoding import MAX_NAME_BYTES as MAX_NAME_BYTES
 from .encoding import _sql_names as _sql_names
 from .encoding import encode
+from .jsontext import MAX_JSON_CHARS, MAX_JSON_DEPTH, UnreadableJSON, load_json
+from .manifest import (
+    MAX_EMBEDDED_VALUES,
+    MAX_TABLE_COLUMNS,
+    check_manifest,
+    check_new_manifest,
+)
 from .schemas import _label_key as _label_key
 from .schemas import merged_object_kind as merged_object_kind
 from .schemas import schema, schema_diff, select
@@ -194,15 +206,23 @@ __all__ = [
     "ARROW_TYPES",
     "HIDDEN_PREFIX",
     "MANIFEST_FORMAT",
+    "MAX_EMBEDDED_VALUES",
+    "MAX_JSON_CHARS",
+    "MAX_JSON_DEPTH",
+    "MAX_TABLE_COLUMNS",
     "NATIVE_TYPES",
     "ROW_ID",
     "SQL_TYPES",
     "TIME_TYPES",
     "EncodedFrame",
     "SqlColumn",
+    "UnreadableJSON",
+    "check_manifest",
+    "check_new_manifest",
     "decode",
     "decode_arrow",
     "encode",
+    "load_json",
     "schema",
     "schema_diff",
     "select",

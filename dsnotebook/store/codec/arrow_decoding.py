@@ -19,6 +19,7 @@ from .decoding import (
     _decode_array,
     _decode_embedded,
     _decode_object,
+    _narrowed,
     _string_dtype,
     _times_from_counts,
 )
@@ -247,9 +248,9 @@ def _decode_arrow_array(
         floats = _numpy(column)
         if marks is not None:
             floats[marks == _MARK_CODES["negzero"]] = -0.0
-        return floats.astype(spec["dtype"])
+        return _narrowed(floats, spec["dtype"], where)
     if kind == "masked":
-        return _decode_masked_arrow(spec, column, marks, n)
+        return _decode_masked_arrow(spec, column, marks, n, where)
     if kind == "string":
         dtype = _string_dtype(spec)
         if dtype.storage == "pyarrow":
@@ -269,7 +270,7 @@ def _decode_arrow_array(
     return _decode_array(spec, column.to_pylist(), marks, n, where, sql_type)
 
 
-def _decode_masked_arrow(spec: dict, column: pa.ChunkedArray, marks: np.ndarray | None, n: int) -> Any:
+def _decode_masked_arrow(spec: dict, column: pa.ChunkedArray, marks: np.ndarray | None, n: int, where: str) -> Any:
     dtype = pd.api.types.pandas_dtype(spec["dtype"])
     if isinstance(dtype, pd.Float32Dtype | pd.Float64Dtype):
         floats = _numpy(column)
@@ -282,7 +283,7 @@ def _decode_masked_arrow(spec: dict, column: pa.ChunkedArray, marks: np.ndarray 
             mask = _null_mask(column)
         else:
             mask = np.zeros(n, dtype=bool)
-        return pd.arrays.FloatingArray(floats.astype(dtype.numpy_dtype), mask)
+        return pd.arrays.FloatingArray(_narrowed(floats, dtype.numpy_dtype, where), mask)
     values = _numpy(column)
     if isinstance(dtype, pd.BooleanDtype):
         return pd.arrays.BooleanArray(values.astype(bool), _null_mask(column))
@@ -297,7 +298,10 @@ def _decode_category_arrow(spec: dict, column: pa.ChunkedArray, where: str, sql_
         column = pa.chunked_array([pa.array(ints, mask=null)])
     array = _decode_embedded(cat_spec, where)
     categories = pd.Index(array, dtype=array.dtype)
-    stored = _arrow_from_values(_values_from_json(cat_spec["values"]), column.type)
+    try:
+        stored = _arrow_from_values(_values_from_json(cat_spec["values"]), column.type)
+    except _ARROW_ERRORS as exc:
+        raise DatasetError(f"{where}: the categories' stored values are not {column.type} values ({exc})") from exc
     values = column
     if pa.types.is_floating(column.type):
         # -0.0 and 0.0 are one category to pandas (and SQLite keeps no -0.0), but two keys

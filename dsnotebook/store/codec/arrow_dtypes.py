@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from dsnotebook._compat import string_dtype
-from dsnotebook.errors import ValidationError
+from dsnotebook.errors import DatasetError, ValidationError
 
 from .values import _INT64_MAX, _NAT, _first_value, _short
 
@@ -286,17 +286,25 @@ _BACK: dict[str, Callable[[Any], pa.Array]] = {
 
 
 def from_codec_form(spec: dict, array: Any) -> pd.api.extensions.ExtensionArray:
-    """The Arrow-backed array of ``spec["arrow"]``'s type from the decoded ``array``."""
+    """The Arrow-backed array of ``spec["arrow"]``'s type from the decoded ``array``.
+
+    Raises:
+        DatasetError: a value does not fit the type (a stored Decimal with more digits than
+            its precision, say).
+    """
     t = _type_from_json(spec["arrow"]["schema"])
     back = _BACK.get(spec["kind"])
-    if back is None:
-        # Objects (and the NULLs of a column that held none): pyarrow converts them to ``t``.
-        values = pa.array(list(array), type=t, from_pandas=True)
-    else:
-        values = back(array)
-        values = (
-            values.view(t)
-            if spec["kind"] in ("datetime", "timedelta")
-            else values.cast(t)
-        )
+    try:
+        if back is None:
+            # Objects (and the NULLs of a column that held none): pyarrow converts them to ``t``.
+            values = pa.array(list(array), type=t, from_pandas=True)
+        else:
+            values = back(array)
+            values = (
+                values.view(t)
+                if spec["kind"] in ("datetime", "timedelta")
+                else values.cast(t)
+            )
+    except (pa.ArrowException, OverflowError) as exc:
+        raise DatasetError(f"stored values do not fit the Arrow type {t} ({exc})") from exc
     return pd.arrays.ArrowExtensionArray(pa.chunked_array([values], type=t))

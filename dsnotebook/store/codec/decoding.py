@@ -1,6 +1,9 @@
 """Decoding from Python values: :func:`decode` and the array decoders it uses, the manifest's
 format check, and :func:`_build_frame`, which assembles the index, the columns and their labels
-for :func:`decode` and :func:`decode_arrow` alike."""
+for :func:`decode` and :func:`decode_arrow` alike.
+
+Stored values that do not fit the manifest (text where it says integers, a float beyond its
+dtype's range, JSON text that does not parse) raise :class:`~dsnotebook.errors.DatasetError`."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from dsnotebook.errors import DatasetError, ValidationError
 
 from .arrow_dtypes import from_codec_form
 from .dates import from_stored
+from .jsontext import UnreadableJSON
 from .values import (
     _MARK_CODES,
     _MARKERS,
@@ -38,7 +42,7 @@ def _ints(values: Sequence, where: str) -> tuple[np.ndarray, np.ndarray | None]:
     """int64 array of stored integers, and the NULL mask (None when there is no NULL)."""
     try:
         return np.array(values, dtype=np.int64), None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         pass
     objects = np.array(values, dtype=object)
     null = np.equal(objects, None)
@@ -47,6 +51,31 @@ def _ints(values: Sequence, where: str) -> tuple[np.ndarray, np.ndarray | None]:
         return objects.astype(np.int64), null
     except (TypeError, ValueError, OverflowError) as exc:
         raise DatasetError(f"{where}: stored values are not integers ({exc})") from exc
+
+
+def _floats(values: Sequence, where: str) -> np.ndarray:
+    """float64 array of stored numbers, NaN for NULL."""
+    try:
+        return np.array(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise DatasetError(f"{where}: stored values are not numbers ({exc})") from exc
+
+
+def _narrowed(floats: np.ndarray, dtype: Any, where: str) -> np.ndarray:
+    """The float64 values in a float dtype; a value beyond its range is refused, not made inf."""
+    try:
+        with np.errstate(over="raise"):
+            return floats.astype(dtype)
+    except FloatingPointError as exc:
+        raise DatasetError(f"{where}: a stored value is beyond the range of {dtype}") from exc
+
+
+def _utf8_text(values: Sequence, where: str) -> list:
+    """Text stored as its UTF-8 bytes (see ``text_as``), None for NULL."""
+    try:
+        return [None if v is None else bytes(v).decode("utf-8") for v in values]
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(f"{where}: stored bytes are not UTF-8 text ({exc})") from exc
 
 
 def _codes(marks: Sequence | None, n: int) -> np.ndarray:
@@ -100,11 +129,19 @@ def _native_time_ints(values: Sequence, sql_type: str, unit: str, where: str) ->
     return out, null
 
 
+def _native_time_counts(values: Sequence, sql_type: str, unit: str, where: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`_native_time_ints`, refusing values that are not all times of one kind."""
+    try:
+        return _native_time_ints(values, sql_type, unit, where)
+    except (TypeError, OverflowError) as exc:
+        raise DatasetError(f"{where}: stored values are not {sql_type} values ({exc})") from exc
+
+
 def _decode_array(
     spec: dict, values: Sequence, marks: Sequence | None, n: int, where: str, sql_type: str | None = None
 ) -> Any:
     if spec.get("text_as") == "utf-8":
-        values = [None if v is None else bytes(v).decode("utf-8") for v in values]
+        values = _utf8_text(values, where)
     kind = spec["kind"]
     if kind == "numpy":
         dtype = np.dtype(spec["dtype"])
@@ -113,10 +150,10 @@ def _decode_array(
             raise DatasetError(f"{where}: NULL stored in a column of dtype {dtype}")
         return ints.astype(dtype)
     if kind == "float":
-        floats = np.array(values, dtype=np.float64)
+        floats = _floats(values, where)
         if marks is not None:
             floats[_codes(marks, n) == _MARK_CODES["negzero"]] = -0.0
-        return floats.astype(spec["dtype"])
+        return _narrowed(floats, spec["dtype"], where)
     if kind == "masked":
         return _decode_masked(spec, values, marks, n, where)
     if kind == "string":
@@ -127,7 +164,7 @@ def _decode_array(
         return _decode_category(spec, values, n, where, sql_type)
     if kind in ("datetime", "timedelta"):
         if sql_type in TIME_TYPES:
-            ints, null = _native_time_ints(values, sql_type, spec["unit"], where)
+            ints, null = _native_time_counts(values, sql_type, spec["unit"], where)
         else:
             ints, null = _ints(values, where)
         return _times_from_counts(spec, ints, null)
@@ -157,7 +194,7 @@ def _times_from_counts(spec: dict, ints: np.ndarray, null: np.ndarray | None) ->
 def _decode_masked(spec: dict, values: Sequence, marks: Sequence | None, n: int, where: str) -> Any:
     dtype = pd.api.types.pandas_dtype(spec["dtype"])
     if isinstance(dtype, pd.Float32Dtype | pd.Float64Dtype):
-        floats = np.array(values, dtype=np.float64)
+        floats = _floats(values, where)
         if marks is not None:
             codes = _codes(marks, n)
             floats[codes == _MARK_CODES["negzero"]] = -0.0
@@ -169,7 +206,7 @@ def _decode_masked(spec: dict, values: Sequence, marks: Sequence | None, n: int,
                 # only NULL is NA.
                 nulls = np.flatnonzero(np.isnan(floats))
                 mask[nulls[_none_among(values, nulls)]] = True
-        return pd.arrays.FloatingArray(floats.astype(dtype.numpy_dtype), mask)
+        return pd.arrays.FloatingArray(_narrowed(floats, dtype.numpy_dtype, where), mask)
     ints, null = _ints(values, where)
     mask = np.zeros(n, dtype=bool) if null is None else null
     if isinstance(dtype, pd.BooleanDtype):
@@ -187,7 +224,7 @@ def _decode_category(spec: dict, values: Sequence, n: int, where: str, sql_type:
     cat_spec = spec["categories"]
     # The embedded categories hold the generic stored form; bring native values to it.
     if sql_type in TIME_TYPES:
-        ints, null = _native_time_ints(values, sql_type, cat_spec["unit"], where)
+        ints, null = _native_time_counts(values, sql_type, cat_spec["unit"], where)
         values = ints.astype(object)
         if null is not None:
             values[null] = None
@@ -224,7 +261,10 @@ def _decode_object(spec: dict, values: Sequence, marks: Sequence | None, n: int,
     if kind == "bool":
         out[present] = out[present].astype(bool)
     elif kind == "decimal":
-        out[present] = [decimal.Decimal(v) for v in out[present]]
+        try:
+            out[present] = [decimal.Decimal(v) for v in out[present]]
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise DatasetError(f"{where}: a stored value is not a decimal number ({exc})") from exc
     elif kind in ("date", "time"):
         # ISO text, or (PostgreSQL's date and time) the objects themselves.
         out[present] = from_stored(out[present], kind, where)
@@ -233,7 +273,11 @@ def _decode_object(spec: dict, values: Sequence, marks: Sequence | None, n: int,
         # connections do) the list or dict it holds.
         for i in np.flatnonzero(present).tolist():
             if type(out[i]) is str:
-                out[i] = json.loads(out[i])
+                out[i] = _json_cell(out[i], where)
+            elif type(out[i]) is UnreadableJSON:
+                # Text the catalog's JSON reader left alone (see .jsontext): a data cell is
+                # read whole, whatever its size and depth.
+                out[i] = _json_cell(out[i].text, where)
     if marks is not None:
         codes = _codes(marks, n)
         for name, code in _MARK_CODES.items():
@@ -247,19 +291,29 @@ def _decode_object(spec: dict, values: Sequence, marks: Sequence | None, n: int,
     return out
 
 
-def _level_index(array: Any, spec: dict, name: Any) -> pd.Index:
+def _json_cell(text: Any, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise DatasetError(f"{where}: a stored value is not JSON text ({type(exc).__name__}: {exc})") from None
+
+
+def _level_index(array: Any, spec: dict, name: Any, where: str) -> pd.Index:
     if "freq" in spec:
         cls = pd.DatetimeIndex if spec["kind"] == "datetime" else pd.TimedeltaIndex
-        return cls(array, freq=spec["freq"], name=name)
+        try:
+            return cls(array, freq=spec["freq"], name=name)
+        except ValueError as exc:
+            raise DatasetError(f"{where}: the stored values do not have the frequency {spec['freq']!r} ({exc})") from exc
     return pd.Index(array, dtype=array.dtype, name=name)
 
 
-def _decode_index(spec: dict, n: int, arrays: Callable[[int, dict], Any]) -> pd.Index:
+def _decode_index(spec: dict, n: int, arrays: Callable[[int, dict], Any], where: str) -> pd.Index:
     if spec["kind"] == "range":
         start, step = spec["start"], spec["step"]
         return pd.RangeIndex(start, start + n * step, step, name=_scalar_from_json(spec["name"]))
     names = [_scalar_from_json(name) for name in spec["names"]]
-    levels = [_level_index(arrays(k, level), level, names[k]) for k, level in enumerate(spec["levels"])]
+    levels = [_level_index(arrays(k, level), level, names[k], f"{where} level {k}") for k, level in enumerate(spec["levels"])]
     if spec["kind"] == "multi":
         return pd.MultiIndex.from_arrays(levels, names=names)
     return levels[0]
@@ -271,10 +325,10 @@ def _decode_columns(manifest: dict) -> pd.Index:
 
     taken = manifest.get("columns_taken")
     if taken is None:
-        return _decode_index(manifest["columns"], len(manifest["data"]), arrays)
+        return _decode_index(manifest["columns"], len(manifest["data"]), arrays, "column labels")
     # Some columns of a version (see select()): the full labels, indexed as df[labels] does, so
     # that a MultiIndex keeps its levels and every level its dtype.
-    return _decode_index(manifest["columns"], taken["of"], arrays)[taken["at"]]
+    return _decode_index(manifest["columns"], taken["of"], arrays, "column labels")[taken["at"]]
 
 
 def _check_format(manifest: dict) -> None:
@@ -340,7 +394,7 @@ def _build_frame(manifest: dict, n: int, array_of: Callable[[dict, str], Any]) -
     def arrays(k: int, level: dict) -> Any:
         return decoded(level, f"index level {k}")
 
-    index = _decode_index(manifest["index"], n, arrays)
+    index = _decode_index(manifest["index"], n, arrays, "index")
     data = {}
     for i, spec in enumerate(manifest["data"]):
         array = decoded(spec, f"column {spec['sql']!r}")

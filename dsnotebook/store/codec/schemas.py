@@ -15,8 +15,9 @@ import pyarrow as pa
 from dsnotebook._compat import dtype_label, string_dtype
 from dsnotebook.errors import ValidationError
 
+from .arrow_dtypes import _type_from_json
 from .decoding import _check_format, _decode_columns, _decode_embedded
-from .values import _repr, _scalar_from_json, _short
+from .values import _repr, _scalar_from_json, _short, _tz_from_json
 
 
 def _describe_labels(labels: list, limit: int = 50) -> str:
@@ -217,7 +218,8 @@ def arrow_type(spec: dict) -> str | None:
     ``large_string``) ``"string"``.
     """
     if "arrow" in spec:
-        name = spec["arrow"]["type"]
+        # The type itself, not its text: that is for reading, and a catalog may say otherwise.
+        name = str(_type_from_json(spec["arrow"]["schema"]))
         return "string" if name in ("string", "large_string") else name
     kind = spec["kind"]
     if kind == "string" or (kind == "object" and spec.get("object") == "str"):
@@ -225,9 +227,22 @@ def arrow_type(spec: dict) -> str | None:
     if kind not in _ARROW_MAPPED_KINDS:
         return None
     try:
-        return str(pa.array(pd.array([], dtype=pd.api.types.pandas_dtype(spec["dtype"]))).type)
+        return str(pa.array(pd.array([], dtype=_pandas_dtype(spec))).type)
     except (TypeError, ValueError, pa.ArrowException):
-        return None  # a time zone pandas cannot name from text: only the same dtype matches
+        return None  # a time zone Arrow cannot name: only the same dtype matches
+
+
+def _pandas_dtype(spec: dict) -> Any:
+    """The dtype of a NumPy, float, masked, datetime or timedelta array. A datetime's is made of
+    its unit and time zone, never parsed from its name: a time zone named in text may be looked
+    up on the file system."""
+    if spec["kind"] == "datetime":
+        if spec["tz"] is None:
+            return np.dtype(f"M8[{spec['unit']}]")
+        return pd.DatetimeTZDtype(spec["unit"], _tz_from_json(spec["tz"]))
+    if spec["kind"] == "timedelta":
+        return np.dtype(f"m8[{spec['unit']}]")
+    return pd.api.types.pandas_dtype(spec["dtype"])
 
 
 def same_arrow_type(a: dict, b: dict) -> bool:

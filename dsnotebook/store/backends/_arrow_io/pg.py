@@ -103,6 +103,8 @@ __all__ = [
     "pg_fetch_batches",
     "pg_ingest",
     "pg_uri",
+    "quote_ident",
+    "search_path_option",
 ]
 
 
@@ -132,7 +134,7 @@ class IngestCancelled(Exception):
 
 
 # URL query parameters that asyncpg's connect() and libpq both understand, by their libpq name.
-_PG_SAME_PARAMS = ("passfile", "service", "target_session_attrs", "krbsrvname", "gsslib", "sslmode")
+_PG_SAME_PARAMS = ("password", "passfile", "service", "target_session_attrs", "krbsrvname", "gsslib", "sslmode")
 _SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _TRUE = ("1", "true", "yes", "on")
 
@@ -164,9 +166,12 @@ def pg_uri(url: URL) -> str:
     percent-encoded. Query parameters that both asyncpg and libpq know are translated: ``ssl``
     becomes ``sslmode``, ``timeout`` (seconds) ``connect_timeout`` (whole seconds, rounded up),
     ``direct_tls=true`` ``sslnegotiation=direct``, ``host`` (SQLAlchemy's multi-host form,
-    ``host=h1:5432&host=h2:5433``, or a socket directory) and ``passfile``, ``service``,
-    ``target_session_attrs``, ``krbsrvname``, ``gsslib`` and ``sslmode`` are kept. The others
-    (``command_timeout``, ``prepared_statement_cache_size``, ``servicefile``, ...) are dropped.
+    ``host=h1:5432&host=h2:5433``, or a socket directory) and ``password``, ``passfile``, ``service``,
+    ``target_session_attrs``, ``krbsrvname``, ``gsslib`` and ``sslmode`` are kept. dsnotebook's
+    own ``schema`` becomes ``options=-csearch_path=<the quoted schema>``, so that unqualified
+    names mean that schema's tables, as on the asyncpg connections (see
+    :func:`search_path_option`). The others (``command_timeout``,
+    ``prepared_statement_cache_size``, ``servicefile``, ...) are dropped.
 
     Args:
         url: an SQLAlchemy URL such as ``postgresql+asyncpg://u:p@host:5432/db?ssl=require``.
@@ -200,6 +205,8 @@ def pg_uri(url: URL) -> str:
                 params["sslnegotiation"] = "direct"
         elif key == "port" and url.port is None:
             params["port"] = _one(value, key)
+        elif key == "schema":
+            params["options"] = search_path_option(_one(value, key))
         elif key in _PG_SAME_PARAMS:
             params[key] = _one(value, key)
 
@@ -222,6 +229,21 @@ def pg_uri(url: URL) -> str:
     if params:
         uri += "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
     return uri
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as a PostgreSQL identifier in double quotes, any double quote doubled."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def search_path_option(schema: str) -> str:
+    """The libpq ``options`` value that makes ``schema`` the connection's whole search path.
+
+    libpq splits ``options`` at ASCII whitespace and takes a backslash as an escape, so both
+    are escaped; the server then reads the quoted identifier as it reads ``SET search_path``.
+    """
+    value = quote_ident(schema).replace("\\", "\\\\")
+    return "-csearch_path=" + "".join("\\" + ch if ch in " \t\n\r\f\v" else ch for ch in value)
 
 
 def pg_connect(uri: str) -> Any:
