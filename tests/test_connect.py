@@ -29,7 +29,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool
 import dsnotebook as dsn
 from dsnotebook import aiohub
 from dsnotebook.errors import ConfigError, UploadError, ValidationError
-from dsnotebook.store.backends.postgresql import _CATALOG_LOCK_KEY
+from dsnotebook.store.backends._pg_schemas import CATALOG_LOCK_KEY
 
 FRAME = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
 OPTIONS = ("url", "concurrency", "retry", "chunk_size", "lease", "keep_interrupted", "create", "schema", "file_mode")
@@ -58,7 +58,7 @@ def postgres_catalog_lock(db_url: str) -> Iterator[dict]:
         engine = create_async_engine(db_url, poolclass=NullPool)
         try:
             async with engine.begin() as conn:
-                await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_CATALOG_LOCK_KEY})")
+                await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({CATALOG_LOCK_KEY})")
                 held.set()
                 outcome["deadline"] = not await asyncio.to_thread(release.wait, 20)
         finally:
@@ -453,7 +453,7 @@ def test_a_misspelt_keyword_names_the_nearest_valid_one(tmp_path, call, wrong, m
 
 
 def test_a_keyword_far_from_any_lists_the_valid_ones(tmp_path):
-    with pytest.raises(TypeError, match=r"^connect\(\) got an unexpected keyword argument 'xyzzy'\. Valid keyword arguments: url, concurrency, retry, chunk_size, lease, keep_interrupted, create$"):
+    with pytest.raises(TypeError, match=r"^connect\(\) got an unexpected keyword argument 'xyzzy'\. Valid keyword arguments: url, concurrency, retry, chunk_size, lease, keep_interrupted, create, schema, file_mode$"):
         dsn.connect(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}", xyzzy=1)
 
 

@@ -204,7 +204,9 @@ def plan_append(
                 try:
                     target = combined_type(old_type, new_type)
                 except SchemaMismatch as exc:
-                    raise SchemaMismatch(f"cannot append to column {n['sql']!r}: {exc}", retyped=[(n["sql"], old_type, new_type)]) from None
+                    raise SchemaMismatch(
+                        f"cannot append to column {n['sql']!r}: {exc}", retyped=[(n["sql"], old_type, new_type)]
+                    ) from None
                 if target != old_type:
                     expressions[n["sql"]] = backend.convert(quote(o["sql"]), old_type, target, _unit(o))
                 if target != new_type:

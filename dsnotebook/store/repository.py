@@ -175,27 +175,6 @@ async def find_version(conn: AsyncConnection | AsyncSession, dataset, version: i
     return row
 
 
-async def _check_columns(session: AsyncSession, dataset: str, row, names: Sequence[str]) -> None:
-    """Refuse a read of columns the version's table lacks, naming them (the manifest lists them,
-    but the table may have been changed behind the catalog's back)."""
-    conn = await session.connection()
-    # Reflected, not read with SELECT *: a driver that caches the statement would keep the
-    # table's columns as they were when it was first prepared.
-    try:
-        columns = await conn.run_sync(lambda sync: inspect(sync).get_columns(row.table_name))
-    except NoSuchTableError:
-        raise DatasetError(
-            f"dataset {dataset!r} version {row.version} cannot be read: its table is gone (no such table: {row.table_name})"
-        ) from None
-    present = {column["name"] for column in columns}
-    missing = [name for name in names if name not in present]
-    if missing:
-        raise DatasetError(
-            f"dataset {dataset!r} version {row.version} cannot be read: its table {row.table_name!r} has no "
-            f"column {', '.join(map(repr, missing))}, which its manifest lists"
-        )
-
-
 def _tags(value: Any) -> dict:
     """A dataset's tags as stored: a JSON object, or, where the catalog holds something else
     (an unreadable value, see :func:`dsnotebook.store.codec.load_json`), none."""
@@ -222,6 +201,10 @@ async def point_latest(
             manifest, table_name, lambda name: quote(conn, name), native_types=backend.capabilities.native_types
         )
         await conn.exec_driver_sql(f"CREATE VIEW {view} AS {select_sql}")
+
+
+#: How many version tables' columns a repository remembers (see Repository._check_columns).
+_TABLES_REMEMBERED = 1_024
 
 
 def _check_version_arg(version) -> None:
@@ -253,6 +236,8 @@ class Repository:
         self._io = io
         # Bytes of kept staging tables, by (table, rows kept); see storage().
         self._staging_sizes: dict[tuple[str, int], int] = {}
+        # The columns found in version tables, by table; see _check_columns().
+        self._table_columns: dict[str, frozenset[str]] = {}
 
     async def pull(
         self,
@@ -270,6 +255,9 @@ class Repository:
 
         Raises:
             DatasetNotFound: unknown dataset or version.
+            DatasetError: the catalog holds a manifest that cannot be read (see
+                :func:`dsnotebook.store.codec.check_manifest`), or the version's table lacks a
+                column it lists; the message names the dataset and the version.
             ValidationError: unknown column labels, a bad ``limit`` or ``to``.
         """
         _check_version_arg(version)
@@ -307,6 +295,7 @@ class Repository:
 
         Raises:
             DatasetNotFound: unknown dataset or version.
+            DatasetError: as :meth:`pull`.
             ValidationError: unknown column labels, a bad ``batch_rows`` or ``to``.
         """
         _check_version_arg(version)
@@ -347,8 +336,37 @@ class Repository:
         dataset = await require_dataset(session, name)
         row = await find_version(session, dataset, version, reader=self._backend)
         sql_names, manifest = codec.select(row.manifest, None if columns is None else list(columns))
-        await _check_columns(session, dataset.name, row, sql_names)
+        await self._check_columns(session, dataset.name, row, sql_names)
         return row, sql_names, manifest
+
+    async def _check_columns(self, session: AsyncSession, dataset: str, row, names: Sequence[str]) -> None:
+        """Refuse a read of columns the version's table lacks, naming them: the manifest lists
+        them, but the catalog may have been changed behind dsnotebook's back.
+
+        The columns a table was found to have are remembered (a version's table never changes),
+        but only to skip looking again: a column not found there is always looked for afresh.
+        """
+        if set(names) <= self._table_columns.get(row.table_name, frozenset()):
+            return
+        conn = await session.connection()
+        # Reflected, not read with SELECT *: a driver that caches the statement would keep the
+        # table's columns as they were when it was first prepared.
+        try:
+            found = await conn.run_sync(lambda sync: inspect(sync).get_columns(row.table_name))
+        except NoSuchTableError:
+            raise DatasetError(
+                f"dataset {dataset!r} version {row.version} cannot be read: its table is gone (no such table: {row.table_name})"
+            ) from None
+        present = frozenset(column["name"] for column in found)
+        missing = [name for name in names if name not in present]
+        if missing:
+            raise DatasetError(
+                f"dataset {dataset!r} version {row.version} cannot be read: its table {row.table_name!r} has no "
+                f"column {', '.join(map(repr, missing))}, which its manifest lists"
+            )
+        if len(self._table_columns) >= _TABLES_REMEMBERED:
+            self._table_columns.clear()
+        self._table_columns[row.table_name] = present
 
     async def versions(self, name: str) -> pd.DataFrame:
         """One row per stored version of ``name``, oldest first (columns: :data:`VERSION_COLUMNS`)."""
@@ -366,7 +384,12 @@ class Repository:
         return _frame(records, VERSION_COLUMNS, {"version": "int64", "rows": "int64", "columns": "int64"})
 
     async def info(self, name: str) -> DatasetInfo:
-        """The dataset's description, tags, latest version and schema."""
+        """The dataset's description, tags, latest version and schema.
+
+        Raises:
+            DatasetNotFound: unknown dataset.
+            DatasetError: the latest version's manifest cannot be read (as :meth:`pull`).
+        """
         async with self._read() as session:
             dataset = await require_dataset(session, name)
             row = await find_version(session, dataset, reader=self._backend)
@@ -469,6 +492,9 @@ class Repository:
         """Remove one version (``latest`` falls back to the newest left) or, with None, the dataset.
 
         Removing the last remaining version removes the dataset. Returns the removed version numbers.
+        A version whose manifest cannot be read can always be removed; but the version that would
+        become the latest gets the dataset's SQL view, so its manifest must be readable, or the
+        removal is refused with a DatasetError naming it.
         """
         _check_version_arg(version)
         async with write_transaction(self._write, self._gate) as session:

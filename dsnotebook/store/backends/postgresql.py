@@ -36,19 +36,17 @@ from typing import Any, ClassVar
 
 import pandas as pd
 import pyarrow as pa
-from sqlalchemy import BigInteger, Boolean, Column, Date, DateTime, Float, Insert, LargeBinary, MetaData, Numeric, Table, Text, Time, text
+from sqlalchemy import BigInteger, Boolean, Column, Date, DateTime, Float, Insert, LargeBinary, MetaData, Numeric, Table, Text, Time
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.types import TypeEngine
 
-from ...errors import ConfigError, ValidationError
 from .. import codec
-from ..catalog import datasets, tasks, versions
 from ..codec import EncodedFrame, SqlColumn
-from ..engine import mask_url
 from . import _arrow_io, _rows
 from ._arrow_io.pg import quote_ident
+from ._pg_schemas import CATALOG_LOCK_KEY, check_schema, pick_schema
 from .base import ROW_ID, Backend, Capabilities, ChunkWriter, Rows, Sizes, check_engine, create_engine_for, off_loop
 
 __all__ = ["PostgreSQLBackend", "time_codecs"]
@@ -78,30 +76,6 @@ _ARROW_WRITES = frozenset(
     {"INTEGER", "REAL", "TEXT", "BLOB", "BOOLEAN", "JSON", "JSONB", "TIMESTAMP", "TIMESTAMPTZ", "INTERVAL", "DATE", "TIME"}
 )
 _ARROW_READS = frozenset({"INTEGER", "REAL", "TEXT", "BLOB", "BOOLEAN", "TIMESTAMP", "TIMESTAMPTZ", "INTERVAL", "DATE", "TIME"})
-# Any key: only dsnotebook takes it, around creating or migrating the catalog (or its schema).
-_CATALOG_LOCK_KEY = 7369737
-# PostgreSQL's longest name in bytes (NAMEDATALEN - 1): it cuts longer ones without a word.
-_MAX_NAME_BYTES = 63
-# What a push writes in the catalog (the schema's CREATE aside, for the staging and version
-# tables and the views), by table.
-_WRITES = ((tasks.name, "INSERT"), (tasks.name, "UPDATE"), (datasets.name, "INSERT"), (datasets.name, "UPDATE"), (versions.name, "INSERT"))
-# The rights among _WRITES that the role lacks on the catalog's tables that exist, and USAGE on
-# the sequences of their serial ids (an INSERT by a role that does not own them needs it): rows
-# of (kind, privilege, table or sequence).
-_LACKING_SQL = (
-    "SELECT 'table', w.privilege, w.relname FROM (VALUES "
-    + ", ".join(f"('{table}', '{privilege}')" for table, privilege in _WRITES)
-    + ") AS w(relname, privilege) "
-    "JOIN pg_namespace n ON n.nspname = :schema "
-    "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = w.relname AND c.relkind = 'r' "
-    "WHERE NOT has_table_privilege(c.oid, w.privilege) "
-    "UNION ALL "
-    "SELECT 'sequence', 'USAGE', q.relname FROM ("
-    "SELECT pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), 'id')::regclass AS seq "
-    "FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid "
-    f"WHERE n.nspname = :schema AND c.relname IN ('{datasets.name}', '{versions.name}') AND c.relkind = 'r'"
-    ") AS s JOIN pg_class q ON q.oid = s.seq WHERE NOT has_sequence_privilege(s.seq, 'USAGE')"
-)
 
 
 class PostgreSQLBackend(Backend):
@@ -119,7 +93,7 @@ class PostgreSQLBackend(Backend):
 
     def __init__(self, url: URL, **options: Any) -> None:
         super().__init__(url, **options)
-        self.schema = _pick_schema(url, self.schema)
+        self.schema = pick_schema(url, self.schema)
         if self.schema is not None:
             # The schema then shows wherever the URL does (the hub's repr, messages), and a hub
             # opened on hub.url finds the same datasets.
@@ -137,7 +111,7 @@ class PostgreSQLBackend(Backend):
         """
         engine = await check_engine(self._new_engine(), self.url)
         try:
-            created = await self._check_schema(engine, create=create)
+            created, self.write_refusal = await check_schema(engine, self.schema, create=create)
         except BaseException:
             await engine.dispose()
             raise
@@ -154,80 +128,6 @@ class PostgreSQLBackend(Backend):
             # The schema alone: a table missing there must never be found in public instead.
             kwargs["connect_args"] = {"server_settings": {"search_path": quote_ident(self.schema)}}
         return create_engine_for(self.url, self.url.difference_update_query(["schema"]), **kwargs)
-
-    async def _check_schema(self, engine: AsyncEngine, *, create: bool) -> bool:
-        """Make sure the schema exists and may be used, and find out whether this role may write
-        there; True if the schema was created here."""
-        async with engine.connect() as conn:
-            role, database, current, search_path = (
-                await conn.exec_driver_sql("SELECT current_user, current_database(), current_schema(), current_setting('search_path')")
-            ).one()
-            schema = self.schema if self.schema is not None else current
-            if schema is None:
-                raise ConfigError(
-                    f"role {role!r} has no schema to use in database {database!r}: none on its search path "
-                    f"({search_path}) exists and grants it USAGE; connect with schema='…' (or ?schema= in "
-                    f"the URL), or ask the owner of public for: GRANT USAGE ON SCHEMA public TO {quote_ident(role)}"
-                )
-            rights = await _schema_rights(conn, schema)
-        created = False
-        if rights is None:
-            created = await self._create_schema(engine, schema, role, database, create=create)
-        qs, qr = quote_ident(schema), quote_ident(role)
-        async with engine.connect() as conn:
-            usage, may_create = rights or await _schema_rights(conn, schema)
-            if not usage:
-                raise ConfigError(
-                    f"role {role!r} may not use schema {schema!r} of database {database!r} (it lacks USAGE on "
-                    f"it); ask the schema's owner for: GRANT USAGE ON SCHEMA {qs} TO {qr}; "
-                    f"GRANT SELECT ON ALL TABLES IN SCHEMA {qs} TO {qr}"
-                )
-            rows = (await conn.execute(text(_LACKING_SQL), {"schema": schema})).all()
-        # The privileges each object lacks, in the order a push needs them.
-        lacking: dict[str, list[str]] = {} if may_create else {"the schema": ["CREATE"]}
-        for _, privilege, name in sorted(rows, key=lambda r: (r[0] == "sequence", _WRITES.index((r[2], r[1])) if r[0] == "table" else 0, r[2])):
-            lacking.setdefault(name, []).append(privilege)
-        kinds = {kind for kind, _, _ in rows}
-        grants = [] if may_create else [f"GRANT USAGE, CREATE ON SCHEMA {qs} TO {qr}"]
-        if "table" in kinds:
-            grants.append(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {qs} TO {qr}")
-        if "sequence" in kinds:
-            grants.append(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA {qs} TO {qr}")
-        wanted = ", ".join(f"{' and '.join(privileges)} on {name}" for name, privileges in lacking.items())
-        self.write_refusal = (
-            f"role {role!r} may not write to schema {schema!r} of database {database!r} (it lacks {wanted}); "
-            f"ask the schema's owner for: {'; '.join(grants)}"
-            if lacking
-            else None
-        )
-        return created
-
-    async def _create_schema(self, engine: AsyncEngine, schema: str, role: str, database: str, *, create: bool) -> bool:
-        """Create the missing schema; False if another connection created it meanwhile.
-
-        Raises:
-            ConfigError: ``create`` is False, or the role may not create schemas.
-        """
-        qs, qr = quote_ident(schema), quote_ident(role)
-        admin = f"CREATE SCHEMA {qs} AUTHORIZATION {qr} (which makes this role its owner)"
-        if not create:
-            raise ConfigError(
-                f"schema {schema!r} does not exist in database {database!r}, and this connection does not "
-                f"create it (create=False); a push creates it, or an administrator can: {admin}"
-            )
-        async with engine.begin() as conn:
-            # Hubs opening at once must not race to create it.
-            await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_CATALOG_LOCK_KEY})")
-            if await _schema_rights(conn, schema) is not None:
-                return False
-            if not (await conn.exec_driver_sql("SELECT has_database_privilege(current_database(), 'CREATE')")).scalar_one():
-                raise ConfigError(
-                    f"schema {schema!r} does not exist in database {database!r}, and role {role!r} may not "
-                    f"create it (it lacks CREATE on the database); ask an administrator for: {admin}, "
-                    f"or for: GRANT CREATE ON DATABASE {quote_ident(database)} TO {qr}"
-                )
-            await conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {qs}")
-        return True
 
     async def sizes(self, conn: AsyncConnection, staging_tables: Sequence[str]) -> Sizes:
         """``pg_database_size``, and each table's ``pg_total_relation_size`` (its indexes and
@@ -251,7 +151,7 @@ class PostgreSQLBackend(Backend):
 
     async def lock_catalog(self, conn: AsyncConnection) -> None:
         # Kernels connecting at once must not race to create the same tables.
-        await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_CATALOG_LOCK_KEY})")
+        await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({CATALOG_LOCK_KEY})")
 
     def insert_if_absent(self, table: Table, index_elements: Sequence[Any], **values: Any) -> Insert:
         return postgresql.insert(table).values(**values).on_conflict_do_nothing(index_elements=index_elements)
@@ -335,53 +235,6 @@ class PostgreSQLBackend(Backend):
         async with time_codecs(raw, time_types):
             records = await raw.driver_connection.fetch(sql)
         return codec.decode(manifest, _rows.columns_of(records, len(manifest["sql_columns"])))
-
-
-def _pick_schema(url: URL, schema: str | None) -> str | None:
-    """The schema of ``connect(schema=…)`` or of the URL's ``?schema=``, checked; None if neither.
-
-    Raises:
-        ConfigError: both are given and differ, or the URL gives it more than once.
-        ValidationError: not a name PostgreSQL keeps as it is.
-    """
-    in_url = url.query.get("schema")
-    if isinstance(in_url, tuple) and len(in_url) == 1:
-        in_url = in_url[0]
-    if isinstance(in_url, tuple):
-        raise ConfigError(f"url: {mask_url(url)!r} gives ?schema= {len(in_url)} times; give it once")
-    if schema is not None and in_url is not None and schema != in_url:
-        raise ConfigError(
-            f"schema: {schema!r} differs from the URL's ?schema={in_url}; give the schema once, as schema= or in the URL"
-        )
-    name = schema if schema is not None else in_url
-    if name is None:
-        return None
-    if not isinstance(name, str):
-        raise ValidationError(f"schema: expected a str, the name of a PostgreSQL schema, got {type(name).__name__} {name!r}")
-    if not name.strip():
-        raise ValidationError(
-            f"schema: {name!r} is empty; give a schema name such as 'analytics_bi', or leave it out for the database's default"
-        )
-    try:
-        size = len(name.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise ValidationError(f"schema: {name!r} is not valid Unicode text (it holds a lone surrogate)") from None
-    if size > _MAX_NAME_BYTES:
-        raise ValidationError(
-            f"schema: {name!r} is {size} bytes long, and PostgreSQL cuts names to {_MAX_NAME_BYTES} bytes; give a shorter name"
-        )
-    if "\x00" in name:
-        raise ValidationError(f"schema: {name!r} contains a NUL character, which PostgreSQL names cannot hold")
-    if name.startswith("pg_"):
-        raise ValidationError(f"schema: {name!r} starts with 'pg_', which PostgreSQL keeps for its own schemas")
-    return name
-
-
-async def _schema_rights(conn: AsyncConnection, schema: str) -> tuple[bool, bool] | None:
-    """Whether the role has USAGE and CREATE on ``schema``; None if it does not exist."""
-    sql = "SELECT has_schema_privilege(oid, 'USAGE'), has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = :schema"
-    row = (await conn.execute(text(sql), {"schema": schema})).first()
-    return None if row is None else (bool(row[0]), bool(row[1]))
 
 
 def _fetch(uri: str, sql: str) -> pa.Table:

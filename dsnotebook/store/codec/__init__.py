@@ -164,9 +164,10 @@ of labels and time zones); :mod:`.jsontext` reads the catalog's JSON text within
 :mod:`.objects`, :mod:`.arrays` and :mod:`.native` prepare one array (object columns, every
 other dtype, PostgreSQL's native types); :mod:`.encoding` has
 :func:`encode`, :mod:`.decoding` :func:`decode`, :mod:`.arrow_decoding` :func:`decode_arrow`,
-:mod:`.schemas` :func:`select`, :func:`schema` and :func:`schema_diff`, and :mod:`.manifest`
-checks a manifest read from the catalog (:func:`check_manifest`) or about to be written
-(:func:`check_new_manifest`). Each module imports only from those named before it.
+:mod:`.schemas` :func:`select`, :func:`schema` and :func:`schema_diff`; :mod:`.manifest_values`,
+:mod:`.manifest_arrays` and :mod:`.manifest` check a manifest read from the catalog
+(:func:`check_manifest`) or about to be written (:func:`check_new_manifest`). Each module
+imports only from those named before it.
 
 A manifest read from the catalog is checked before any of these functions sees it: they trust
 the manifests they are given.
