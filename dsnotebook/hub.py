@@ -212,6 +212,9 @@ class Hub:
                 accepted values).
             UsageError: a polars DataFrame is wanted (``to="polars"``, or pushed) and polars is
                 not installed (``pip install "dsnotebook[polars]"``).
+            DatasetError: the version's manifest in the catalog is malformed or exceeds the
+                limits a read holds it to (the message names the dataset, the version and the
+                fault), or its table cannot be read.
         """
         return self._run(self._async.pull(name, version, columns=columns, limit=limit, to=to))
 
@@ -235,6 +238,7 @@ class Hub:
             DatasetNotFound: unknown name or version.
             ValidationError: unknown column labels, ``batch_rows`` not a positive int, or a bad ``to``.
             UsageError: a polars DataFrame is wanted and polars is not installed.
+            DatasetError: the version's manifest is malformed or too large (see :meth:`pull`).
         """
         batches = self._async.iter_batches(name, version, columns=columns, batch_rows=batch_rows, to=to)
         try:
