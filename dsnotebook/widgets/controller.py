@@ -28,7 +28,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from .. import _waiting
-from ..errors import DatasetNotFound, ValidationError
+from ..errors import ConfigError, DatasetNotFound, UsageError, ValidationError
 from ..progress import Listeners, Progress
 from ..tasks import TERMINAL_STATUSES
 from ..upload import UploadTask, validate_name, validate_options
@@ -331,7 +331,9 @@ class PanelController:
                 # The engine's own checks, the database's column and row limits included.
                 self.hub.check(frame, self.name)
                 problem = None
-            except ValidationError as exc:
+            except (ValidationError, ConfigError, UsageError) as exc:
+                # A hub that may not write here (a read-only URL or database role) says why, and
+                # Upload stays disabled.
                 problem = str(exc)
             self._frame_verdict = (key, frame, problem)
         problem = self._frame_verdict[2]

@@ -620,3 +620,21 @@ def test_frames_are_listed_without_polars(db_url):
     run = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "(('df (2 × 1)', 'df'), ('t (Table, 1 × 1)', 't'))"
+
+
+@pytest.mark.sqlite_only
+def test_a_hub_that_may_not_write_says_why_and_keeps_upload_disabled(hub, db_url, namespace):
+    hub.push(sales_frame(10), "stored").wait(timeout=60)
+    database = db_url.split(":///", 1)[1]
+    with dsn.connect(f"sqlite+aiosqlite:///file:{database}?mode=ro&uri=true") as reader:
+        assert not reader.writable
+        panel = reader.panel(namespace=namespace)
+        try:
+            panel.frame_dropdown.value = "sales"
+            assert panel.upload_button.disabled
+            assert "read-only" in panel.controller.problem
+            assert "dsn-level-error" in panel.message.value and "read-only" in panel.message.value
+            # Browsing still works.
+            assert panel.controller.datasets["name"].tolist() == ["stored"]
+        finally:
+            panel.close()
