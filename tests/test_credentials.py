@@ -168,6 +168,15 @@ def test_a_password_file_line_may_use_wildcards_and_escapes(server, drivers, no_
     round_trip(server.url(), drivers)
 
 
+def test_a_malformed_password_file_line_is_a_config_error(server, no_password_anywhere):
+    # libpq skips a line of fewer than five fields; asyncpg cannot read the file at all. Either
+    # way the connect fails, and it says so as a ConfigError, not as the driver's ValueError.
+    write_passfile(no_password_anywhere / ".pgpass", f"{server.host}:{server.password}\n")
+    with pytest.raises(dsn.ConfigError, match="cannot connect to") as caught:
+        dsn.connect(server.url())
+    assert server.password not in str(caught.value)
+
+
 def test_a_password_file_others_can_read_is_ignored(server, no_password_anywhere):
     # libpq ignores such a file (and says so on stderr); asyncpg too, with a UserWarning.
     write_passfile(no_password_anywhere / ".pgpass", server.pgpass_line(), mode=0o640)

@@ -33,6 +33,8 @@ def assert_same(a, b) -> None:
         pytest.param("postgresql+psycopg://u:hunter2@host/db", "does not support", id="unsupported-driver"),
         pytest.param("sqlite+aiosqlite://", "in-memory", id="memory"),
         pytest.param("postgresql+asyncpg://u:hunter2@127.0.0.1:9/db", "", id="unreachable"),
+        pytest.param("postgresql+asyncpg://u:hunter2@127.0.0.1:9/db?ssl=bogus", "ssl='bogus' is not one of", id="bad-ssl-mode"),
+        pytest.param("postgresql+asyncpg://u:hunter2@127.0.0.1:9/db?timeout=soon", "cannot be used", id="bad-timeout"),
     ],
 )
 def test_bad_urls_raise_config_error_with_the_password_masked(url, fragment, caplog):

@@ -26,7 +26,7 @@ from sqlalchemy.types import TypeEngine
 from ...errors import ConfigError
 from ...tasks import finish_through_cancel
 from ..codec import ROW_ID, EncodedFrame, SqlColumn, load_json
-from ..engine import driver_message, mask_url
+from ..engine import driver_message, mask_text, mask_url
 
 __all__ = ["ROW_ID", "Backend", "Capabilities", "ChunkWriter", "Rows", "Sizes", "await_thread", "check_engine", "create_engine_for", "off_loop", "settled"]
 
@@ -321,6 +321,11 @@ async def check_engine(engine: AsyncEngine, url: URL) -> AsyncEngine:
     except (DBAPIError, OSError) as exc:
         await engine.dispose()
         raise ConfigError(f"cannot connect to {mask_url(url)}: {driver_message(exc)}") from exc
+    except ValueError as exc:
+        # The driver refused a setting before connecting: a malformed line of a password file,
+        # a port or a timeout that is not a number.
+        await engine.dispose()
+        raise ConfigError(f"cannot connect to {mask_url(url)}: {mask_text(driver_message(exc))}") from exc
     return engine
 
 

@@ -42,8 +42,10 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.types import TypeEngine
 
+from ...errors import ConfigError
 from .. import codec
 from ..codec import EncodedFrame, SqlColumn
+from ..engine import mask_text, mask_url
 from . import _arrow_io, _rows
 from ._arrow_io.pg import quote_ident
 from ._pg_schemas import CATALOG_LOCK_KEY, check_schema, pick_schema
@@ -98,7 +100,10 @@ class PostgreSQLBackend(Backend):
             # The schema then shows wherever the URL does (the hub's repr, messages), and a hub
             # opened on hub.url finds the same datasets.
             self.url = url.update_query_dict({"schema": self.schema})
-        self._uri = _arrow_io.pg_uri(self.url)
+        try:
+            self._uri = _arrow_io.pg_uri(self.url)
+        except ValueError as exc:
+            raise ConfigError(f"url: {mask_url(self.url)!r} cannot be used: {mask_text(str(exc))}") from None
 
     async def open_engine(self, *, create: bool = True) -> AsyncEngine:
         """The engine, once the schema is there (created where ``create`` allows and the role
