@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import sqlalchemy as sa
 
@@ -147,3 +150,19 @@ def record_written_rows(hub, table: str) -> Callable[[], list[int]]:
             "FOR EACH STATEMENT EXECUTE FUNCTION log_written()",
         )
     return lambda: sorted(r[0] for r in execute(hub, "SELECT id FROM written_rows"))
+
+
+def file_mode(path) -> int:
+    """The permission bits of ``path``."""
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@contextlib.contextmanager
+def usual_umask() -> Iterator[None]:
+    """The usual umask (new files 0644, directories 0755) while the block runs, whatever the test
+    runner's is."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)

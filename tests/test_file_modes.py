@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from hubtools import file_mode as mode
+from hubtools import usual_umask
 
 import dsnotebook as dsn
 from dsnotebook.errors import ConfigError, ValidationError
@@ -26,10 +27,6 @@ pytestmark = pytest.mark.sqlite_only
 
 FRAME = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
 TIGHTENED = "tightened the default store"
-
-
-def mode(path: Path) -> int:
-    return stat.S_IMODE(os.stat(path).st_mode)
 
 
 def companions(db: Path) -> list[Path]:
@@ -55,12 +52,8 @@ def tightened_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 @pytest.fixture(autouse=True)
 def _umask() -> Iterator[None]:
-    """The usual umask (new files 0644, directories 0755), whatever the test runner's is."""
-    old = os.umask(0o022)
-    try:
+    with usual_umask():
         yield
-    finally:
-        os.umask(old)
 
 
 @pytest.fixture(autouse=True)

@@ -4,26 +4,18 @@ as 0700 and ``demo.db`` as 0600, and any command tightens a default store that o
 from __future__ import annotations
 
 import logging
-import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-
-def mode(path: Path) -> int:
-    return stat.S_IMODE(os.stat(path).st_mode)
+from hubtools import file_mode as mode
+from hubtools import usual_umask
 
 
 @pytest.fixture(autouse=True)
 def _umask() -> Iterator[None]:
-    """The usual umask (new files 0644, directories 0755), whatever the test runner's is."""
-    old = os.umask(0o022)
-    try:
+    with usual_umask():
         yield
-    finally:
-        os.umask(old)
 
 
 @pytest.fixture
