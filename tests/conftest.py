@@ -22,6 +22,7 @@ import os
 import secrets
 import threading
 import time
+import weakref
 
 import pytest
 from sqlalchemy import event
@@ -55,12 +56,21 @@ def _describe(task: asyncio.Task) -> str:
     return f"{task.get_name()} ({getattr(task.get_coro(), '__qualname__', '?')}{where})"
 
 
-def _portal_tasks() -> list[str]:
+def _portal_tasks(before: weakref.WeakSet[asyncio.Task] | None = None) -> weakref.WeakSet[asyncio.Task]:
+    """The tasks on the portal loop, other than those in ``before``."""
+
     async def others():
         me = asyncio.current_task()
-        return [_describe(t) for t in asyncio.all_tasks() if t is not me]
+        return weakref.WeakSet(t for t in asyncio.all_tasks() if t is not me and (before is None or t not in before))
 
     return get_portal().run(others())
+
+
+def _describe_all(tasks: weakref.WeakSet[asyncio.Task]) -> list[str]:
+    async def described():
+        return [_describe(t) for t in tasks]
+
+    return get_portal().run(described())
 
 
 def _worker_threads() -> set[threading.Thread]:
@@ -158,6 +168,8 @@ def _no_leaks():
     during which a connection pool logged an error, or in which an upload's wait() returned
     while a connection its work took was still checked out."""
     before = _worker_threads()
+    # Only this test's tasks: one an earlier test left (and failed for) is not this test's.
+    tasks_before = _portal_tasks()
     files_before = _handoff_files()
     pool_errors_before = len(_pool_errors.records)
     unreturned_before = len(_upload_connections.unreturned)
@@ -170,19 +182,17 @@ def _no_leaks():
         pytest.fail("; ".join(unreturned))
     deadline = time.monotonic() + 5
     while True:
-        leaked_tasks = _portal_tasks()
+        leaked_tasks = _portal_tasks(tasks_before)
         leaked_threads = {t for t in _worker_threads() - before if t.is_alive()}
         leaked_files = _handoff_files() - files_before
         if not leaked_tasks and not leaked_threads and not leaked_files:
             break
         if time.monotonic() > deadline:
             pytest.fail(
-                f"leaked tasks {leaked_tasks}, threads {sorted(t.name for t in leaked_threads)} "
+                f"leaked tasks {_describe_all(leaked_tasks)}, threads {sorted(t.name for t in leaked_threads)} "
                 f"or hand-off files {sorted(leaked_files)}"
             )
         time.sleep(0.05)
-
-
 
 
 def pytest_configure(config):
