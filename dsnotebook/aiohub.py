@@ -140,6 +140,8 @@ class AsyncHub:
         self._uploads: DatasetUploadService | None = None
         self._repo: Repository | None = None
         self._io: concurrent.futures.ThreadPoolExecutor | None = None
+        # The reads, deletes and cleanups under way (see _guard): closing waits for them.
+        self._operations: set[asyncio.Future[None]] = set()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("open" if self._engine is not None else "not opened")
@@ -269,6 +271,10 @@ class AsyncHub:
             if task is not None:
                 task.cancel()
                 await asyncio.wait({task})
+        if self._operations:
+            # A read under way (one a panel started as an upload ended, say) holds a connection:
+            # released after the engine, it would go back to a pool nobody closes any more.
+            await asyncio.wait(set(self._operations))
         await self._engine.dispose()
         if self._io is not None:
             # Every transfer ended with the upload or read that awaited it: this joins idle threads.
@@ -441,8 +447,11 @@ class AsyncHub:
             database_bytes=sizes.database,
             tables_bytes=sizes.tables,
             staging_bytes=staging,
-            free_disk_bytes=await asyncio.get_running_loop().run_in_executor(self._io, self.backend.free_disk_bytes),
+            free_disk_bytes=await self._guard(self._free_disk_bytes()),
         )
+
+    async def _free_disk_bytes(self) -> int | None:
+        return await asyncio.get_running_loop().run_in_executor(self._io, self.backend.free_disk_bytes)
 
     async def info(self, name: str) -> DatasetInfo:
         await self._ready()
@@ -574,10 +583,23 @@ class AsyncHub:
 
     async def _guard(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await a read, delete or cleanup; a driver error becomes a ``DatasetError`` (or a
-        ``ConfigError`` when the database cannot be used at all) that says what failed."""
+        ``ConfigError`` when the database cannot be used at all) that says what failed.
+
+        Closing the hub waits for the operations under way here before it releases the engine;
+        one that would start once closing has begun raises :class:`HubClosed` instead.
+        """
+        if self._closed:
+            coro.close()
+            self._check_open()
+        # Counted before the first await: no close can slip in between.
+        done = asyncio.get_running_loop().create_future()
+        self._operations.add(done)
         try:
             return await coro
         except DsnotebookError:
             raise
         except Exception as exc:
             raise translate(exc, what=f"the database at {mask_url(self.url)}", error=DatasetError) from exc
+        finally:
+            self._operations.discard(done)
+            done.set_result(None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,42 @@ def test_repr_shows_where_the_hub_points_without_the_password(db_url):
     with dsn.connect(db_url) as hub:
         assert hub.url.database in repr(hub) and "open" in repr(hub)
     assert "closed" in repr(hub)
+
+
+def test_closing_waits_for_a_read_under_way_and_closes_its_connection(db_url, monkeypatch):
+    """A read that holds a connection while the hub closes (a panel's refresh as an upload ends,
+    say) finishes first; its connection is then closed with the others, not handed back to a
+    pool nobody closes any more. A read that would start after the close began is refused."""
+    hub = dsn.connect(db_url)
+    hub.push(pd.DataFrame({"a": [1, 2]}), "d").wait(timeout=60)
+    repo = hub.aio._repo
+    holding, release = threading.Event(), threading.Event()
+    listed = repo.datasets
+
+    async def held_datasets():
+        async with repo._read() as session:
+            await session.connection()
+            holding.set()
+            while not release.is_set():
+                await asyncio.sleep(0.01)
+            return await listed()
+
+    monkeypatch.setattr(repo, "datasets", held_datasets)
+    read = hub.submit(hub.aio.datasets())
+    assert holding.wait(60)
+    pool = hub.aio.engine.pool
+    assert pool.checkedout() == 1
+    closer = threading.Thread(target=hub.close)
+    closer.start()
+    closer.join(0.5)
+    assert closer.is_alive(), "close() returned while a read still held a connection"
+    release.set()
+    assert read.result(timeout=60)["name"].tolist() == ["d"]
+    closer.join(60)
+    assert not closer.is_alive()
+    assert (pool.checkedout(), pool.checkedin()) == (0, 0)
+    with pytest.raises(HubClosed):
+        hub.submit(hub.aio.versions("d")).result(timeout=60)
 
 
 def test_plain_sqlite_urls_get_the_async_driver(tmp_path):
