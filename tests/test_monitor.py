@@ -10,15 +10,14 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from frametools import STR, assert_identical
 from hubtools import execute, occupy_the_slot, refuse_progress_beyond, staging_tables, wait_until
+from pusher import Pusher
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 import dsnotebook as dsn
@@ -28,7 +27,6 @@ from dsnotebook.monitor import LoopLag, format_bytes, percentile
 from dsnotebook.store.backends.sqlite import SQLiteBackend
 from dsnotebook.tasks import BackgroundTaskService
 
-PUSHER = str(Path(__file__).parent / "reliability" / "pusher.py")
 PREVIOUS = pd.DataFrame({"a": [1, 2, 3]})
 
 
@@ -105,11 +103,8 @@ def test_status_figures_and_the_database_growing_after_a_push(db_url, backend):
 
 
 def test_staging_bytes_appear_after_an_interrupted_upload_and_go_after_cleanup(db_url):
-    env = {**os.environ, "DSNOTEBOOK_FAULT": "between_chunks@4:kill"}
-    child = subprocess.run(
-        [sys.executable, PUSHER, db_url, "d", "100000", "5", "10000"], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert child.returncode == -signal.SIGKILL, child.stderr
+    child = Pusher(db_url, 100_000, 5, 10_000, fault="between_chunks@4:kill")
+    assert child.end(timeout=120) == (-signal.SIGKILL, False), child.said
     with dsn.connect(db_url) as hub:
         interrupted = hub.tasks(status="interrupted")
         assert len(interrupted) == 1

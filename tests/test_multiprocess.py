@@ -1,26 +1,26 @@
 """Eight OS processes append to the same dataset at once, on SQLite and on PostgreSQL.
 
-Each process is this file run as a script (see the bottom): it connects, builds its own frame,
-says it is ready, waits for the go signal on its stdin, pushes with ``if_exists="append"``, waits
-for the upload and prints what it saw as one JSON line. The test then checks that the uploads
-really overlapped in time, that every process got its own version number with no gap, and that
-each version holds exactly the frames published before it, in publish order.
+Each process is forked from a server that has dsnotebook imported (see ``tests/forks.py``): it
+connects, builds its own frame, says it is ready, waits for the go signal, pushes with
+``if_exists="append"``, waits for the upload and reports what it saw through a pipe. The test
+then checks that the uploads really overlapped in time, that every process got its own version
+number with no gap, and that each version holds exactly the frames published before it, in
+publish order.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
+import traceback
+import warnings
 
 import numpy as np
 import pandas as pd
+from forks import FORKS, adopt_environment
 
 import dsnotebook as dsn
 
@@ -49,38 +49,59 @@ def assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(a, b, check_exact=True, check_index_type=True, check_column_type=True)
 
 
-def _start_writers(db_url: str, workdir: Path) -> list[tuple[subprocess.Popen, Path, Path]]:
-    env = dict(os.environ)  # HOME and DSNOTEBOOK_URL are already the test's private ones
-    # The workers import the same dsnotebook as this test run.
-    project = str(Path(dsn.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (project, env.get("PYTHONPATH")) if p)
-    writers = []
-    for writer in range(WRITERS):
-        out, err = workdir / f"writer-{writer}.out", workdir / f"writer-{writer}.err"
-        with out.open("wb") as stdout, err.open("wb") as stderr:
-            proc = subprocess.Popen(
-                [sys.executable, "-W", "error", __file__, db_url, DATASET, str(writer), str(workdir)],
-                stdin=subprocess.PIPE,
-                stdout=stdout,
-                stderr=stderr,
-                cwd=workdir,
-                env=env,
-            )
-        writers.append((proc, out, err))
-    return writers
+class _Writer:
+    """One writer process, forked (see ``tests/forks.py``); it talks to the test through a pipe."""
+
+    def __init__(self, db_url: str, writer: int) -> None:
+        # HOME and DSNOTEBOOK_URL are already the test's private ones.
+        self.messages, theirs = FORKS.Pipe()
+        self.process = FORKS.Process(
+            target=_writer_main, args=(theirs, dict(os.environ), db_url, DATASET, writer), name=f"writer {writer}", daemon=True
+        )
+        self.process.start()
+        theirs.close()
+
+    def receive(self, deadline: float, waiting_for: str):
+        """The writer's next message; fails the test if it reported an error, ended, or said
+        nothing before ``deadline``."""
+        if not self.messages.poll(max(0.1, deadline - time.monotonic())):
+            raise AssertionError(f"writer pid {self.process.pid} sent no {waiting_for} in time")
+        try:
+            kind, body = self.messages.recv()
+        except EOFError:
+            self.process.join(10)
+            raise AssertionError(f"writer pid {self.process.pid} ended (exit {self.process.exitcode}) before its {waiting_for}") from None
+        assert kind != "error", f"writer pid {self.process.pid} failed:\n{body}"
+        return body
+
+    def end(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(10)
+        self.messages.close()
 
 
-def _output(proc: subprocess.Popen, out: Path, err: Path) -> str:
-    return f"writer pid {proc.pid} exit {proc.returncode}\n--- stdout\n{out.read_text()}\n--- stderr\n{err.read_text()}"
-
-
-def _wait_until_ready(writers, workdir: Path) -> None:
-    deadline = time.monotonic() + 60
-    while not all((workdir / f"ready-{writer}").exists() for writer in range(WRITERS)):
-        for proc, out, err in writers:
-            assert proc.poll() is None, "a writer ended before the go signal:\n" + _output(proc, out, err)
-        assert time.monotonic() < deadline, "the writers were not all ready within 60 s"
-        time.sleep(0.01)
+def run_writers(db_url: str) -> list[dict]:
+    """Start the writers, let them push at once, and return their reports; no process outlives this."""
+    began = time.monotonic()
+    writers = [_Writer(db_url, writer) for writer in range(WRITERS)]
+    try:
+        deadline = time.monotonic() + 60
+        for w in writers:
+            assert w.receive(deadline, "ready signal") == "ready"
+        print(f"all {WRITERS} writers ready after {time.monotonic() - began:.1f} s")
+        for w in writers:
+            w.messages.send("go")
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        reports = []
+        for w in writers:
+            reports.append(w.receive(deadline, "report") | {"pid": w.process.pid})
+            w.process.join(max(0.1, deadline - time.monotonic()))
+            assert w.process.exitcode == 0, f"writer pid {w.process.pid} ended with exit {w.process.exitcode}"
+        return reports
+    finally:
+        for w in writers:
+            w.end()
 
 
 def _format(reports: list[dict]) -> str:
@@ -92,49 +113,9 @@ def _format(reports: list[dict]) -> str:
     )
 
 
-def run_writers(db_url: str, workdir: Path) -> list[dict]:
-    """Start the writers, let them push at once, and return their reports; no process outlives this."""
+def test_eight_processes_appending_at_once_get_consecutive_versions(db_url, backend):
     began = time.monotonic()
-    writers = _start_writers(db_url, workdir)
-    try:
-        _wait_until_ready(writers, workdir)
-        print(f"all {WRITERS} writers ready after {time.monotonic() - began:.1f} s")
-        for proc, _, _ in writers:
-            proc.stdin.write(b"go\n")
-            proc.stdin.flush()
-        for proc, _, _ in writers:
-            proc.stdin.close()
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        reports = []
-        for proc, out, err in writers:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                raise AssertionError(f"a writer did not finish within {RUN_TIMEOUT_S} s:\n" + _output(proc, out, err)) from None
-            assert proc.returncode == 0, "a writer failed:\n" + _output(proc, out, err)
-            lines = out.read_text().splitlines()
-            assert lines, "a writer reported nothing:\n" + _output(proc, out, err)
-            # Retried steps are logged as warnings on stderr; the test only counts them.
-            retries = err.read_text().count("transient error")
-            reports.append(json.loads(lines[-1]) | {"pid": proc.pid, "retries": retries})
-        return reports
-    finally:
-        for proc, _, _ in writers:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=10)
-            if proc.stdin is not None and not proc.stdin.closed:
-                try:
-                    proc.stdin.close()
-                except BrokenPipeError:
-                    pass
-
-
-def test_eight_processes_appending_at_once_get_consecutive_versions(db_url, backend, tmp_path):
-    workdir = tmp_path / "writers"
-    workdir.mkdir()
-    began = time.monotonic()
-    reports = run_writers(db_url, workdir)
+    reports = run_writers(db_url)
     took = time.monotonic() - began
     intervals = _format(reports)
     print(f"{backend}: {WRITERS} writers done in {took:.1f} s\n{intervals}")
@@ -186,41 +167,52 @@ def test_eight_processes_appending_at_once_get_consecutive_versions(db_url, back
 # -- the writer process ----------------------------------------------------------------------------
 
 
-def _writer_main(url: str, name: str, writer: int, workdir: Path) -> None:
-    # dsnotebook logs each retried step as a warning; the test counts them on stderr.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s %(levelname)s: %(message)s")
-    # The default retry policy: on SQLite the writers queue on its single write lock, and one that
-    # waits longer than the busy timeout (5 s) retries the step it was on.
-    hub = dsn.connect(url)
+class _Retries(logging.Handler):
+    """Counts the retried steps dsnotebook logs (as warnings)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += "transient error" in record.getMessage()
+
+
+def _writer_main(conn, env: dict[str, str], url: str, name: str, writer: int) -> None:
+    """A writer process: connect, build the frame, say "ready", push at "go", send the report."""
     try:
-        df = writer_frame(writer)
-        (workdir / f"ready-{writer}").touch()
-        if sys.stdin.readline() != "go\n":
-            raise SystemExit("no go signal: the test gave up")
-        start = time.time()
-        task = hub.push(df, name, if_exists="append")
-        version = task.wait(timeout=UPLOAD_TIMEOUT_S)
-        end = time.time()
-    finally:
-        hub.close(cancel=True)
-    print(
-        json.dumps(
-            {
-                "writer": writer,
-                "start": start,
-                "end": end,
-                "version": version.version,
-                "rows": version.rows,
-                "task_id": task.id,
-                "attempts": task.attempts,
-            }
-        ),
-        flush=True,
-    )
-
-
-if __name__ == "__main__":
-    _writer_main(sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4]))
+        adopt_environment(env)
+        warnings.simplefilter("error")
+        # The default retry policy: on SQLite the writers queue on its single write lock, and one
+        # that waits longer than the busy timeout (5 s) retries the step it was on.
+        retries = _Retries()
+        logging.getLogger("dsnotebook").addHandler(retries)
+        hub = dsn.connect(url)
+        try:
+            df = writer_frame(writer)
+            conn.send(("ready", "ready"))
+            if conn.recv() != "go":
+                raise SystemExit("no go signal: the test gave up")
+            start = time.time()
+            task = hub.push(df, name, if_exists="append")
+            version = task.wait(timeout=UPLOAD_TIMEOUT_S)
+            end = time.time()
+        finally:
+            hub.close(cancel=True)
+        report = {
+            "writer": writer,
+            "start": start,
+            "end": end,
+            "version": version.version,
+            "rows": version.rows,
+            "task_id": task.id,
+            "attempts": task.attempts,
+            "retries": retries.count,
+        }
+        conn.send(("report", report))
+    except BaseException:  # noqa: BLE001 - reported to the test, which fails with it
+        conn.send(("error", traceback.format_exc()))
+        raise
 
 
 def test_connections_creating_a_new_file_at_once_all_get_it(tmp_path):

@@ -7,6 +7,8 @@ import os
 import pty
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from typing import TextIO
 
 import pandas as pd
 import pytest
@@ -38,9 +40,29 @@ def rm(*argv: str, stdin: int | str) -> subprocess.CompletedProcess:
     )
 
 
-def rm_on_a_terminal(*argv: str, answer: str, wait_for_question: bool = True) -> tuple[int, str, str, str]:
-    """Run ``dsnotebook rm`` with a pseudo-terminal as stdin, and type ``answer`` on it: once the
-    question is on stderr, or at once if not ``wait_for_question`` (the terminal keeps it until read).
+@pytest.fixture
+def typed_on_a_terminal(monkeypatch) -> Iterator[Callable[[str], None]]:
+    """``typed_on_a_terminal(text)`` makes this process's stdin a pseudo-terminal on which
+    ``text`` has been typed already (the terminal keeps it until it is read), for ``dsnotebook
+    rm`` run in-process."""
+    opened: list[tuple[int, TextIO]] = []
+
+    def type_(text: str) -> None:
+        leader, follower = pty.openpty()
+        os.write(leader, text.encode())
+        stdin = open(follower, encoding="utf-8")  # noqa: SIM115 - closed at the end of the test
+        opened.append((leader, stdin))
+        monkeypatch.setattr(sys, "stdin", stdin)
+
+    yield type_
+    for leader, stdin in opened:
+        stdin.close()
+        os.close(leader)
+
+
+def rm_on_a_terminal(*argv: str, answer: str) -> tuple[int, str, str, str]:
+    """Run ``dsnotebook rm`` in a real process with a pseudo-terminal as stdin, and type ``answer``
+    on it once the question is on stderr.
 
     Returns the exit status, stdout, the question (up to its ``[y/N]``) and the rest of stderr.
     """
@@ -53,7 +75,7 @@ def rm_on_a_terminal(*argv: str, answer: str, wait_for_question: bool = True) ->
             os.close(follower)
             follower = None
             question = ""
-            while wait_for_question and not question.endswith(PROMPT_END):
+            while not question.endswith(PROMPT_END):
                 char = proc.stderr.read(1)
                 assert char, f"rm ended without asking; it printed {question!r}"
                 question += char
@@ -66,17 +88,22 @@ def rm_on_a_terminal(*argv: str, answer: str, wait_for_question: bool = True) ->
     return proc.returncode, out, question, err
 
 
-def test_rm_without_a_terminal_refuses_unless_yes(two_versions):
+def test_rm_without_a_terminal_refuses_unless_yes(cli, two_versions, monkeypatch):
     expected = (
         "dsnotebook: error: rm: standard input is not a terminal, so the removal cannot be confirmed; "
         "pass --yes to remove without asking\n"
     )
-    for stdin in (subprocess.DEVNULL, "y\n"):  # nothing, and a pipe that says yes
-        done = rm("sales", "--url", two_versions, stdin=stdin)
-        assert (done.returncode, done.stdout, done.stderr) == (2, "", expected)
-    assert stored(two_versions) == {"sales": [1, 2]}
-    done = rm("sales", "--version", "2", "--yes", "--url", two_versions, stdin=subprocess.DEVNULL)
-    assert (done.returncode, done.stdout, done.stderr) == (0, "removed version 2 of 'sales' (1 version: 2)\n", "")
+    done = rm("sales", "--url", two_versions, stdin=subprocess.DEVNULL)  # a real process, reading nothing
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", expected)
+    read, write = os.pipe()  # a pipe that says yes
+    os.write(write, b"y\n")
+    os.close(write)
+    with open(read, encoding="utf-8") as piped:
+        monkeypatch.setattr(sys, "stdin", piped)
+        assert cli("rm", "sales", "--url", two_versions) == (2, "", expected)
+        assert stored(two_versions) == {"sales": [1, 2]}
+        code, out, err = cli("rm", "sales", "--version", "2", "--yes", "--url", two_versions)
+    assert (code, out, err) == (0, "removed version 2 of 'sales' (1 version: 2)\n", "")
     assert stored(two_versions) == {"sales": [1]}
 
 
@@ -94,15 +121,16 @@ def test_rm_asks_on_a_terminal_and_removes_on_yes(two_versions):
 
 
 @pytest.mark.parametrize("answer", ["n\n", "\n", "yeah, no\n"], ids=["no", "enter", "anything-else"])
-def test_rm_on_a_terminal_keeps_the_data_unless_told_yes(two_versions, answer):
-    code, out, question, err = rm_on_a_terminal("sales", "--version", "1", "--url", two_versions, answer=answer)
-    assert question == "remove version 1 of 'sales'? [y/N] "
-    assert (code, out, err) == (0, "nothing removed\n", "")
+def test_rm_on_a_terminal_keeps_the_data_unless_told_yes(cli, two_versions, answer, typed_on_a_terminal):
+    typed_on_a_terminal(answer)
+    code, out, err = cli("rm", "sales", "--version", "1", "--url", two_versions)
+    assert (code, out, err) == (0, "nothing removed\n", "remove version 1 of 'sales'? [y/N] ")
     assert stored(two_versions) == {"sales": [1, 2]}
 
 
-def test_rm_of_a_missing_version_asks_nothing_and_names_the_versions_there_are(two_versions):
-    code, out, _, err = rm_on_a_terminal("sales", "--version", "7", "--url", two_versions, answer="y\n", wait_for_question=False)
+def test_rm_of_a_missing_version_asks_nothing_and_names_the_versions_there_are(cli, two_versions, typed_on_a_terminal):
+    typed_on_a_terminal("y\n")
+    code, out, err = cli("rm", "sales", "--version", "7", "--url", two_versions)
     assert (code, out) == (2, "")
     assert err == "dsnotebook: error: dataset 'sales' has no version 7; its versions are: 1, 2\n"
     assert stored(two_versions) == {"sales": [1, 2]}

@@ -3,8 +3,6 @@ fully there or not at all, the previous version survives, and the task says what
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import random
 import signal
 import sqlite3
@@ -16,61 +14,12 @@ from frametools import STR, assert_identical
 from hubtools import kept_stages, staging_tables
 from sqlalchemy.engine import make_url
 from million_rows import MILLION
-from pusher import forked, frame
+from pusher import Pusher, frame
 
 import dsnotebook as dsn
 from dsnotebook import _faults
 
 PREVIOUS = pd.DataFrame({"id": [1, 2, 3], "note": pd.array(["a", "b", "c"], dtype=STR)})
-
-
-# Pushing processes are forked from a server that has imported dsnotebook (and so pandas and
-# pyarrow), both bulk drivers and the million-row frame once: a fresh interpreter would spend
-# seconds on them for each of the dozens of processes these tests kill.
-_FORKS = multiprocessing.get_context("forkserver")
-_FORKS.set_forkserver_preload(["dsnotebook", "adbc_driver_sqlite.dbapi", "adbc_driver_postgresql.dbapi", "million_rows"])
-
-
-class _Pusher:
-    """A process pushing ``frame(rows, seed)`` as dataset "d"; see ``pusher.forked``."""
-
-    def __init__(self, db_url: str, rows: int, seed: int, chunk_size: int, fault: str | None = None) -> None:
-        env = dict(os.environ)
-        env.pop("DSNOTEBOOK_FAULT", None)
-        self._messages, theirs = _FORKS.Pipe(duplex=False)
-        self.process = _FORKS.Process(
-            target=forked, args=(theirs, env, db_url, "d", rows, seed, chunk_size, fault), name="pusher", daemon=True
-        )
-        self.process.start()
-        theirs.close()
-        self.said: list[str] = []
-
-    def next_message(self, timeout: float) -> str | None:
-        """The process's next message, or None once it has ended without one."""
-        if not self._messages.poll(timeout):
-            raise AssertionError(f"the pushing process said nothing within {timeout} s; it said {self.said}")
-        try:
-            message = self._messages.recv()
-        except EOFError:
-            return None
-        self.said.append(message)
-        assert not message.startswith("error"), message
-        return message
-
-    def kill(self) -> None:
-        """SIGKILL, unless the process has ended already (its pid may then be another's)."""
-        self.process.kill()
-
-    def end(self, timeout: float) -> tuple[int, bool]:
-        """Waits for the process to end; returns its exit code and whether it said it was done."""
-        while self.next_message(timeout) is not None:
-            pass
-        self.process.join(timeout)
-        assert self.process.exitcode is not None, f"the pushing process is still running after {timeout} s"
-        code = self.process.exitcode
-        self._messages.close()
-        self.process.close()
-        return code, any(m.startswith("done") for m in self.said)
 
 
 def _check_after_kill(
@@ -120,7 +69,7 @@ def test_kill_at_each_named_stage(db_url, backend, point):
     rows, chunk = 20_000, 5_000
     # The second time a chunk point is reached: rows are already committed to the staging table.
     fault = f"{point}@2:kill" if point in ("staging", "between_chunks") else f"{point}:kill"
-    child = _Pusher(db_url, rows, seed=7, chunk_size=chunk, fault=fault)
+    child = Pusher(db_url, rows, seed=7, chunk_size=chunk, fault=fault)
     code, finished = child.end(timeout=120)
     assert code == -signal.SIGKILL, child.said
     assert not finished
@@ -136,7 +85,7 @@ def test_a_push_killed_before_it_recorded_its_task_is_told_apart_from_the_previo
         hub.push(PREVIOUS, "d").wait(timeout=60)
         known = set(hub.tasks()["id"])
     rows, seed = MILLION
-    child = _Pusher(db_url, rows, seed=seed, chunk_size=50_000)
+    child = Pusher(db_url, rows, seed=seed, chunk_size=50_000)
     assert child.next_message(timeout=60) == "ready"
     child.kill()
     _, finished = child.end(timeout=60)
@@ -168,7 +117,7 @@ def test_kill_a_million_row_push_at_random_times(db_url, backend, capsys):
         hub.push(PREVIOUS, "d").wait(timeout=60)
     # How long such a push takes here, so that the kill times spread over the whole upload.
     started = time.monotonic()
-    child = _Pusher(db_url, rows, seed=frame_seed, chunk_size=50_000)
+    child = Pusher(db_url, rows, seed=frame_seed, chunk_size=50_000)
     assert child.next_message(timeout=60) == "ready"
     ready = time.monotonic()
     assert child.end(timeout=600) == (0, True), child.said
@@ -179,7 +128,7 @@ def test_kill_a_million_row_push_at_random_times(db_url, backend, capsys):
         print(f"\nseed {seed}: push takes {span:.2f} s (start-up {ready - started:.2f} s); kill delays {delays}")
     outcomes = []
     for delay in delays:
-        child = _Pusher(db_url, rows, seed=frame_seed, chunk_size=50_000)
+        child = Pusher(db_url, rows, seed=frame_seed, chunk_size=50_000)
         assert child.next_message(timeout=60) == "ready"
         time.sleep(delay)
         child.kill()

@@ -4,32 +4,26 @@ are kept. The rows written are counted by a trigger in the database, not by the 
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from datetime import timedelta
-from pathlib import Path
 
 import pandas as pd
 import pytest
 from frametools import assert_identical
 from hubtools import execute, kept_stages, record_written_rows, staging_tables
-from pusher import make
+from pusher import Pusher, make
 
 import dsnotebook as dsn
 from dsnotebook import _faults
 from dsnotebook.errors import ValidationError
 
-PUSHER = str(Path(__file__).with_name("pusher.py"))
 ROWS, CHUNK, SEED = 100_000, 10_000, 5
 
 
 def _kill_after_chunks(db_url: str, chunks: int) -> None:
-    """Push make(ROWS, SEED) in a child process and kill it once ``chunks`` chunks are committed."""
-    env = {**__import__("os").environ, "DSNOTEBOOK_FAULT": f"between_chunks@{chunks}:kill"}
-    child = subprocess.run(
-        [sys.executable, PUSHER, db_url, "d", str(ROWS), str(SEED), str(CHUNK)], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert child.returncode == -signal.SIGKILL, child.stderr
+    """Push make(ROWS, SEED) in a child process that is killed once ``chunks`` chunks are committed."""
+    child = Pusher(db_url, ROWS, SEED, CHUNK, fault=f"between_chunks@{chunks}:kill")
+    code, finished = child.end(timeout=120)
+    assert (code, finished) == (-signal.SIGKILL, False), child.said
 
 
 @pytest.fixture
