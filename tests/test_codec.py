@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
+from testenv import examples
 
 from dsnotebook import _compat as compat
 from dsnotebook._compat import string_dtype
@@ -523,7 +524,7 @@ def test_frame_edits_after_a_snapshot_do_not_change_rows():
 # ---------------------------------------------------------------------------------------
 
 @settings(
-    max_examples=150,
+    max_examples=examples(150),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -14,6 +14,7 @@ from frametools import assert_identical
 from hubtools import execute
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from testenv import examples
 
 from dsnotebook.store.backends.postgresql import time_codecs
 
@@ -165,7 +166,7 @@ def time_parts(draw):
     return parts
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(parts=time_parts())
 def test_time_values_of_every_unit_and_precision_round_trip_through_appends(hub, parts):
     name = f"times-{next(_names)}"

@@ -22,6 +22,7 @@ import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from testenv import examples
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -969,7 +970,7 @@ def test_is_transient_ignores_implicit_context_and_survives_cycles() -> None:
     assert not is_transient(a)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     base=st.floats(min_value=0, max_value=10, allow_nan=False),
     extra=st.floats(min_value=0, max_value=100, allow_nan=False),

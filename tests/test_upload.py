@@ -16,6 +16,7 @@ from frametools import STR, assert_identical, frames
 from hubtools import execute, occupy_the_slot, refuse_progress_beyond, sqlite_path, staging_tables, table_and_view_names
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from testenv import examples
 
 import dsnotebook as dsn
 from dsnotebook import _compat as compat
@@ -776,7 +777,7 @@ _names = itertools.count()
 
 
 @settings(
-    max_examples=60,
+    max_examples=examples(60),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
