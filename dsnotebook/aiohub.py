@@ -251,7 +251,8 @@ class AsyncHub:
         await self.aclose(cancel=exc_type is not None and issubclass(exc_type, (asyncio.CancelledError, KeyboardInterrupt)))
 
     async def aclose(self, *, cancel: bool = False, timeout: float | None = None) -> None:
-        """Wait for running uploads (or cancel them with ``cancel=True``), then release the engine."""
+        """Wait for running uploads (or cancel them with ``cancel=True``) and for reads under way,
+        then release the engine; see :meth:`Hub.close`."""
         await self._shutdown(cancel=cancel, timeout=timeout, interrupted=False)
 
     async def _shutdown(self, *, cancel: bool, timeout: float | None, interrupted: bool) -> None:

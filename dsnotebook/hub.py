@@ -147,7 +147,10 @@ class Hub:
         self.close(cancel=exc_type is not None and issubclass(exc_type, KeyboardInterrupt))
 
     def close(self, *, cancel: bool = False, timeout: float | None = None) -> None:
-        """Wait for running uploads (``cancel=True`` cancels them), then release the engine."""
+        """Wait for running uploads (``cancel=True`` cancels them) and for reads under way (a
+        ``pull`` submitted from another thread, say), then release the engine. A read that would
+        start after this, such as the next batch of an ``iter_batches`` loop, raises
+        :class:`~dsnotebook.errors.HubClosed`."""
         if self.closed:
             return
         self._run(self._async.aclose(cancel=cancel, timeout=timeout))

@@ -57,7 +57,8 @@ def test_repr_shows_where_the_hub_points_without_the_password(db_url):
 def test_closing_waits_for_a_read_under_way_and_closes_its_connection(db_url, monkeypatch):
     """A read that holds a connection while the hub closes (a panel's refresh as an upload ends,
     say) finishes first; its connection is then closed with the others, not handed back to a
-    pool nobody closes any more. A read that would start after the close began is refused."""
+    pool nobody closes any more. A read that would start after the close began is refused, the
+    next batch of an ``iter_batches`` loop among them."""
     hub = dsn.connect(db_url)
     hub.push(pd.DataFrame({"a": [1, 2]}), "d").wait(timeout=60)
     repo = hub.aio._repo
@@ -73,6 +74,8 @@ def test_closing_waits_for_a_read_under_way_and_closes_its_connection(db_url, mo
             return await listed()
 
     monkeypatch.setattr(repo, "datasets", held_datasets)
+    batches = hub.iter_batches("d", batch_rows=1)
+    assert next(batches)["a"].tolist() == [1]
     read = hub.submit(hub.aio.datasets())
     assert holding.wait(60)
     pool = hub.aio.engine.pool
@@ -88,6 +91,8 @@ def test_closing_waits_for_a_read_under_way_and_closes_its_connection(db_url, mo
     assert (pool.checkedout(), pool.checkedin()) == (0, 0)
     with pytest.raises(HubClosed):
         hub.submit(hub.aio.versions("d")).result(timeout=60)
+    with pytest.raises(HubClosed):  # the next batch of a loop begun before the close
+        next(batches)
 
 
 def test_plain_sqlite_urls_get_the_async_driver(tmp_path):
