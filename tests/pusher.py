@@ -7,11 +7,12 @@ The frame depends only on its rows and seed, so a parent can build the same one 
 from __future__ import annotations
 
 import os
+import traceback
 
 import numpy as np
 import pandas as pd
 
-from forks import FORKS
+from forks import FORKS, adopt_environment
 
 from dsnotebook._compat import default_string_dtype
 
@@ -41,17 +42,12 @@ def frame(rows: int, seed: int) -> pd.DataFrame:
 
 
 def forked(conn, env: dict[str, str], url: str, name: str, rows: int, seed: int, chunk_size: int | None, fault: str | None) -> None:
-    """What ``main()`` does, in a process forked from one that has dsnotebook imported already.
+    """The pushing process's body: connect, say ``"ready"``, push ``frame(rows, seed)`` and wait.
 
-    Starting a fresh interpreter takes seconds here, most of what a test that kills twenty
-    pushes spends. ``conn`` gets ``"ready"``, ``"done <version>"``, or ``"error <traceback>"``
-    (the server's stderr is no test's); ``env`` is the parent's environment as of now, not as
-    of when the fork server started; ``fault`` is armed as ``DSNOTEBOOK_FAULT`` would be.
+    ``conn`` gets ``"ready"``, ``"done <version>"``, or ``"error <traceback>"`` (the fork
+    server's stderr is no test's); ``env`` is the test's environment as of the fork; ``fault`` is
+    armed as ``DSNOTEBOOK_FAULT`` would be.
     """
-    import traceback
-
-    from forks import adopt_environment
-
     try:
         adopt_environment(env)
         import dsnotebook as dsn
