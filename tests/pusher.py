@@ -31,6 +31,9 @@ def make(rows: int, seed: int) -> pd.DataFrame:
     )
 
 
+#: The rows and seed of the million-row frame the kill tests push.
+MILLION = (1_000_000, 1)
+
 _FRAMES: dict[tuple[int, int], pd.DataFrame] = {}
 
 

@@ -13,8 +13,7 @@ import pytest
 from frametools import STR, assert_identical
 from hubtools import kept_stages, staging_tables
 from sqlalchemy.engine import make_url
-from million_rows import MILLION
-from pusher import Pusher, frame
+from pusher import MILLION, Pusher, frame
 
 import dsnotebook as dsn
 from dsnotebook import _faults
